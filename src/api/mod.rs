@@ -1,0 +1,156 @@
+//! The HTTP API (axum, JSON): tenants, phone numbers, AI profiles, API keys, health,
+//! Prometheus metrics and the generated OpenAPI document.
+//!
+//! Every `/api` route needs `Authorization: Bearer <token>`. The platform admin's token
+//! reaches everything; a tenant's API key reaches only that tenant's paths, and another
+//! tenant's resources answer 404 exactly as if they did not exist.
+
+mod extract;
+mod health;
+mod keys;
+mod numbers;
+mod openapi;
+mod problem;
+mod profiles;
+mod tenants;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{delete, get, patch};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+pub use problem::Problem;
+
+use crate::store::{Page, Store};
+
+/// The largest request body accepted, in bytes.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub admin_token: Arc<str>,
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+}
+
+/// The whole HTTP surface.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/tenants", get(tenants::list).post(tenants::create))
+        .route(
+            "/tenants/{tenant_id}",
+            get(tenants::get).patch(tenants::update),
+        )
+        .route(
+            "/tenants/{tenant_id}/phone-numbers",
+            get(numbers::list).post(numbers::create),
+        )
+        .route(
+            "/tenants/{tenant_id}/phone-numbers/{phone_number_id}",
+            patch(numbers::update)
+                .delete(numbers::delete)
+                .get(numbers::get),
+        )
+        .route(
+            "/tenants/{tenant_id}/ai-profiles",
+            get(profiles::list).post(profiles::create),
+        )
+        .route(
+            "/tenants/{tenant_id}/ai-profiles/{ai_profile_id}",
+            patch(profiles::update)
+                .delete(profiles::delete)
+                .get(profiles::get),
+        )
+        .route(
+            "/tenants/{tenant_id}/api-keys",
+            axum::routing::post(keys::create),
+        )
+        .route(
+            "/tenants/{tenant_id}/api-keys/{api_key_id}",
+            delete(keys::revoke),
+        )
+        .route("/openapi.json", get(openapi::document))
+        .fallback(|| async { Problem::not_found() });
+    Router::new()
+        .nest("/api", api)
+        .route("/healthz", get(health::healthz))
+        .route("/metrics", get(health::metrics))
+        .fallback(|| async { Problem::not_found() })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn(count_requests))
+        .with_state(state)
+}
+
+/// Counts requests by route and status for `/metrics`.
+async fn count_requests(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = request.method().to_string();
+    let response = next.run(request).await;
+    metrics::counter!(
+        "vca_http_requests_total",
+        "method" => method,
+        "route" => route,
+        "status" => response.status().as_u16().to_string()
+    )
+    .increment(1);
+    response
+}
+
+/// A page of a list: `{"items": [...], "next_cursor": ...}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct List<T> {
+    pub items: Vec<T>,
+    /// Pass as `?cursor=` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+impl<T, C: std::fmt::Display> From<Page<T, C>> for List<T> {
+    fn from(page: Page<T, C>) -> Self {
+        List {
+            items: page.items,
+            next_cursor: page.next_cursor.map(|c| c.to_string()),
+        }
+    }
+}
+
+/// `?cursor=&limit=` on every list.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery<C> {
+    pub cursor: Option<C>,
+    pub limit: Option<u32>,
+}
+
+impl<C> ListQuery<C> {
+    const DEFAULT_LIMIT: u32 = 50;
+    const MAX_LIMIT: u32 = 500;
+
+    /// The page size asked for, between 1 and 500 (default 50).
+    pub fn limit(&self) -> Result<u32, Problem> {
+        match self.limit {
+            None => Ok(Self::DEFAULT_LIMIT),
+            Some(n) if (1..=Self::MAX_LIMIT).contains(&n) => Ok(n),
+            Some(_) => Err(Problem::invalid("limit", "limit must be between 1 and 500")),
+        }
+    }
+}
+
+/// Reads a JSON `null` as `Some(None)` and an absent field as `None`, so that a PATCH can
+/// clear a value.
+fn double_option<'de, T, D>(de: D) -> Result<Option<Option<T>>, D::Error>
+where
+    T: Deserialize<'de>,
+    D: serde::Deserializer<'de>,
+{
+    Option::<T>::deserialize(de).map(Some)
+}

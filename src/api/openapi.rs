@@ -1,0 +1,39 @@
+//! `/api/openapi.json`, generated from the handlers' annotations.
+
+use axum::Json;
+use utoipa::OpenApi;
+
+use super::{health, keys, numbers, profiles, tenants};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "vca-sip", description = "Tenants, phone numbers, AI profiles and API keys of the vca-sip SIP edge."),
+    paths(
+        tenants::create, tenants::list, tenants::get, tenants::update,
+        numbers::create, numbers::list, numbers::get, numbers::update, numbers::delete,
+        profiles::create, profiles::list, profiles::get, profiles::update, profiles::delete,
+        keys::create, keys::revoke,
+        health::healthz, health::metrics,
+    ),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+#[utoipa::path(get, path = "/api/openapi.json", responses((status = 200)))]
+pub async fn document() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

@@ -1,0 +1,74 @@
+//! The `vca-sip` binary: flags -> configuration -> run.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+use vca_sip::config::{Cli, Command, Config};
+use vca_sip::server::Server;
+use vca_sip::store::Store;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let (settings, serve) = match &cli.command {
+        Command::Serve(settings) => (settings, true),
+        Command::Migrate(settings) => (settings, false),
+    };
+    let admin_token = std::env::var("VCA_ADMIN_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty());
+    let config = match Config::load(settings, admin_token) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("vca-sip: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("vca-sip: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        if serve {
+            serve_until_signal(&config).await
+        } else {
+            migrate(&config).await
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("vca-sip: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn migrate(config: &Config) -> anyhow::Result<()> {
+    let store = Store::connect(&config.database).await?;
+    store.migrate().await?;
+    eprintln!("vca-sip: the {} database is up to date", store.backend());
+    store.close().await;
+    Ok(())
+}
+
+async fn serve_until_signal(config: &Config) -> anyhow::Result<()> {
+    let server = Server::start(config).await?;
+    eprintln!("vca-sip: HTTP API on http://{}", server.http_addr);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+    server.stop().await
+}

@@ -1,0 +1,6 @@
+//! Routing: from a dialed number to exactly one tenant.
+//!
+//! `e164` turns whatever a carrier or an operator writes into one canonical E.164 number;
+//! later layers map that number to its tenant and decide admission.
+
+pub mod e164;

@@ -1,0 +1,12 @@
+//! SIP protocol logic with no IO: messages, framing, transactions, dialogs and SDP.
+//!
+//! Nothing under `sip/` touches a socket, a database or the wall clock. State machines take
+//! an input and `now`, and hand back what to send and when to wake next.
+
+pub mod dialog;
+pub mod framing;
+pub mod message;
+pub mod sdp;
+pub mod session_timer;
+pub mod transaction;
+pub mod triage;

@@ -1,0 +1,145 @@
+//! The rows of the data model, as the API shows them (see the data model in the README).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::FromRow;
+use utoipa::ToSchema;
+
+use crate::ids::{AiProfileId, ApiKeyId, PhoneNumberId, TenantId, TrunkId};
+
+/// Declares an enum stored as lowercase text (checked by the database) and spoken as the
+/// same text in JSON.
+macro_rules! text_enum {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+        pub enum $name {
+            $(#[serde(rename = $text)] $variant),+
+        }
+
+        impl $name {
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+
+            pub fn parse(text: &str) -> Option<Self> {
+                match text { $($text => Some($name::$variant),)+ _ => None }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl<DB: sqlx::Database> sqlx::Type<DB> for $name
+        where
+            str: sqlx::Type<DB>,
+        {
+            fn type_info() -> DB::TypeInfo {
+                <str as sqlx::Type<DB>>::type_info()
+            }
+            fn compatible(ty: &DB::TypeInfo) -> bool {
+                <str as sqlx::Type<DB>>::compatible(ty)
+            }
+        }
+
+        impl<'q, DB: sqlx::Database> sqlx::Encode<'q, DB> for $name
+        where
+            &'q str: sqlx::Encode<'q, DB>,
+        {
+            fn encode_by_ref(
+                &self,
+                buf: &mut <DB as sqlx::Database>::ArgumentBuffer,
+            ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+                <&'q str as sqlx::Encode<'q, DB>>::encode(self.as_str(), buf)
+            }
+        }
+
+        impl<'r, DB: sqlx::Database> sqlx::Decode<'r, DB> for $name
+        where
+            &'r str: sqlx::Decode<'r, DB>,
+        {
+            fn decode(
+                value: <DB as sqlx::Database>::ValueRef<'r>,
+            ) -> Result<Self, sqlx::error::BoxDynError> {
+                let text = <&'r str as sqlx::Decode<'r, DB>>::decode(value)?;
+                $name::parse(text)
+                    .ok_or_else(|| format!("{text:?} is not a {}", stringify!($name)).into())
+            }
+        }
+    };
+}
+
+text_enum!(
+    /// Whether a tenant's calls are admitted.
+    TenantStatus { Active => "active", Suspended => "suspended", Deleted => "deleted" }
+);
+text_enum!(
+    /// The tenant's commercial plan.
+    Plan { Starter => "starter", Growth => "growth", Custom => "custom" }
+);
+text_enum!(
+    /// What an AI profile's agent does on a call.
+    Role {
+        Receptionist => "receptionist",
+        Sales => "sales",
+        Support => "support",
+        Dispatcher => "dispatcher",
+        Custom => "custom",
+    }
+);
+text_enum!(
+    /// Which kind of carrier delivers a number.
+    ProviderType { Generic => "generic", Tata => "tata" }
+);
+
+/// A customer of the platform.
+#[derive(Debug, Clone, PartialEq, Serialize, FromRow, ToSchema)]
+pub struct Tenant {
+    pub id: TenantId,
+    pub name: String,
+    pub status: TenantStatus,
+    pub plan: Plan,
+    /// Country calling code applied to national number forms: digits, no plus.
+    pub default_country_code: String,
+    pub max_concurrent_calls: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A dialed number (DID) owned by one tenant.
+#[derive(Debug, Clone, PartialEq, Serialize, FromRow, ToSchema)]
+pub struct PhoneNumber {
+    pub id: PhoneNumberId,
+    pub tenant_id: TenantId,
+    /// E.164 with a leading "+".
+    pub did_number: String,
+    pub provider_type: ProviderType,
+    pub trunk_id: Option<TrunkId>,
+    pub ai_profile_id: Option<AiProfileId>,
+    pub is_active: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+/// How the AI agent answering a tenant's calls behaves.
+#[derive(Debug, Clone, PartialEq, Serialize, FromRow, ToSchema)]
+pub struct AiProfile {
+    pub id: AiProfileId,
+    pub tenant_id: TenantId,
+    pub name: String,
+    pub role: Role,
+    pub system_prompt: String,
+    pub is_default: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+/// An API key as stored: only its hash.
+#[derive(Debug, Clone, PartialEq, FromRow)]
+pub struct ApiKey {
+    pub id: ApiKeyId,
+    pub tenant_id: TenantId,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}

@@ -1,0 +1,107 @@
+//! Tenants: the platform's customers.
+
+use super::model::{Plan, Tenant, TenantStatus};
+use super::{Page, Result, Store, StoreError, now, on_pool};
+use crate::ids::TenantId;
+
+/// The columns every query returns, in the row type's order.
+macro_rules! columns {
+    () => {
+        "id, name, status, plan, default_country_code, max_concurrent_calls, \
+                       created_at, updated_at"
+    };
+}
+
+/// What a new tenant starts with.
+#[derive(Debug, Clone)]
+pub struct NewTenant {
+    pub name: String,
+    pub status: TenantStatus,
+    pub plan: Plan,
+    pub default_country_code: String,
+    pub max_concurrent_calls: i64,
+}
+
+/// The fields of a tenant that may change; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct TenantPatch {
+    pub status: Option<TenantStatus>,
+    pub plan: Option<Plan>,
+    pub default_country_code: Option<String>,
+    pub max_concurrent_calls: Option<i64>,
+}
+
+impl Store {
+    pub async fn create_tenant(&self, new: NewTenant) -> Result<Tenant> {
+        const SQL: &str = concat!(
+            "INSERT INTO tenants (",
+            columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $7) \
+             RETURNING ",
+            columns!()
+        );
+        let at = now();
+        on_pool!(self, |pool| sqlx::query_as(SQL)
+            .bind(TenantId::new())
+            .bind(&new.name)
+            .bind(new.status)
+            .bind(new.plan)
+            .bind(&new.default_country_code)
+            .bind(new.max_concurrent_calls)
+            .bind(at)
+            .fetch_one(pool)
+            .await)
+        .map_err(|e| StoreError::from_sqlx(e, "tenant"))
+    }
+
+    pub async fn tenant(&self, id: TenantId) -> Result<Tenant> {
+        const SQL: &str = concat!("SELECT ", columns!(), " FROM tenants WHERE id = $1");
+        on_pool!(self, |pool| sqlx::query_as(SQL)
+            .bind(id)
+            .fetch_optional(pool)
+            .await)?
+        .ok_or(StoreError::NotFound)
+    }
+
+    pub async fn list_tenants(
+        &self,
+        cursor: Option<TenantId>,
+        limit: u32,
+    ) -> Result<Page<Tenant, TenantId>> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            columns!(),
+            " FROM tenants WHERE ($1 IS NULL OR id > $1) ORDER BY id LIMIT $2"
+        );
+        let rows: Vec<Tenant> = on_pool!(self, |pool| sqlx::query_as(SQL)
+            .bind(cursor)
+            .bind(i64::from(limit) + 1)
+            .fetch_all(pool)
+            .await)?;
+        Ok(Page::from_rows(rows, limit, |t| t.id))
+    }
+
+    pub async fn update_tenant(&self, id: TenantId, patch: TenantPatch) -> Result<Tenant> {
+        const SQL: &str = concat!(
+            "UPDATE tenants SET \
+               status = COALESCE($2, status), \
+               plan = COALESCE($3, plan), \
+               default_country_code = COALESCE($4, default_country_code), \
+               max_concurrent_calls = COALESCE($5, max_concurrent_calls), \
+               updated_at = $6 \
+             WHERE id = $1 RETURNING ",
+            columns!()
+        );
+        on_pool!(self, |pool| sqlx::query_as(SQL)
+            .bind(id)
+            .bind(patch.status)
+            .bind(patch.plan)
+            .bind(patch.default_country_code)
+            .bind(patch.max_concurrent_calls)
+            .bind(now())
+            .fetch_optional(pool)
+            .await)
+        .map_err(|e| StoreError::from_sqlx(e, "tenant"))?
+        .ok_or(StoreError::NotFound)
+    }
+}
