@@ -1,7 +1,7 @@
 //! Request extractors whose every rejection is a [`Problem`]: JSON bodies, path and query
 //! parameters, and the caller's identity.
 
-use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header;
 use axum::http::request::Parts;
@@ -43,6 +43,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 
 /// Deserialises `body`, naming the field at fault on failure.
 fn decode_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Problem> {
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(Problem::malformed("the body must be a JSON object"));
+    }
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|err| {
         let path = err.path().to_string();
@@ -50,16 +53,13 @@ fn decode_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Problem> {
         match inner.classify() {
             serde_json::error::Category::Data => {
                 let message = inner.to_string();
-                let field = quoted_field(&message, "unknown field `")
-                    .or_else(|| quoted_field(&message, "missing field `"))
-                    .map(|name| {
-                        if path == "." {
-                            name
-                        } else {
-                            format!("{path}.{name}")
-                        }
-                    })
-                    .unwrap_or(path);
+                // A missing field's path is its parent; any other error's path ends with
+                // the field at fault.
+                let field = match quoted_field(&message, "missing field `") {
+                    Some(name) if path == "." => name,
+                    Some(name) => format!("{path}.{name}"),
+                    None => path,
+                };
                 Problem::invalid(field, strip_position(&message))
             }
             _ => Problem::malformed(format!(
@@ -90,18 +90,22 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
-        use axum::extract::path::ErrorKind;
         match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(value)) => Ok(ApiPath(value)),
-            Err(PathRejection::FailedToDeserializePathParams(e)) => match e.kind() {
-                ErrorKind::ParseErrorAtKey { key, .. }
-                | ErrorKind::InvalidUtf8InPathParam { key } => Err(Problem::invalid(
-                    key.clone(),
-                    format!("{key} is not a valid id"),
-                )),
-                _ => Err(Problem::malformed(e.body_text())),
-            },
-            Err(other) => Err(Problem::malformed(other.body_text())),
+            Err(rejection) => {
+                // Every path parameter of the API is an id: name the first that is not one.
+                let raw = axum::extract::RawPathParams::from_request_parts(parts, state).await;
+                let bad = raw.ok().and_then(|params| {
+                    params
+                        .iter()
+                        .find(|(_, value)| uuid::Uuid::parse_str(value).is_err())
+                        .map(|(key, _)| key.to_owned())
+                });
+                Err(match bad {
+                    Some(key) => Problem::invalid(key.clone(), format!("{key} is not a valid id")),
+                    None => Problem::malformed(rejection.body_text()),
+                })
+            }
         }
     }
 }
@@ -112,18 +116,20 @@ pub struct ApiQuery<T>(pub T);
 impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     type Rejection = Problem;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
-        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
-            Ok(axum::extract::Query(value)) => Ok(ApiQuery(value)),
-            Err(QueryRejection::FailedToDeserializeQueryString(e)) => {
-                let text = e.body_text();
-                let field = quoted_field(&text, "unknown field `")
-                    .or_else(|| text.split_once(": ").map(|(f, _)| f.to_owned()))
-                    .unwrap_or_else(|| "query".to_owned());
-                Err(Problem::invalid(field, text))
-            }
-            Err(other) => Err(Problem::malformed(other.body_text())),
-        }
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Problem> {
+        let query = parts.uri.query().unwrap_or_default();
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(de)
+            .map(ApiQuery)
+            .map_err(|err| {
+                let path = err.path().to_string();
+                let message = err.into_inner().to_string();
+                let field = match quoted_field(&message, "unknown field `") {
+                    Some(name) => name,
+                    None => path,
+                };
+                Problem::invalid(field, message)
+            })
     }
 }
 

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::extract::{ApiPath, Principal};
-use super::{AppState, Problem};
+use super::{AppState, Problem, TenantPath};
 use crate::ids::{ApiKeyId, TenantId};
 
 /// A new key. `key` is never shown again.
@@ -29,7 +29,7 @@ pub struct KeyPath {
 pub async fn create(
     State(state): State<AppState>,
     principal: Principal,
-    ApiPath(tenant_id): ApiPath<TenantId>,
+    ApiPath(TenantPath { tenant_id }): ApiPath<TenantPath>,
 ) -> Result<(StatusCode, Json<CreatedApiKey>), Problem> {
     let tenant_id = principal.scope(tenant_id)?;
     state.store.tenant(tenant_id).await?;

@@ -154,3 +154,9 @@ where
 {
     Option::<T>::deserialize(de).map(Some)
 }
+
+/// `/api/tenants/{tenant_id}/...`
+#[derive(Debug, Deserialize)]
+pub struct TenantPath {
+    pub tenant_id: crate::ids::TenantId,
+}

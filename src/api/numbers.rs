@@ -11,7 +11,7 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::extract::{ApiJson, ApiPath, ApiQuery, Principal};
-use super::{AppState, List, ListQuery, Problem, double_option};
+use super::{AppState, List, ListQuery, Problem, TenantPath, double_option};
 use crate::ids::{AiProfileId, PhoneNumberId, TenantId, TrunkId};
 use crate::routing::e164::{CountryCode, Did};
 use crate::store::model::{PhoneNumber, ProviderType};
@@ -54,7 +54,7 @@ pub struct NumberPath {
 pub async fn create(
     State(state): State<AppState>,
     principal: Principal,
-    ApiPath(tenant_id): ApiPath<TenantId>,
+    ApiPath(TenantPath { tenant_id }): ApiPath<TenantPath>,
     ApiJson(body): ApiJson<CreatePhoneNumber>,
 ) -> Result<(StatusCode, Json<PhoneNumber>), Problem> {
     let tenant_id = principal.scope(tenant_id)?;
@@ -80,7 +80,7 @@ pub async fn create(
 pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
-    ApiPath(tenant_id): ApiPath<TenantId>,
+    ApiPath(TenantPath { tenant_id }): ApiPath<TenantPath>,
     ApiQuery(query): ApiQuery<ListQuery<PhoneNumberId>>,
 ) -> Result<Json<List<PhoneNumber>>, Problem> {
     let tenant_id = principal.scope(tenant_id)?;

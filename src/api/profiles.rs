@@ -8,7 +8,7 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::extract::{ApiJson, ApiPath, ApiQuery, Principal};
-use super::{AppState, List, ListQuery, Problem};
+use super::{AppState, List, ListQuery, Problem, TenantPath};
 use crate::ids::{AiProfileId, TenantId};
 use crate::store::model::{AiProfile, Role};
 use crate::store::{AiProfilePatch, NewAiProfile};
@@ -72,7 +72,7 @@ fn system_prompt(prompt: String) -> Result<String, Problem> {
 pub async fn create(
     State(state): State<AppState>,
     principal: Principal,
-    ApiPath(tenant_id): ApiPath<TenantId>,
+    ApiPath(TenantPath { tenant_id }): ApiPath<TenantPath>,
     ApiJson(body): ApiJson<CreateAiProfile>,
 ) -> Result<(StatusCode, Json<AiProfile>), Problem> {
     let tenant_id = principal.scope(tenant_id)?;
@@ -93,7 +93,7 @@ pub async fn create(
 pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
-    ApiPath(tenant_id): ApiPath<TenantId>,
+    ApiPath(TenantPath { tenant_id }): ApiPath<TenantPath>,
     ApiQuery(query): ApiQuery<ListQuery<AiProfileId>>,
 ) -> Result<Json<List<AiProfile>>, Problem> {
     let tenant_id = principal.scope(tenant_id)?;

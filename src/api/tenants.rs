@@ -8,7 +8,7 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::extract::{ApiJson, ApiPath, ApiQuery, Principal};
-use super::{AppState, List, ListQuery, Problem};
+use super::{AppState, List, ListQuery, Problem, TenantPath};
 use crate::ids::TenantId;
 use crate::routing::e164::CountryCode;
 use crate::store::model::{Plan, Tenant, TenantStatus};
@@ -104,7 +104,7 @@ pub async fn list(
 pub async fn get(
     State(state): State<AppState>,
     principal: Principal,
-    ApiPath(tenant_id): ApiPath<TenantId>,
+    ApiPath(TenantPath { tenant_id }): ApiPath<TenantPath>,
 ) -> Result<Json<Tenant>, Problem> {
     let tenant_id = principal.scope(tenant_id)?;
     Ok(Json(state.store.tenant(tenant_id).await?))
@@ -116,7 +116,7 @@ pub async fn get(
 pub async fn update(
     State(state): State<AppState>,
     principal: Principal,
-    ApiPath(tenant_id): ApiPath<TenantId>,
+    ApiPath(TenantPath { tenant_id }): ApiPath<TenantPath>,
     ApiJson(body): ApiJson<UpdateTenant>,
 ) -> Result<Json<Tenant>, Problem> {
     let tenant_id = principal.scope(tenant_id)?;

@@ -46,25 +46,26 @@ impl Store {
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
             if let Some(profile) = new.ai_profile_id {
-                let found: Option<(i64,)> =
-                    sqlx::query_as("SELECT 1 FROM ai_profiles WHERE tenant_id = $1 AND id = $2")
-                        .bind(tenant)
-                        .bind(profile)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                if found.is_none() {
+                let (found,): (bool,) = sqlx::query_as(
+                    "SELECT EXISTS (SELECT 1 FROM ai_profiles WHERE tenant_id = $1 AND id = $2)",
+                )
+                .bind(tenant)
+                .bind(profile)
+                .fetch_one(&mut *tx)
+                .await?;
+                if !found {
                     return Err(StoreError::Invalid("ai_profile_id"));
                 }
             }
             if let Some(trunk) = new.trunk_id {
-                let found: Option<(i64,)> = sqlx::query_as(
-                    "SELECT 1 FROM sip_trunks WHERE id = $1 AND (tenant_id IS NULL OR tenant_id = $2)",
+                let (found,): (bool,) = sqlx::query_as(
+                    "SELECT EXISTS (SELECT 1 FROM sip_trunks                      WHERE id = $1 AND (tenant_id IS NULL OR tenant_id = $2))",
                 )
                 .bind(trunk)
                 .bind(tenant)
-                .fetch_optional(&mut *tx)
+                .fetch_one(&mut *tx)
                 .await?;
-                if found.is_none() {
+                if !found {
                     return Err(StoreError::Invalid("trunk_id"));
                 }
             }

@@ -1,0 +1,919 @@
+//! The tenant API over real HTTP, on a real SQLite file and a real PostgreSQL database.
+
+mod common;
+
+use common::{Backend, TestServer};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+on_both_backends!(
+    tenants_are_created_read_listed_and_changed,
+    tenant_patch_changes_only_what_it_may,
+    phone_numbers_are_normalised_and_unique_across_tenants,
+    phone_numbers_change_and_disappear,
+    ai_profiles_keep_one_default,
+    deleting_a_profile_clears_it_from_numbers,
+    tenant_keys_never_reach_another_tenant,
+    tenant_keys_cannot_do_admin_work,
+    credentials_are_required_and_revocation_is_immediate,
+    bad_requests_get_problem_responses,
+    lists_paginate_by_cursor,
+    health_metrics_and_openapi,
+);
+
+async fn tenants_are_created_read_listed_and_changed(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let (status, tenant) = s
+        .admin_call(
+            Method::POST,
+            "/api/tenants",
+            Some(json!({"name": "Acme Clinics"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{tenant}");
+    assert_eq!(tenant["name"], "Acme Clinics");
+    assert_eq!(tenant["status"], "active");
+    assert_eq!(tenant["plan"], "starter");
+    assert_eq!(tenant["default_country_code"], "91");
+    assert_eq!(tenant["max_concurrent_calls"], 10);
+    for field in ["id", "created_at", "updated_at"] {
+        assert!(tenant[field].is_string(), "{field} in {tenant}");
+    }
+    let id = tenant["id"].as_str().unwrap();
+
+    let (status, read) = s
+        .admin_call(Method::GET, &format!("/api/tenants/{id}"), None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(read, tenant);
+
+    let (status, list) = s.admin_call(Method::GET, "/api/tenants", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(list["items"], json!([tenant]));
+    assert_eq!(list["next_cursor"], Value::Null);
+
+    let (status, changed) = s
+        .admin_call(
+            Method::PATCH,
+            &format!("/api/tenants/{id}"),
+            Some(
+                json!({"status": "suspended", "plan": "growth", "default_country_code": "1",
+                        "max_concurrent_calls": 50}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{changed}");
+    assert_eq!(changed["status"], "suspended");
+    assert_eq!(changed["plan"], "growth");
+    assert_eq!(changed["default_country_code"], "1");
+    assert_eq!(changed["max_concurrent_calls"], 50);
+    assert_eq!(changed["name"], "Acme Clinics");
+    assert_eq!(changed["created_at"], tenant["created_at"]);
+
+    let (status, custom) = s
+        .admin_call(
+            Method::POST,
+            "/api/tenants",
+            Some(json!({"name": "B", "plan": "custom", "status": "suspended",
+                        "default_country_code": "44", "max_concurrent_calls": 0})),
+        )
+        .await;
+    assert_eq!(status, 201, "{custom}");
+    assert_eq!(
+        (custom["plan"].as_str(), custom["status"].as_str()),
+        (Some("custom"), Some("suspended"))
+    );
+
+    let missing = uuid::Uuid::now_v7();
+    let (status, problem) = s
+        .admin_call(Method::GET, &format!("/api/tenants/{missing}"), None)
+        .await;
+    assert_eq!(status, 404);
+    assert_eq!(problem["status"], 404);
+}
+
+async fn tenant_patch_changes_only_what_it_may(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let id = s.tenant("Acme").await;
+    let path = format!("/api/tenants/{id}");
+    for (body, field) in [
+        (json!({"name": "Renamed"}), "name"),
+        (json!({"id": "x"}), "id"),
+        (json!({"status": "closed"}), "status"),
+        (json!({"plan": "enterprise"}), "plan"),
+        (
+            json!({"default_country_code": "+91"}),
+            "default_country_code",
+        ),
+        (
+            json!({"default_country_code": "9a"}),
+            "default_country_code",
+        ),
+        (json!({"max_concurrent_calls": -1}), "max_concurrent_calls"),
+        (
+            json!({"max_concurrent_calls": "ten"}),
+            "max_concurrent_calls",
+        ),
+    ] {
+        let (status, problem) = s.admin_call(Method::PATCH, &path, Some(body.clone())).await;
+        assert_eq!(status, 400, "{body} -> {problem}");
+        assert_eq!(problem["field"], field, "{body} -> {problem}");
+    }
+    let (_, tenant) = s.admin_call(Method::GET, &path, None).await;
+    assert_eq!(tenant["name"], "Acme");
+    assert_eq!(tenant["status"], "active");
+    let (status, _) = s
+        .admin_call(Method::PATCH, &path, Some(json!({"status": "deleted"})))
+        .await;
+    assert_eq!(status, 200);
+}
+
+async fn phone_numbers_are_normalised_and_unique_across_tenants(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let a = s.tenant("A").await;
+    let b = s.tenant("B").await;
+    let (status, number) = s
+        .admin_call(
+            Method::POST,
+            &format!("/api/tenants/{a}/phone-numbers"),
+            Some(json!({"did_number": "09876543210"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{number}");
+    assert_eq!(number["did_number"], "+919876543210");
+    assert_eq!(number["tenant_id"], a.as_str());
+    assert_eq!(number["provider_type"], "generic");
+    assert_eq!(number["is_active"], true);
+    assert_eq!(number["trunk_id"], Value::Null);
+    assert_eq!(number["ai_profile_id"], Value::Null);
+
+    // Every form of the same number collides, in the same tenant or another one.
+    for (tenant, form) in [
+        (&a, "+919876543210"),
+        (&b, "919876543210"),
+        (&b, "9876543210"),
+        (&b, "+91-98765-43210"),
+    ] {
+        let (status, problem) = s
+            .admin_call(
+                Method::POST,
+                &format!("/api/tenants/{tenant}/phone-numbers"),
+                Some(json!({"did_number": form})),
+            )
+            .await;
+        assert_eq!(status, 409, "{form}: {problem}");
+        assert_eq!(problem["field"], "did_number");
+    }
+
+    // The tenant's country code reads national forms.
+    let (_, _) = s
+        .admin_call(
+            Method::PATCH,
+            &format!("/api/tenants/{b}"),
+            Some(json!({"default_country_code": "44"})),
+        )
+        .await;
+    let (status, uk) = s
+        .admin_call(
+            Method::POST,
+            &format!("/api/tenants/{b}/phone-numbers"),
+            Some(json!({"did_number": "020 7183 8750", "provider_type": "tata"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{uk}");
+    assert_eq!(uk["did_number"], "+442071838750");
+    assert_eq!(uk["provider_type"], "tata");
+
+    for bad in ["12ab", "", "+1234", "+12345678901234567"] {
+        let (status, problem) = s
+            .admin_call(
+                Method::POST,
+                &format!("/api/tenants/{a}/phone-numbers"),
+                Some(json!({"did_number": bad})),
+            )
+            .await;
+        assert_eq!(status, 400, "{bad}: {problem}");
+        assert_eq!(problem["field"], "did_number");
+    }
+
+    // A number cannot point at another tenant's AI profile or at an unknown trunk.
+    let (_, profile_b) = s
+        .admin_call(
+            Method::POST,
+            &format!("/api/tenants/{b}/ai-profiles"),
+            Some(json!({"name": "B bot", "role": "sales", "system_prompt": "Sell."})),
+        )
+        .await;
+    let (status, problem) = s
+        .admin_call(
+            Method::POST,
+            &format!("/api/tenants/{a}/phone-numbers"),
+            Some(json!({"did_number": "+919000000001", "ai_profile_id": profile_b["id"]})),
+        )
+        .await;
+    assert_eq!(
+        (status, problem["field"].as_str()),
+        (400, Some("ai_profile_id")),
+        "{problem}"
+    );
+    let (status, problem) = s
+        .admin_call(
+            Method::POST,
+            &format!("/api/tenants/{a}/phone-numbers"),
+            Some(json!({"did_number": "+919000000001", "trunk_id": uuid::Uuid::now_v7()})),
+        )
+        .await;
+    assert_eq!(
+        (status, problem["field"].as_str()),
+        (400, Some("trunk_id")),
+        "{problem}"
+    );
+}
+
+async fn phone_numbers_change_and_disappear(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let a = s.tenant("A").await;
+    let key = s.key(&a).await;
+    let (_, number) = s
+        .admin_call(
+            Method::POST,
+            &format!("/api/tenants/{a}/phone-numbers"),
+            Some(json!({"did_number": "9876543210"})),
+        )
+        .await;
+    let path = format!(
+        "/api/tenants/{a}/phone-numbers/{}",
+        number["id"].as_str().unwrap()
+    );
+    let (_, profile) = s
+        .call(
+            Method::POST,
+            &format!("/api/tenants/{a}/ai-profiles"),
+            &key,
+            Some(json!({"name": "Front desk", "role": "receptionist", "system_prompt": "Greet."})),
+        )
+        .await;
+
+    let (status, off) = s
+        .admin_call(Method::PATCH, &path, Some(json!({"is_active": false})))
+        .await;
+    assert_eq!(status, 200, "{off}");
+    assert_eq!(off["is_active"], false);
+
+    // The tenant chooses the AI profile, and can clear it again.
+    let (status, with) = s
+        .call(
+            Method::PATCH,
+            &path,
+            &key,
+            Some(json!({"ai_profile_id": profile["id"]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{with}");
+    assert_eq!(with["ai_profile_id"], profile["id"]);
+    assert_eq!(with["is_active"], false);
+    let (status, cleared) = s
+        .call(
+            Method::PATCH,
+            &path,
+            &key,
+            Some(json!({"ai_profile_id": null})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(cleared["ai_profile_id"], Value::Null);
+
+    let (status, listed) = s
+        .call(
+            Method::GET,
+            &format!("/api/tenants/{a}/phone-numbers"),
+            &key,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(listed["items"], json!([cleared]));
+
+    let (status, body) = s.admin_call(Method::DELETE, &path, None).await;
+    assert_eq!((status, body), (204, Value::Null));
+    let (status, _) = s.admin_call(Method::GET, &path, None).await;
+    assert_eq!(status, 404);
+    let (status, _) = s.admin_call(Method::DELETE, &path, None).await;
+    assert_eq!(status, 404);
+}
+
+async fn ai_profiles_keep_one_default(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let a = s.tenant("A").await;
+    let b = s.tenant("B").await;
+    let profiles = format!("/api/tenants/{a}/ai-profiles");
+    let make = |name: &str, default: bool| json!({"name": name, "role": "support", "system_prompt": "Help the caller.", "is_default": default});
+    let (status, first) = s
+        .admin_call(Method::POST, &profiles, Some(make("One", true)))
+        .await;
+    assert_eq!(status, 201, "{first}");
+    assert_eq!(first["is_default"], true);
+    assert_eq!(first["role"], "support");
+    assert_eq!(first["system_prompt"], "Help the caller.");
+    let (_, second) = s
+        .admin_call(Method::POST, &profiles, Some(make("Two", true)))
+        .await;
+    assert_eq!(second["is_default"], true);
+    let (_, list) = s.admin_call(Method::GET, &profiles, None).await;
+    let defaults: Vec<&Value> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["is_default"] == true)
+        .collect();
+    assert_eq!(defaults, vec![&second]);
+
+    // PATCH moves the default back.
+    let (status, moved) = s
+        .admin_call(
+            Method::PATCH,
+            &format!("{profiles}/{}", first["id"].as_str().unwrap()),
+            Some(json!({"is_default": true})),
+        )
+        .await;
+    assert_eq!((status, moved["is_default"].as_bool()), (200, Some(true)));
+    let (_, second_now) = s
+        .admin_call(
+            Method::GET,
+            &format!("{profiles}/{}", second["id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(second_now["is_default"], false);
+
+    // Another tenant's default is its own business.
+    let (status, other) = s
+        .admin_call(
+            Method::POST,
+            &format!("/api/tenants/{b}/ai-profiles"),
+            Some(make("B", true)),
+        )
+        .await;
+    assert_eq!((status, other["is_default"].as_bool()), (201, Some(true)));
+    let (_, first_now) = s
+        .admin_call(
+            Method::GET,
+            &format!("{profiles}/{}", first["id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(first_now["is_default"], true);
+
+    for (body, field) in [
+        (
+            json!({"name": "X", "role": "support", "system_prompt": "   "}),
+            "system_prompt",
+        ),
+        (json!({"name": "X", "role": "support"}), "system_prompt"),
+        (
+            json!({"name": "X", "role": "janitor", "system_prompt": "p"}),
+            "role",
+        ),
+        (
+            json!({"name": "", "role": "sales", "system_prompt": "p"}),
+            "name",
+        ),
+    ] {
+        let (status, problem) = s
+            .admin_call(Method::POST, &profiles, Some(body.clone()))
+            .await;
+        assert_eq!(
+            (status, problem["field"].as_str()),
+            (400, Some(field)),
+            "{body} -> {problem}"
+        );
+    }
+
+    // The database itself refuses a second default, whatever the API does.
+    let tenant: vca_sip::ids::TenantId = a.parse().unwrap();
+    let err = raw_insert_default_profile(s.store(), tenant).await;
+    assert!(err.is_err(), "a second default profile was stored");
+}
+
+async fn raw_insert_default_profile(
+    store: &vca_sip::store::Store,
+    tenant: vca_sip::ids::TenantId,
+) -> Result<(), sqlx::Error> {
+    use vca_sip::store::Store;
+    const SQL: &str = "INSERT INTO ai_profiles (id, tenant_id, name, role, system_prompt, is_default, created_at) \
+                       VALUES ($1, $2, 'raw', 'custom', 'p', TRUE, $3)";
+    let id = vca_sip::ids::AiProfileId::new();
+    let at = chrono::Utc::now();
+    match store {
+        Store::Sqlite(pool) => sqlx::query(SQL)
+            .bind(id)
+            .bind(tenant)
+            .bind(at)
+            .execute(pool)
+            .await
+            .map(|_| ()),
+        Store::Postgres(pool) => sqlx::query(SQL)
+            .bind(id)
+            .bind(tenant)
+            .bind(at)
+            .execute(pool)
+            .await
+            .map(|_| ()),
+    }
+}
+
+async fn deleting_a_profile_clears_it_from_numbers(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let a = s.tenant("A").await;
+    let (_, profile) = s
+        .admin_call(
+            Method::POST,
+            &format!("/api/tenants/{a}/ai-profiles"),
+            Some(json!({"name": "P", "role": "dispatcher", "system_prompt": "Dispatch."})),
+        )
+        .await;
+    let (status, number) = s
+        .admin_call(
+            Method::POST,
+            &format!("/api/tenants/{a}/phone-numbers"),
+            Some(json!({"did_number": "+919111111111", "ai_profile_id": profile["id"]})),
+        )
+        .await;
+    assert_eq!(status, 201, "{number}");
+    assert_eq!(number["ai_profile_id"], profile["id"]);
+    let path = format!(
+        "/api/tenants/{a}/ai-profiles/{}",
+        profile["id"].as_str().unwrap()
+    );
+    let (status, _) = s.admin_call(Method::DELETE, &path, None).await;
+    assert_eq!(status, 204);
+    let (_, number) = s
+        .admin_call(
+            Method::GET,
+            &format!(
+                "/api/tenants/{a}/phone-numbers/{}",
+                number["id"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(number["ai_profile_id"], Value::Null);
+    let (status, _) = s.admin_call(Method::DELETE, &path, None).await;
+    assert_eq!(status, 404);
+}
+
+async fn tenant_keys_never_reach_another_tenant(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let a = s.tenant("A").await;
+    let b = s.tenant("B").await;
+    let key_a = s.key(&a).await;
+    let (_, number_b) = s
+        .admin_call(
+            Method::POST,
+            &format!("/api/tenants/{b}/phone-numbers"),
+            Some(json!({"did_number": "+919222222222"})),
+        )
+        .await;
+    let (_, profile_b) = s
+        .admin_call(
+            Method::POST,
+            &format!("/api/tenants/{b}/ai-profiles"),
+            Some(json!({"name": "B", "role": "sales", "system_prompt": "Sell."})),
+        )
+        .await;
+    let (_, key_b) = s
+        .admin_call(Method::POST, &format!("/api/tenants/{b}/api-keys"), None)
+        .await;
+    let n = number_b["id"].as_str().unwrap();
+    let p = profile_b["id"].as_str().unwrap();
+    let k = key_b["id"].as_str().unwrap();
+    let profile_body = json!({"name": "x", "role": "sales", "system_prompt": "x"});
+    let routes: Vec<(Method, String, Option<Value>)> = vec![
+        (Method::GET, format!("/api/tenants/{b}"), None),
+        (
+            Method::PATCH,
+            format!("/api/tenants/{b}"),
+            Some(json!({"plan": "growth"})),
+        ),
+        (Method::GET, format!("/api/tenants/{b}/phone-numbers"), None),
+        (
+            Method::POST,
+            format!("/api/tenants/{b}/phone-numbers"),
+            Some(json!({"did_number": "+919333333333"})),
+        ),
+        (
+            Method::GET,
+            format!("/api/tenants/{b}/phone-numbers/{n}"),
+            None,
+        ),
+        (
+            Method::PATCH,
+            format!("/api/tenants/{b}/phone-numbers/{n}"),
+            Some(json!({"ai_profile_id": null})),
+        ),
+        (
+            Method::DELETE,
+            format!("/api/tenants/{b}/phone-numbers/{n}"),
+            None,
+        ),
+        (Method::GET, format!("/api/tenants/{b}/ai-profiles"), None),
+        (
+            Method::POST,
+            format!("/api/tenants/{b}/ai-profiles"),
+            Some(profile_body),
+        ),
+        (
+            Method::GET,
+            format!("/api/tenants/{b}/ai-profiles/{p}"),
+            None,
+        ),
+        (
+            Method::PATCH,
+            format!("/api/tenants/{b}/ai-profiles/{p}"),
+            Some(json!({"name": "mine"})),
+        ),
+        (
+            Method::DELETE,
+            format!("/api/tenants/{b}/ai-profiles/{p}"),
+            None,
+        ),
+        (Method::POST, format!("/api/tenants/{b}/api-keys"), None),
+        (
+            Method::DELETE,
+            format!("/api/tenants/{b}/api-keys/{k}"),
+            None,
+        ),
+        // B's row ids under A's own path are just as unknown.
+        (
+            Method::GET,
+            format!("/api/tenants/{a}/phone-numbers/{n}"),
+            None,
+        ),
+        (
+            Method::PATCH,
+            format!("/api/tenants/{a}/ai-profiles/{p}"),
+            Some(json!({"name": "mine"})),
+        ),
+        (
+            Method::DELETE,
+            format!("/api/tenants/{a}/ai-profiles/{p}"),
+            None,
+        ),
+        (
+            Method::DELETE,
+            format!("/api/tenants/{a}/api-keys/{k}"),
+            None,
+        ),
+    ];
+    let missing = uuid::Uuid::now_v7();
+    for (method, path, body) in routes {
+        let (status, problem) = s.call(method.clone(), &path, &key_a, body.clone()).await;
+        assert_eq!(status, 404, "{method} {path} -> {problem}");
+        // Exactly what a resource that does not exist answers.
+        let unknown = path.replace(&b, &missing.to_string());
+        let (_, expected) = s.call(method.clone(), &unknown, &key_a, body).await;
+        assert_eq!(problem, expected, "{method} {path}");
+    }
+    // Nothing of B's changed.
+    let (_, still) = s
+        .admin_call(
+            Method::GET,
+            &format!("/api/tenants/{b}/ai-profiles/{p}"),
+            None,
+        )
+        .await;
+    assert_eq!(still, profile_b);
+    let (_, numbers) = s
+        .admin_call(
+            Method::GET,
+            &format!("/api/tenants/{b}/phone-numbers"),
+            None,
+        )
+        .await;
+    assert_eq!(numbers["items"], json!([number_b]));
+    let (status, _) = s
+        .call(
+            Method::GET,
+            &format!("/api/tenants/{b}"),
+            key_b["key"].as_str().unwrap(),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "B's key was revoked by A");
+    // A's own list shows only A's rows.
+    let (status, own) = s
+        .call(
+            Method::GET,
+            &format!("/api/tenants/{a}/phone-numbers"),
+            &key_a,
+            None,
+        )
+        .await;
+    assert_eq!((status, own["items"].clone()), (200, json!([])));
+}
+
+async fn tenant_keys_cannot_do_admin_work(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let a = s.tenant("A").await;
+    let key = s.key(&a).await;
+    let (_, number) = s
+        .admin_call(
+            Method::POST,
+            &format!("/api/tenants/{a}/phone-numbers"),
+            Some(json!({"did_number": "+919444444444"})),
+        )
+        .await;
+    let number_path = format!(
+        "/api/tenants/{a}/phone-numbers/{}",
+        number["id"].as_str().unwrap()
+    );
+    for (method, path, body) in [
+        (
+            Method::POST,
+            "/api/tenants".to_owned(),
+            Some(json!({"name": "Mine"})),
+        ),
+        (Method::GET, "/api/tenants".to_owned(), None),
+        (
+            Method::PATCH,
+            format!("/api/tenants/{a}"),
+            Some(json!({"max_concurrent_calls": 1000})),
+        ),
+        (
+            Method::PATCH,
+            format!("/api/tenants/{a}"),
+            Some(json!({"status": "active"})),
+        ),
+        (
+            Method::POST,
+            format!("/api/tenants/{a}/phone-numbers"),
+            Some(json!({"did_number": "+919555555555"})),
+        ),
+        (
+            Method::PATCH,
+            number_path.clone(),
+            Some(json!({"is_active": false})),
+        ),
+        (Method::DELETE, number_path.clone(), None),
+    ] {
+        let (status, problem) = s.call(method.clone(), &path, &key, body).await;
+        assert_eq!(status, 403, "{method} {path} -> {problem}");
+        assert_eq!(problem["status"], 403);
+    }
+    // What a tenant may do on its own paths.
+    let (status, _) = s
+        .call(Method::GET, &format!("/api/tenants/{a}"), &key, None)
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = s.call(Method::GET, &number_path, &key, None).await;
+    assert_eq!(status, 200);
+    let (status, created) = s
+        .call(
+            Method::POST,
+            &format!("/api/tenants/{a}/api-keys"),
+            &key,
+            None,
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+}
+
+async fn credentials_are_required_and_revocation_is_immediate(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let a = s.tenant("A").await;
+    let path = format!("/api/tenants/{a}");
+    let response = s.send(Method::GET, &path, None, None).await;
+    assert_eq!(response.status(), 401);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    for token in ["wrong", "vca_0000", ADMIN_PREFIX] {
+        let (status, _) = s.call(Method::GET, &path, token, None).await;
+        assert_eq!(status, 401, "{token}");
+    }
+    let response = s
+        .client
+        .get(format!("{}{}", s.base, path))
+        .header("Authorization", format!("Basic {}", s.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+
+    let (status, created) = s
+        .admin_call(Method::POST, &format!("/api/tenants/{a}/api-keys"), None)
+        .await;
+    assert_eq!(status, 201);
+    let key = created["key"].as_str().unwrap();
+    assert!(key.len() >= 32);
+    let (status, _) = s.call(Method::GET, &path, key, None).await;
+    assert_eq!(status, 200);
+    let (status, _) = s
+        .call(
+            Method::DELETE,
+            &format!(
+                "/api/tenants/{a}/api-keys/{}",
+                created["id"].as_str().unwrap()
+            ),
+            key,
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    let (status, _) = s.call(Method::GET, &path, key, None).await;
+    assert_eq!(status, 401);
+
+    // A deleted tenant's keys stop working.
+    let key = s.key(&a).await;
+    let (status, _) = s
+        .admin_call(Method::PATCH, &path, Some(json!({"status": "deleted"})))
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = s.call(Method::GET, &path, &key, None).await;
+    assert_eq!(status, 401);
+}
+
+/// A prefix of the admin token is not the admin token.
+const ADMIN_PREFIX: &str = "test-admin-token";
+
+async fn bad_requests_get_problem_responses(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let url = format!("{}/api/tenants", s.base);
+    let send_raw = |body: Vec<u8>, content_type: &'static str| {
+        s.client
+            .post(&url)
+            .bearer_auth(&s.admin)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+    let check = |response: reqwest::Response, status: u16| async move {
+        assert_eq!(response.status().as_u16(), status);
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
+        let problem: Value = response.json().await.unwrap();
+        for field in ["type", "title", "status", "detail", "field"] {
+            assert!(problem.get(field).is_some(), "{field} missing in {problem}");
+        }
+        assert_eq!(problem["status"], status);
+        problem
+    };
+    let problem = check(
+        send_raw(b"{\"name\": ".to_vec(), "application/json")
+            .await
+            .unwrap(),
+        400,
+    )
+    .await;
+    assert_eq!(problem["field"], Value::Null);
+    let problem = check(
+        send_raw(b"[\"x\"]".to_vec(), "application/json")
+            .await
+            .unwrap(),
+        400,
+    )
+    .await;
+    assert_eq!(problem["detail"], "the body must be a JSON object");
+    let problem = check(
+        send_raw(br#"{"name": 5}"#.to_vec(), "application/json")
+            .await
+            .unwrap(),
+        400,
+    )
+    .await;
+    assert_eq!(problem["field"], "name");
+    let problem = check(
+        send_raw(
+            br#"{"name": "x", "colour": "red"}"#.to_vec(),
+            "application/json",
+        )
+        .await
+        .unwrap(),
+        400,
+    )
+    .await;
+    assert_eq!(problem["field"], "colour");
+    let problem = check(
+        send_raw(br#"{}"#.to_vec(), "application/json")
+            .await
+            .unwrap(),
+        400,
+    )
+    .await;
+    assert_eq!(problem["field"], "name");
+    check(
+        send_raw(br#"{"name": "x"}"#.to_vec(), "text/plain")
+            .await
+            .unwrap(),
+        415,
+    )
+    .await;
+    let mut big = br#"{"name": ""#.to_vec();
+    big.extend(std::iter::repeat_n(b'a', 100 * 1024));
+    big.extend(br#""}"#);
+    check(send_raw(big, "application/json").await.unwrap(), 413).await;
+    let response = s
+        .send(Method::GET, "/api/tenants/not-a-uuid", Some(&s.admin), None)
+        .await;
+    let problem = check(response, 400).await;
+    assert_eq!(problem["field"], "tenant_id");
+    let response = s
+        .send(Method::GET, "/api/tenants?limit=0", Some(&s.admin), None)
+        .await;
+    assert_eq!(check(response, 400).await["field"], "limit");
+    let response = s
+        .send(Method::GET, "/api/tenants?limit=many", Some(&s.admin), None)
+        .await;
+    assert_eq!(check(response, 400).await["field"], "limit");
+    let response = s
+        .send(Method::GET, "/api/no-such-route", Some(&s.admin), None)
+        .await;
+    check(response, 404).await;
+    // Nothing was created by any of that.
+    let (_, list) = s.admin_call(Method::GET, "/api/tenants", None).await;
+    assert_eq!(list["items"], json!([]));
+}
+
+async fn lists_paginate_by_cursor(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let mut created = Vec::new();
+    for i in 0..5 {
+        created.push(s.tenant(&format!("T{i}")).await);
+    }
+    let mut seen = Vec::new();
+    let mut path = "/api/tenants?limit=2".to_owned();
+    loop {
+        let (status, page) = s.admin_call(Method::GET, &path, None).await;
+        assert_eq!(status, 200, "{page}");
+        let items = page["items"].as_array().unwrap();
+        assert!(items.len() <= 2);
+        seen.extend(items.iter().map(|t| t["id"].as_str().unwrap().to_owned()));
+        match page["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/api/tenants?limit=2&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, created, "every tenant once, in creation order");
+}
+
+async fn health_metrics_and_openapi(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let response = s
+        .client
+        .get(format!("{}/healthz", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        json!({"status": "ok"})
+    );
+    let (_, _) = s.admin_call(Method::GET, "/api/tenants", None).await;
+    let metrics = s
+        .client
+        .get(format!("{}/metrics", s.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("vca_http_requests_total"), "{metrics}");
+    let (status, doc) = s.admin_call(Method::GET, "/api/openapi.json", None).await;
+    assert_eq!(status, 200);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for path in [
+        "/api/tenants",
+        "/api/tenants/{tenant_id}",
+        "/api/tenants/{tenant_id}/phone-numbers",
+        "/api/tenants/{tenant_id}/phone-numbers/{phone_number_id}",
+        "/api/tenants/{tenant_id}/ai-profiles",
+        "/api/tenants/{tenant_id}/ai-profiles/{ai_profile_id}",
+        "/api/tenants/{tenant_id}/api-keys",
+        "/api/tenants/{tenant_id}/api-keys/{api_key_id}",
+        "/healthz",
+    ] {
+        assert!(
+            doc["paths"].get(path).is_some(),
+            "{path} missing from the OpenAPI document"
+        );
+    }
+    assert!(doc["components"]["schemas"].get("Tenant").is_some());
+
+    // With the database gone, health says so.
+    s.store().close().await;
+    let response = s
+        .client
+        .get(format!("{}/healthz", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], "degraded");
+    assert_eq!(body["checks"]["database"], "unreachable");
+}

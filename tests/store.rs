@@ -1,0 +1,185 @@
+//! The store on a real SQLite file and a real PostgreSQL database: migrations, durability
+//! settings, and the rules the database itself enforces whatever the API does.
+
+mod common;
+
+use common::{Backend, TestDb};
+use vca_sip::ids::{AiProfileId, PhoneNumberId, TenantId};
+use vca_sip::store::model::{Plan, TenantStatus};
+use vca_sip::store::{NewTenant, Store};
+
+on_both_backends!(
+    migrations_apply_to_an_empty_database_and_reapply_as_a_no_op,
+    durability_settings_are_in_force,
+    database_refuses_invalid_enum_values,
+    database_keeps_did_numbers_unique_and_in_e164,
+    database_ties_rows_to_their_owning_tenant,
+);
+
+async fn store(backend: Backend) -> (Store, TestDb) {
+    let db = TestDb::new(backend).await;
+    let store = Store::connect(&db.url).await.expect("connect");
+    store.migrate().await.expect("migrate");
+    (store, db)
+}
+
+async fn tenant(store: &Store) -> TenantId {
+    store
+        .create_tenant(NewTenant {
+            name: "T".to_owned(),
+            status: TenantStatus::Active,
+            plan: Plan::Starter,
+            default_country_code: "91".to_owned(),
+            max_concurrent_calls: 5,
+        })
+        .await
+        .expect("tenant")
+        .id
+}
+
+/// Runs one statement with up to three bound ids/strings, on whichever backend.
+macro_rules! exec {
+    ($store:expr, $sql:expr $(, $bind:expr)*) => {
+        match $store {
+            Store::Sqlite(pool) => sqlx::query($sql)$(.bind($bind))*.execute(pool).await.map(|_| ()),
+            Store::Postgres(pool) => sqlx::query($sql)$(.bind($bind))*.execute(pool).await.map(|_| ()),
+        }
+    };
+}
+
+async fn migrations_apply_to_an_empty_database_and_reapply_as_a_no_op(backend: Backend) {
+    let (store, db) = store(backend).await;
+    let id = tenant(&store).await;
+    store
+        .migrate()
+        .await
+        .expect("re-applied migrations are a no-op");
+    store.close().await;
+    let again = Store::connect(&db.url).await.expect("reconnect");
+    again
+        .migrate()
+        .await
+        .expect("migrations on a migrated database");
+    assert_eq!(again.tenant(id).await.expect("data survives").name, "T");
+}
+
+async fn durability_settings_are_in_force(backend: Backend) {
+    let (store, _db) = store(backend).await;
+    let durability = store.durability().await.expect("durability");
+    let expected = match backend {
+        // synchronous=2 is FULL.
+        Backend::Sqlite => "journal_mode=wal synchronous=2",
+        Backend::Postgres => "synchronous_commit=on",
+    };
+    assert_eq!(durability, expected);
+}
+
+async fn database_refuses_invalid_enum_values(backend: Backend) {
+    let (store, _db) = store(backend).await;
+    let id = tenant(&store).await;
+    let now = chrono::Utc::now();
+    let bad_status = exec!(
+        &store,
+        "INSERT INTO tenants (id, name, status, plan, default_country_code, max_concurrent_calls, created_at, updated_at) \
+         VALUES ($1, 'x', 'closed', 'starter', '91', 1, $2, $2)",
+        TenantId::new(),
+        now
+    );
+    assert!(bad_status.is_err(), "status 'closed' was stored");
+    let bad_plan = exec!(&store, "UPDATE tenants SET plan = 'gold' WHERE id = $1", id);
+    assert!(bad_plan.is_err(), "plan 'gold' was stored");
+    let bad_cc = exec!(
+        &store,
+        "UPDATE tenants SET default_country_code = '+91' WHERE id = $1",
+        id
+    );
+    assert!(bad_cc.is_err(), "country code '+91' was stored");
+    let bad_role = exec!(
+        &store,
+        "INSERT INTO ai_profiles (id, tenant_id, name, role, system_prompt, is_default, created_at) \
+         VALUES ($1, $2, 'p', 'janitor', 'x', FALSE, $3)",
+        AiProfileId::new(),
+        id,
+        now
+    );
+    assert!(bad_role.is_err(), "role 'janitor' was stored");
+    let empty_prompt = exec!(
+        &store,
+        "INSERT INTO ai_profiles (id, tenant_id, name, role, system_prompt, is_default, created_at) \
+         VALUES ($1, $2, 'p', 'sales', '  ', FALSE, $3)",
+        AiProfileId::new(),
+        id,
+        now
+    );
+    assert!(empty_prompt.is_err(), "an empty system prompt was stored");
+}
+
+async fn database_keeps_did_numbers_unique_and_in_e164(backend: Backend) {
+    let (store, _db) = store(backend).await;
+    let a = tenant(&store).await;
+    let b = tenant(&store).await;
+    let now = chrono::Utc::now();
+    let insert = "INSERT INTO phone_numbers (id, tenant_id, did_number, provider_type, is_active, created_at) \
+                  VALUES ($1, $2, $3, 'generic', TRUE, $4)";
+    exec!(
+        &store,
+        insert,
+        PhoneNumberId::new(),
+        a,
+        "+919876543210",
+        now
+    )
+    .expect("first");
+    let dup = exec!(
+        &store,
+        insert,
+        PhoneNumberId::new(),
+        b,
+        "+919876543210",
+        now
+    );
+    assert!(dup.is_err(), "the same DID was stored for two tenants");
+    for bad in ["919876543210", "+91 98765 43210", "+0123456789"] {
+        let r = exec!(&store, insert, PhoneNumberId::new(), a, bad, now);
+        assert!(r.is_err(), "{bad:?} was stored as a DID");
+    }
+}
+
+async fn database_ties_rows_to_their_owning_tenant(backend: Backend) {
+    let (store, _db) = store(backend).await;
+    let a = tenant(&store).await;
+    let b = tenant(&store).await;
+    let now = chrono::Utc::now();
+    let profile_b = AiProfileId::new();
+    exec!(
+        &store,
+        "INSERT INTO ai_profiles (id, tenant_id, name, role, system_prompt, is_default, created_at) \
+         VALUES ($1, $2, 'p', 'sales', 'x', FALSE, $3)",
+        profile_b,
+        b,
+        now
+    )
+    .expect("profile");
+    let cross = exec!(
+        &store,
+        "INSERT INTO phone_numbers (id, tenant_id, did_number, provider_type, ai_profile_id, is_active, created_at) \
+         VALUES ($1, $2, '+919000000000', 'generic', $3, TRUE, $4)",
+        PhoneNumberId::new(),
+        a,
+        profile_b,
+        now
+    );
+    assert!(
+        cross.is_err(),
+        "tenant A's number points at tenant B's profile"
+    );
+    let orphan = exec!(
+        &store,
+        "INSERT INTO ai_profiles (id, tenant_id, name, role, system_prompt, is_default, created_at) \
+         VALUES ($1, $2, 'p', 'sales', 'x', FALSE, $3)",
+        AiProfileId::new(),
+        TenantId::new(),
+        now
+    );
+    assert!(orphan.is_err(), "a profile without a tenant was stored");
+}
