@@ -19,6 +19,7 @@
 pub mod api;
 pub mod config;
 pub mod ids;
+pub mod media;
 pub mod routing;
 pub mod server;
 pub mod store;

@@ -58,6 +58,7 @@ fn serve(dir: &Path) -> (Child, String, Vec<String>) {
         }
     }
     let _ = child.kill();
+    let _ = child.wait();
     panic!("vca-sip did not start: {lines:?}");
 }
 

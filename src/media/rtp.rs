@@ -104,7 +104,10 @@ impl RtpHeader {
     pub fn write(&self, out: &mut [u8]) -> Result<usize, RtpError> {
         let have = out.len();
         let Some(dst) = out.get_mut(..FIXED_HEADER_LEN) else {
-            return Err(RtpError::BufferTooSmall { need: FIXED_HEADER_LEN, have });
+            return Err(RtpError::BufferTooSmall {
+                need: FIXED_HEADER_LEN,
+                have,
+            });
         };
         let mut fixed = [0u8; FIXED_HEADER_LEN];
         fixed[0] = RTP_VERSION << 6;
@@ -153,7 +156,10 @@ impl<'a> RtpPacket<'a> {
     pub fn parse(datagram: &'a [u8]) -> Result<Self, RtpError> {
         let len = datagram.len();
         let Some(fixed) = datagram.first_chunk::<FIXED_HEADER_LEN>() else {
-            return Err(RtpError::TooShort { len, need: FIXED_HEADER_LEN });
+            return Err(RtpError::TooShort {
+                len,
+                need: FIXED_HEADER_LEN,
+            });
         };
         let version = fixed[0] >> 6;
         if version != RTP_VERSION {
@@ -167,7 +173,9 @@ impl<'a> RtpPacket<'a> {
             payload_type: Pt(fixed[1] & 0x7f),
             sequence_number: u16::from_be_bytes([fixed[2], fixed[3]]),
             timestamp: u32::from_be_bytes([fixed[4], fixed[5], fixed[6], fixed[7]]),
-            ssrc: Ssrc(u32::from_be_bytes([fixed[8], fixed[9], fixed[10], fixed[11]])),
+            ssrc: Ssrc(u32::from_be_bytes([
+                fixed[8], fixed[9], fixed[10], fixed[11],
+            ])),
         };
 
         let csrc = FIXED_HEADER_LEN..FIXED_HEADER_LEN + 4 * usize::from(csrc_count);
@@ -303,7 +311,10 @@ pub fn parse_rtcp(datagram: &[u8]) -> Result<RtcpCompound, RtpError> {
     let mut packets = 0usize;
     while !rest.is_empty() {
         let Some(&[b0, packet_type, l0, l1]) = rest.first_chunk::<RTCP_HEADER_LEN>() else {
-            return Err(RtpError::TooShort { len: rest.len(), need: RTCP_HEADER_LEN });
+            return Err(RtpError::TooShort {
+                len: rest.len(),
+                need: RTCP_HEADER_LEN,
+            });
         };
         let version = b0 >> 6;
         if version != RTP_VERSION {
@@ -335,8 +346,15 @@ pub fn parse_rtcp(datagram: &[u8]) -> Result<RtcpCompound, RtpError> {
         rest = tail;
     }
     match first {
-        Some((first_type, sender_ssrc)) => Ok(RtcpCompound { first_type, sender_ssrc, packets }),
-        None => Err(RtpError::TooShort { len: 0, need: RTCP_HEADER_LEN }),
+        Some((first_type, sender_ssrc)) => Ok(RtcpCompound {
+            first_type,
+            sender_ssrc,
+            packets,
+        }),
+        None => Err(RtpError::TooShort {
+            len: 0,
+            need: RTCP_HEADER_LEN,
+        }),
     }
 }
 
@@ -388,7 +406,10 @@ mod tests {
         assert_eq!(p.csrcs().collect::<Vec<_>>(), vec![Ssrc(10), Ssrc(11)]);
         assert_eq!(
             p.extension(),
-            Some(Extension { profile: 0xbede, data: &[9, 9, 9, 9] })
+            Some(Extension {
+                profile: 0xbede,
+                data: &[9, 9, 9, 9]
+            })
         );
         assert_eq!(p.payload(), b"pay");
         assert_eq!(p.payload_range(), 28..31);
@@ -408,13 +429,19 @@ mod tests {
     fn cve_2022_21722_csrc_count_overrun_is_rejected() {
         let mut d = [0u8; 20];
         d[0] = 0x83; // three CSRCs need 24 bytes
-        assert_eq!(RtpPacket::parse(&d), Err(RtpError::CsrcOverrun { count: 3 }));
+        assert_eq!(
+            RtpPacket::parse(&d),
+            Err(RtpError::CsrcOverrun { count: 3 })
+        );
     }
 
     #[test]
     fn extension_length_overrun_is_rejected() {
         let mut d = vec![0x90, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-        assert_eq!(RtpPacket::parse(&d), Err(RtpError::ExtensionOverrun { words: 0 }));
+        assert_eq!(
+            RtpPacket::parse(&d),
+            Err(RtpError::ExtensionOverrun { words: 0 })
+        );
         d.extend_from_slice(&[0xbe, 0xde, 0xff, 0xff, 1, 2, 3, 4]);
         assert_eq!(
             RtpPacket::parse(&d),
@@ -427,12 +454,18 @@ mod tests {
         let mut d = vec![0xa0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 5];
         assert_eq!(
             RtpPacket::parse(&d),
-            Err(RtpError::BadPadding { count: 5, available: 2 })
+            Err(RtpError::BadPadding {
+                count: 5,
+                available: 2
+            })
         );
         d[13] = 0;
         assert_eq!(
             RtpPacket::parse(&d),
-            Err(RtpError::BadPadding { count: 0, available: 2 })
+            Err(RtpError::BadPadding {
+                count: 0,
+                available: 2
+            })
         );
         d[13] = 2;
         let p = RtpPacket::parse(&d).unwrap();
@@ -470,21 +503,34 @@ mod tests {
         d.extend_from_slice(&[0x81, RTCP_SDES, 0, 2, 0, 0, 0, 7, 1, 1, b'a', 0]);
         assert_eq!(
             parse_rtcp(&d),
-            Ok(RtcpCompound { first_type: RTCP_RR, sender_ssrc: Some(Ssrc(7)), packets: 2 })
+            Ok(RtcpCompound {
+                first_type: RTCP_RR,
+                sender_ssrc: Some(Ssrc(7)),
+                packets: 2
+            })
         );
     }
 
     #[test]
     fn rtcp_length_overrun_is_rejected() {
         let d = [0x80, RTCP_BYE, 0x00, 0x09, 0, 0, 0, 1];
-        assert_eq!(parse_rtcp(&d), Err(RtpError::RtcpLengthOverrun { words: 9 }));
+        assert_eq!(
+            parse_rtcp(&d),
+            Err(RtpError::RtcpLengthOverrun { words: 9 })
+        );
         assert_eq!(
             parse_rtcp(&d[..3]),
             Err(RtpError::TooShort { len: 3, need: 4 })
         );
         assert_eq!(parse_rtcp(&[]), Err(RtpError::TooShort { len: 0, need: 4 }));
-        assert_eq!(parse_rtcp(&[0x80, 0x60, 0, 0]), Err(RtpError::NotRtcp(0x60)));
-        assert_eq!(parse_rtcp(&[0x40, RTCP_RR, 0, 0]), Err(RtpError::BadVersion(1)));
+        assert_eq!(
+            parse_rtcp(&[0x80, 0x60, 0, 0]),
+            Err(RtpError::NotRtcp(0x60))
+        );
+        assert_eq!(
+            parse_rtcp(&[0x40, RTCP_RR, 0, 0]),
+            Err(RtpError::BadVersion(1))
+        );
     }
 
     #[test]
@@ -492,12 +538,21 @@ mod tests {
         let padded_first = [0xa0, RTCP_RR, 0, 1, 0, 0, 0, 4, 0x80, RTCP_BYE, 0, 0];
         assert_eq!(
             parse_rtcp(&padded_first),
-            Err(RtpError::BadPadding { count: 4, available: 4 })
+            Err(RtpError::BadPadding {
+                count: 4,
+                available: 4
+            })
         );
-        let padded_last = [0x80, RTCP_RR, 0, 1, 0, 0, 0, 1, 0xa0, RTCP_BYE, 0, 1, 0, 0, 0, 4];
+        let padded_last = [
+            0x80, RTCP_RR, 0, 1, 0, 0, 0, 1, 0xa0, RTCP_BYE, 0, 1, 0, 0, 0, 4,
+        ];
         assert_eq!(
             parse_rtcp(&padded_last),
-            Ok(RtcpCompound { first_type: RTCP_RR, sender_ssrc: Some(Ssrc(1)), packets: 2 })
+            Ok(RtcpCompound {
+                first_type: RTCP_RR,
+                sender_ssrc: Some(Ssrc(1)),
+                packets: 2
+            })
         );
     }
 
