@@ -5,12 +5,15 @@
 //! stops the start with one line that names the setting and says why.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 
+use crate::routing::e164::CountryCode;
 use crate::store::DatabaseUrl;
 
 /// The command line.
@@ -57,6 +60,29 @@ pub struct Settings {
     /// Address to receive SIP over TCP [default: 0.0.0.0:5060].
     #[arg(long, env = "VCA_SIP_TCP", value_name = "ADDR")]
     pub sip_tcp: Option<String>,
+    /// RTP port range, LOW-HIGH; each call takes an even port and the odd one above it
+    /// [default: 16384-32767].
+    #[arg(long, env = "VCA_RTP_PORTS", value_name = "LOW-HIGH")]
+    pub rtp_ports: Option<String>,
+    /// The IP address put in SDP and Contact, for a server behind NAT [default: the SIP
+    /// UDP address, or 127.0.0.1 when that is a wildcard].
+    #[arg(long, env = "VCA_PUBLIC_IP", value_name = "IP")]
+    pub public_ip: Option<String>,
+    /// Milliseconds between 180 Ringing and 200 OK [default: 0, answer at once].
+    #[arg(long, env = "VCA_RING_MS", value_name = "MS")]
+    pub ring_ms: Option<String>,
+    /// Seconds without RTP from the caller before the call is ended with a BYE; 0 disables
+    /// [default: 30].
+    #[arg(long, env = "VCA_MEDIA_TIMEOUT", value_name = "SECONDS")]
+    pub media_timeout: Option<String>,
+    /// Longest call in seconds before the server ends it with a BYE; 0 disables
+    /// [default: 14400].
+    #[arg(long, env = "VCA_MAX_CALL_DURATION", value_name = "SECONDS")]
+    pub max_call_duration: Option<String>,
+    /// Country calling code applied to national number forms arriving on the trunk
+    /// [default: 91].
+    #[arg(long, env = "VCA_DEFAULT_COUNTRY_CODE", value_name = "DIGITS")]
+    pub default_country_code: Option<String>,
 }
 
 /// The keys a `--config` file may hold.
@@ -67,6 +93,12 @@ struct FileSettings {
     http: Option<String>,
     sip_udp: Option<String>,
     sip_tcp: Option<String>,
+    rtp_ports: Option<String>,
+    public_ip: Option<String>,
+    ring_ms: Option<u64>,
+    media_timeout: Option<u64>,
+    max_call_duration: Option<u64>,
+    default_country_code: Option<String>,
 }
 
 /// The resolved, validated configuration.
@@ -76,6 +108,15 @@ pub struct Config {
     pub http: SocketAddr,
     pub sip_udp: SocketAddr,
     pub sip_tcp: SocketAddr,
+    pub rtp_ports: RangeInclusive<u16>,
+    /// The address advertised in SDP and Contact.
+    pub public_ip: IpAddr,
+    pub ring: Duration,
+    /// Zero disables the media timeout.
+    pub media_timeout: Duration,
+    /// Zero disables the limit.
+    pub max_call_duration: Duration,
+    pub default_country_code: CountryCode,
     /// The platform admin's bearer token, from `VCA_ADMIN_TOKEN`; when unset it is kept
     /// in [`Config::admin_token_file`].
     pub admin_token: Option<String>,
@@ -129,17 +170,62 @@ impl Config {
             }
             other => other,
         };
+        let sip_udp = socket_addr(
+            "sip_udp",
+            &pick(&settings.sip_udp, file.sip_udp, DEFAULT_SIP),
+        )?;
+        let public_ip = match settings.public_ip.clone().or(file.public_ip) {
+            Some(ip) => ip.parse().map_err(|_| ConfigError {
+                setting: "public_ip",
+                reason: format!("{ip:?} is not an IP address"),
+            })?,
+            None if sip_udp.ip().is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            None => sip_udp.ip(),
+        };
+        let number =
+            |setting: &'static str, flag: &Option<String>, file: Option<u64>, default| match flag {
+                Some(text) => text.trim().parse::<u64>().map_err(|_| ConfigError {
+                    setting,
+                    reason: format!("{text:?} is not a whole number"),
+                }),
+                None => Ok(file.unwrap_or(default)),
+            };
+        let cc = pick(
+            &settings.default_country_code,
+            file.default_country_code,
+            "91",
+        );
         Ok(Config {
             database,
             http: socket_addr("http", &pick(&settings.http, file.http, DEFAULT_HTTP))?,
-            sip_udp: socket_addr(
-                "sip_udp",
-                &pick(&settings.sip_udp, file.sip_udp, DEFAULT_SIP),
-            )?,
+            sip_udp,
             sip_tcp: socket_addr(
                 "sip_tcp",
                 &pick(&settings.sip_tcp, file.sip_tcp, DEFAULT_SIP),
             )?,
+            rtp_ports: port_range(&pick(
+                &settings.rtp_ports,
+                file.rtp_ports,
+                DEFAULT_RTP_PORTS,
+            ))?,
+            public_ip,
+            ring: Duration::from_millis(number("ring_ms", &settings.ring_ms, file.ring_ms, 0)?),
+            media_timeout: Duration::from_secs(number(
+                "media_timeout",
+                &settings.media_timeout,
+                file.media_timeout,
+                30,
+            )?),
+            max_call_duration: Duration::from_secs(number(
+                "max_call_duration",
+                &settings.max_call_duration,
+                file.max_call_duration,
+                4 * 3600,
+            )?),
+            default_country_code: CountryCode::parse(&cc).map_err(|e| ConfigError {
+                setting: "default_country_code",
+                reason: e.to_string(),
+            })?,
             admin_token,
         })
     }
@@ -159,6 +245,30 @@ fn read_file(path: &Path) -> Result<FileSettings, ConfigError> {
         setting: "config",
         reason: format!("{}: {}", path.display(), e.message()),
     })
+}
+
+const DEFAULT_RTP_PORTS: &str = "16384-32767";
+
+fn port_range(value: &str) -> Result<RangeInclusive<u16>, ConfigError> {
+    let bad = |why: &str| ConfigError {
+        setting: "rtp_ports",
+        reason: format!("{value:?}: {why}"),
+    };
+    let (low, high) = value
+        .split_once('-')
+        .ok_or_else(|| bad("expected LOW-HIGH, e.g. 16384-32767"))?;
+    let low: u16 = low
+        .trim()
+        .parse()
+        .map_err(|_| bad("LOW is not a port number"))?;
+    let high: u16 = high
+        .trim()
+        .parse()
+        .map_err(|_| bad("HIGH is not a port number"))?;
+    if low < 1024 || high <= low {
+        return Err(bad("need 1024 <= LOW < HIGH"));
+    }
+    Ok(low..=high)
 }
 
 fn socket_addr(setting: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
@@ -224,6 +334,52 @@ mod tests {
         );
         let err = Config::load(&Settings::default(), Some("short".to_owned())).unwrap_err();
         assert_eq!(err.setting, "VCA_ADMIN_TOKEN");
+        for (settings, name) in [
+            (
+                Settings {
+                    rtp_ports: Some("5000".to_owned()),
+                    ..Settings::default()
+                },
+                "rtp_ports",
+            ),
+            (
+                Settings {
+                    rtp_ports: Some("9000-8000".to_owned()),
+                    ..Settings::default()
+                },
+                "rtp_ports",
+            ),
+            (
+                Settings {
+                    public_ip: Some("host".to_owned()),
+                    ..Settings::default()
+                },
+                "public_ip",
+            ),
+            (
+                Settings {
+                    ring_ms: Some("-1".to_owned()),
+                    ..Settings::default()
+                },
+                "ring_ms",
+            ),
+            (
+                Settings {
+                    media_timeout: Some("x".to_owned()),
+                    ..Settings::default()
+                },
+                "media_timeout",
+            ),
+            (
+                Settings {
+                    default_country_code: Some("+91".to_owned()),
+                    ..Settings::default()
+                },
+                "default_country_code",
+            ),
+        ] {
+            assert_eq!(Config::load(&settings, None).unwrap_err().setting, name);
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! reaches everything; a tenant's API key reaches only that tenant's paths, and another
 //! tenant's resources answer 404 exactly as if they did not exist.
 
+mod calls;
 mod extract;
 mod health;
 mod keys;
@@ -75,6 +76,8 @@ pub fn router(state: AppState) -> Router {
             "/tenants/{tenant_id}/api-keys/{api_key_id}",
             delete(keys::revoke),
         )
+        .route("/tenants/{tenant_id}/calls", get(calls::list))
+        .route("/tenants/{tenant_id}/calls/{call_id}", get(calls::get))
         .route("/openapi.json", get(openapi::document))
         .fallback(|| async { Problem::not_found() });
     Router::new()

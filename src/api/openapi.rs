@@ -3,7 +3,7 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use super::{health, keys, numbers, profiles, tenants};
+use super::{calls, health, keys, numbers, profiles, tenants};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -13,6 +13,7 @@ use super::{health, keys, numbers, profiles, tenants};
         numbers::create, numbers::list, numbers::get, numbers::update, numbers::delete,
         profiles::create, profiles::list, profiles::get, profiles::update, profiles::delete,
         keys::create, keys::revoke,
+        calls::list, calls::get,
         health::healthz, health::metrics,
     ),
     modifiers(&BearerAuth),

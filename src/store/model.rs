@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::FromRow;
 use utoipa::ToSchema;
 
-use crate::ids::{AiProfileId, ApiKeyId, PhoneNumberId, TenantId, TrunkId};
+use crate::ids::{AiProfileId, ApiKeyId, CallEventId, CallId, PhoneNumberId, TenantId, TrunkId};
 
 /// Declares an enum stored as lowercase text (checked by the database) and spoken as the
 /// same text in JSON.
@@ -142,4 +142,76 @@ pub struct ApiKey {
     pub tenant_id: TenantId,
     pub created_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
+}
+
+text_enum!(
+    /// Which way a call goes.
+    Direction { Inbound => "inbound", Outbound => "outbound" }
+);
+text_enum!(
+    /// Where a call is in its life.
+    CallStatus {
+        Initiated => "initiated",
+        Ringing => "ringing",
+        Answered => "answered",
+        Ended => "ended",
+        Failed => "failed",
+    }
+);
+text_enum!(
+    /// Why a call ended.
+    HangupCause {
+        CallerBye => "caller_bye",
+        ServerBye => "server_bye",
+        Cancel => "cancel",
+        Timeout => "timeout",
+        Error => "error",
+        Rejected => "rejected",
+    }
+);
+text_enum!(
+    /// The transport a call's signalling arrived on.
+    SipTransport { Udp => "udp", Tcp => "tcp", Tls => "tls", Ws => "ws", Wss => "wss" }
+);
+
+/// A call record (CDR).
+#[derive(Debug, Clone, PartialEq, Serialize, FromRow, ToSchema)]
+pub struct Call {
+    pub id: CallId,
+    pub tenant_id: TenantId,
+    pub phone_number_id: Option<PhoneNumberId>,
+    pub ai_profile_id: Option<AiProfileId>,
+    pub trunk_id: Option<TrunkId>,
+    pub direction: Direction,
+    /// The caller as the From header gave it.
+    pub caller: String,
+    /// The dialed number in E.164.
+    pub called: String,
+    /// The dialed number as it arrived.
+    pub called_raw: String,
+    pub sip_call_id: String,
+    pub transport: SipTransport,
+    pub remote_addr: String,
+    pub codec: Option<String>,
+    pub status: CallStatus,
+    /// The final SIP status vca-sip sent.
+    pub sip_status: Option<i64>,
+    pub hangup_cause: Option<HangupCause>,
+    pub started_at: DateTime<Utc>,
+    pub answered_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+    /// Whole seconds from answer to end; null when never answered.
+    pub duration_s: Option<i64>,
+}
+
+/// One step on a call's timeline.
+#[derive(Debug, Clone, PartialEq, Serialize, FromRow, ToSchema)]
+pub struct CallEvent {
+    pub id: CallEventId,
+    pub call_id: CallId,
+    pub tenant_id: TenantId,
+    pub kind: String,
+    pub at: DateTime<Utc>,
+    #[schema(value_type = Object)]
+    pub detail: sqlx::types::Json<serde_json::Value>,
 }

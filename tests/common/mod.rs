@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use reqwest::{Client, Method, Response};
 use serde_json::Value;
-use vca_sip::config::Config;
+use vca_sip::config::{Config, Settings};
 use vca_sip::server::Server;
 use vca_sip::store::{DatabaseUrl, Store};
 
@@ -92,16 +92,25 @@ pub struct TestServer {
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
+/// The defaults, on free loopback ports, over `db`.
+pub fn test_config(db: &TestDb) -> Config {
+    let mut config = Config::load(&Settings::default(), Some(ADMIN_TOKEN.to_owned()))
+        .expect("default configuration");
+    config.database = db.url.clone();
+    config.http = "127.0.0.1:0".parse().unwrap();
+    config.sip_udp = "127.0.0.1:0".parse().unwrap();
+    config.sip_tcp = "127.0.0.1:0".parse().unwrap();
+    config
+}
+
 impl TestServer {
     pub async fn start(backend: Backend) -> TestServer {
         let db = TestDb::new(backend).await;
-        let config = Config {
-            database: db.url.clone(),
-            http: "127.0.0.1:0".parse().unwrap(),
-            sip_udp: "127.0.0.1:0".parse().unwrap(),
-            sip_tcp: "127.0.0.1:0".parse().unwrap(),
-            admin_token: Some(ADMIN_TOKEN.to_owned()),
-        };
+        let config = test_config(&db);
+        TestServer::start_with(config, db).await
+    }
+
+    pub async fn start_with(config: Config, db: TestDb) -> TestServer {
         let server = Server::start(&config).await.expect("server starts");
         let base = format!("http://{}", server.http_addr);
         TestServer {

@@ -1,0 +1,85 @@
+//! The DID directory: which tenant, number and AI profile a dialed number reaches, held in
+//! memory so that routing an INVITE costs no database round trip.
+//!
+//! The whole table is loaded at start and reloaded after every API change to numbers,
+//! tenants or AI profiles on this node (and periodically, for changes made on other
+//! nodes). A reload swaps in a new map; readers never wait for one.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use sqlx::FromRow;
+
+use super::e164::Did;
+use crate::ids::{AiProfileId, PhoneNumberId, TenantId, TrunkId};
+use crate::store::model::TenantStatus;
+use crate::store::{Result, Store, StoreError, on_pool};
+
+/// Everything routing needs to know about one DID.
+#[derive(Debug, Clone, PartialEq, FromRow)]
+pub struct Route {
+    pub phone_number_id: PhoneNumberId,
+    pub tenant_id: TenantId,
+    pub did_number: String,
+    pub is_active: bool,
+    pub trunk_id: Option<TrunkId>,
+    /// The number's profile, or else the tenant's default.
+    pub ai_profile_id: Option<AiProfileId>,
+    pub tenant_status: TenantStatus,
+    pub max_concurrent_calls: i64,
+}
+
+/// The in-memory DID table; cheap to clone and share.
+#[derive(Clone, Default)]
+pub struct Directory {
+    routes: Arc<RwLock<Arc<HashMap<String, Route>>>>,
+    /// Serialises reloads so that an older snapshot never replaces a newer one.
+    reload: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Directory {
+    /// Loads the whole table from `store`.
+    pub async fn load(store: &Store) -> Result<Directory> {
+        let directory = Directory::default();
+        directory.reload(store).await?;
+        Ok(directory)
+    }
+
+    /// Replaces the table with the database's current content.
+    pub async fn reload(&self, store: &Store) -> Result<()> {
+        let _one_at_a_time = self.reload.lock().await;
+        const SQL: &str = "SELECT n.id AS phone_number_id, n.tenant_id, n.did_number, \
+               n.is_active, n.trunk_id, COALESCE(n.ai_profile_id, d.id) AS ai_profile_id, \
+               t.status AS tenant_status, t.max_concurrent_calls \
+             FROM phone_numbers n \
+             JOIN tenants t ON t.id = n.tenant_id \
+             LEFT JOIN ai_profiles d ON d.tenant_id = n.tenant_id AND d.is_default";
+        let rows: Vec<Route> = on_pool!(store, |pool| sqlx::query_as(SQL).fetch_all(pool).await)
+            .map_err(StoreError::from)?;
+        let map: HashMap<String, Route> = rows
+            .into_iter()
+            .map(|r| (r.did_number.clone(), r))
+            .collect();
+        metrics::gauge!("vca_directory_numbers").set(map.len() as f64);
+        *self.routes.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(map);
+        Ok(())
+    }
+
+    /// The route of a dialed number, if it is known.
+    pub fn lookup(&self, did: &Did) -> Option<Route> {
+        let routes = self
+            .routes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        routes.get(did.as_str()).cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.routes.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

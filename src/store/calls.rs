@@ -1,0 +1,249 @@
+//! Call records and their timelines, written through a group-commit writer.
+//!
+//! Every change to a call goes to one writer task as an upsert of the whole record (plus
+//! its events). The writer commits whatever has queued up in one transaction, so N calls
+//! cost one fsync, not N. A change that must be durable before the caller goes on (the
+//! answered call, before its 200 OK leaves) waits for its batch to commit; the rest do
+//! not wait. The queue is bounded: when it is full the caller learns at once (and a new
+//! call gets 503) instead of stalling.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{mpsc, oneshot};
+
+use super::model::{Call, CallEvent, CallStatus, Direction};
+use super::{Page, Result, Store, StoreError, on_pool};
+use crate::ids::{CallId, TenantId};
+
+macro_rules! call_columns {
+    () => {
+        "id, tenant_id, phone_number_id, ai_profile_id, trunk_id, direction, caller, called, \
+         called_raw, sip_call_id, transport, remote_addr, codec, status, sip_status, \
+         hangup_cause, started_at, answered_at, ended_at, duration_s"
+    };
+}
+
+const UPSERT_CALL: &str = concat!(
+    "INSERT INTO calls (",
+    call_columns!(),
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+     $18, $19, $20) \
+     ON CONFLICT (id) DO UPDATE SET codec = excluded.codec, status = excluded.status, \
+     sip_status = excluded.sip_status, hangup_cause = excluded.hangup_cause, \
+     answered_at = excluded.answered_at, ended_at = excluded.ended_at, \
+     duration_s = excluded.duration_s"
+);
+
+const INSERT_EVENT: &str = "INSERT INTO call_events (id, call_id, tenant_id, kind, at, detail) \
+                            VALUES ($1, $2, $3, $4, $5, $6)";
+
+/// Filters of the call list.
+#[derive(Debug, Clone, Default)]
+pub struct CallFilter {
+    pub status: Option<CallStatus>,
+    pub direction: Option<Direction>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+}
+
+impl Store {
+    pub async fn call(&self, tenant: TenantId, id: CallId) -> Result<Call> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            call_columns!(),
+            " FROM calls WHERE tenant_id = $1 AND id = $2"
+        );
+        on_pool!(self, |pool| sqlx::query_as(SQL)
+            .bind(tenant)
+            .bind(id)
+            .fetch_optional(pool)
+            .await)?
+        .ok_or(StoreError::NotFound)
+    }
+
+    pub async fn call_events(&self, tenant: TenantId, id: CallId) -> Result<Vec<CallEvent>> {
+        const SQL: &str = "SELECT id, call_id, tenant_id, kind, at, detail FROM call_events \
+                           WHERE tenant_id = $1 AND call_id = $2 ORDER BY id";
+        on_pool!(self, |pool| sqlx::query_as(SQL)
+            .bind(tenant)
+            .bind(id)
+            .fetch_all(pool)
+            .await)
+        .map_err(StoreError::from)
+    }
+
+    /// A tenant's calls, newest first.
+    pub async fn list_calls(
+        &self,
+        tenant: TenantId,
+        filter: &CallFilter,
+        cursor: Option<CallId>,
+        limit: u32,
+    ) -> Result<Page<Call, CallId>> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            call_columns!(),
+            " FROM calls WHERE tenant_id = $1 AND ($2 IS NULL OR id < $2) \
+             AND ($3 IS NULL OR status = $3) AND ($4 IS NULL OR direction = $4) \
+             AND ($5 IS NULL OR started_at >= $5) AND ($6 IS NULL OR started_at < $6) \
+             ORDER BY id DESC LIMIT $7"
+        );
+        let rows: Vec<Call> = on_pool!(self, |pool| sqlx::query_as(SQL)
+            .bind(tenant)
+            .bind(cursor)
+            .bind(filter.status)
+            .bind(filter.direction)
+            .bind(filter.since)
+            .bind(filter.until)
+            .bind(i64::from(limit) + 1)
+            .fetch_all(pool)
+            .await)?;
+        Ok(Page::from_rows(rows, limit, |c| c.id))
+    }
+
+    /// Writes a batch of call changes in one transaction.
+    async fn write_batch(&self, batch: &[CallWrite]) -> Result<()> {
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await.map_err(StoreError::from)?;
+            for write in batch {
+                let c = &write.call;
+                sqlx::query(UPSERT_CALL)
+                    .bind(c.id)
+                    .bind(c.tenant_id)
+                    .bind(c.phone_number_id)
+                    .bind(c.ai_profile_id)
+                    .bind(c.trunk_id)
+                    .bind(c.direction)
+                    .bind(&c.caller)
+                    .bind(&c.called)
+                    .bind(&c.called_raw)
+                    .bind(&c.sip_call_id)
+                    .bind(c.transport)
+                    .bind(&c.remote_addr)
+                    .bind(&c.codec)
+                    .bind(c.status)
+                    .bind(c.sip_status)
+                    .bind(c.hangup_cause)
+                    .bind(c.started_at)
+                    .bind(c.answered_at)
+                    .bind(c.ended_at)
+                    .bind(c.duration_s)
+                    .execute(&mut *tx)
+                    .await?;
+                for e in &write.events {
+                    sqlx::query(INSERT_EVENT)
+                        .bind(e.id)
+                        .bind(e.call_id)
+                        .bind(e.tenant_id)
+                        .bind(&e.kind)
+                        .bind(e.at)
+                        .bind(&e.detail)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+            tx.commit().await.map_err(StoreError::from)
+        })
+    }
+}
+
+/// One change to a call: its whole record as it now stands, and the events that led there.
+#[derive(Debug, Clone)]
+pub struct CallWrite {
+    pub call: Call,
+    pub events: Vec<CallEvent>,
+}
+
+struct Queued {
+    write: CallWrite,
+    done: Option<oneshot::Sender<Result<(), WriteError>>>,
+}
+
+/// Why a call change was not written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum WriteError {
+    /// The writer's queue is full: the node is overloaded (a new call gets 503).
+    #[error("the call-record queue is full")]
+    Overloaded,
+    /// The batch could not be committed (a new call gets 503).
+    #[error("the call record could not be committed")]
+    Failed,
+    /// The writer has shut down.
+    #[error("the call-record writer has stopped")]
+    Stopped,
+}
+
+/// The handle to the group-commit writer; cheap to clone.
+#[derive(Clone)]
+pub struct CallWriter {
+    queue: mpsc::Sender<Queued>,
+}
+
+/// How many changes one transaction takes at most.
+const MAX_BATCH: usize = 1024;
+
+impl CallWriter {
+    /// Starts the writer task over `store`, with room for `capacity` queued changes.
+    pub fn start(store: Store, capacity: usize) -> (CallWriter, tokio::task::JoinHandle<()>) {
+        let (queue, rx) = mpsc::channel(capacity);
+        let task = tokio::spawn(run_writer(store, rx));
+        (CallWriter { queue }, task)
+    }
+
+    /// Queues a change without waiting for it to be committed.
+    pub fn record(&self, write: CallWrite) -> Result<(), WriteError> {
+        self.queue
+            .try_send(Queued { write, done: None })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => WriteError::Overloaded,
+                mpsc::error::TrySendError::Closed(_) => WriteError::Stopped,
+            })
+    }
+
+    /// Queues a change and waits until its batch is committed.
+    pub async fn record_durably(&self, write: CallWrite) -> Result<(), WriteError> {
+        let (done, committed) = oneshot::channel();
+        self.queue
+            .try_send(Queued {
+                write,
+                done: Some(done),
+            })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => WriteError::Overloaded,
+                mpsc::error::TrySendError::Closed(_) => WriteError::Stopped,
+            })?;
+        committed.await.unwrap_or(Err(WriteError::Stopped))
+    }
+}
+
+async fn run_writer(store: Store, mut rx: mpsc::Receiver<Queued>) {
+    let mut batch: Vec<Queued> = Vec::with_capacity(MAX_BATCH);
+    let mut writes: Vec<CallWrite> = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        writes.extend(batch.iter().map(|q| q.write.clone()));
+        let mut outcome = store.write_batch(&writes).await;
+        // A failed batch is retried once after a short pause (a busy SQLite file or a
+        // failed-over PostgreSQL); then its waiters learn that it failed.
+        if outcome.is_err() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            outcome = store.write_batch(&writes).await;
+        }
+        let result = match &outcome {
+            Ok(()) => Ok(()),
+            Err(err) => {
+                tracing::error!(error = %err, calls = writes.len(), "call records not written");
+                metrics::counter!("vca_call_records_lost_total").increment(writes.len() as u64);
+                Err(WriteError::Failed)
+            }
+        };
+        metrics::counter!("vca_call_record_batches_total").increment(1);
+        metrics::histogram!("vca_call_record_batch_size").record(writes.len() as f64);
+        for queued in batch.drain(..) {
+            if let Some(done) = queued.done {
+                let _ = done.send(result);
+            }
+        }
+        writes.clear();
+    }
+}
