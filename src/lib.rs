@@ -17,9 +17,13 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod call;
 pub mod config;
+pub mod endpoint;
 pub mod ids;
 pub mod media;
 pub mod routing;
 pub mod server;
+pub mod sip;
 pub mod store;
+pub mod transport;

@@ -61,14 +61,21 @@ async fn migrate(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How long a SIGTERM waits for live calls to end before the server stops anyway.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(30);
+
 async fn serve_until_signal(config: &Config) -> anyhow::Result<()> {
     let server = Server::start(config).await?;
+    eprintln!(
+        "vca-sip: SIP on udp/{} and tcp/{}",
+        server.sip_udp_addr, server.sip_tcp_addr
+    );
     eprintln!("vca-sip: HTTP API on http://{}", server.http_addr);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
-    tracing::info!("shutting down");
-    server.stop().await
+    tracing::info!("shutting down: new calls get 503 while live calls end");
+    server.stop(DRAIN).await
 }

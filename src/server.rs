@@ -3,7 +3,9 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use anyhow::Context;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -13,19 +15,38 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::api::{self, AppState};
+use crate::call::{CallContext, CallSettings};
 use crate::config::Config;
-use crate::store::Store;
+use crate::endpoint::{Core, CoreHandle};
+use crate::media::ports::PortPool;
+use crate::routing::admission::Admission;
+use crate::routing::directory::Directory;
+use crate::store::{AttemptLog, CallWriter, Store};
+use crate::transport::{self, tcp::TcpLimits};
 
 /// A running vca-sip: its bound addresses, and the handle that stops it.
 pub struct Server {
     pub http_addr: SocketAddr,
+    pub sip_udp_addr: SocketAddr,
+    pub sip_tcp_addr: SocketAddr,
     pub store: Store,
+    pub directory: Directory,
+    context: Arc<CallContext>,
+    core: CoreHandle,
     shutdown: watch::Sender<bool>,
     http: JoinHandle<std::io::Result<()>>,
+    background: Vec<JoinHandle<()>>,
 }
 
+/// How often the DID table is reloaded whole, for changes made through other nodes.
+const DIRECTORY_RELOAD: Duration = Duration::from_secs(30);
+/// How often rejected attempts are written.
+const ATTEMPTS_FLUSH: Duration = Duration::from_secs(5);
+/// Call-record changes that may wait for the writer before new calls get 503.
+const WRITER_QUEUE: usize = 65_536;
+
 impl Server {
-    /// Opens the store, applies pending migrations and starts serving.
+    /// Opens the store, applies pending migrations, and starts serving SIP and HTTP.
     pub async fn start(config: &Config) -> anyhow::Result<Server> {
         let admin_token = admin_token(config)?;
         let store = Store::connect(&config.database)
@@ -35,9 +56,54 @@ impl Server {
             .migrate()
             .await
             .context("cannot apply database migrations")?;
+        let directory = Directory::load(&store)
+            .await
+            .context("cannot load the DID directory")?;
+
+        let udp = transport::udp::bind(config.sip_udp)
+            .with_context(|| format!("cannot listen for SIP on udp/{}", config.sip_udp))?;
+        let sip_udp_addr = udp.local_addr()?;
+        let tcp = TcpListener::bind(config.sip_tcp)
+            .await
+            .with_context(|| format!("cannot listen for SIP on tcp/{}", config.sip_tcp))?;
+        let sip_tcp_addr = tcp.local_addr()?;
+
+        let (writer, writer_task) = CallWriter::start(store.clone(), WRITER_QUEUE);
+        let attempts = AttemptLog::default();
+        let context = Arc::new(CallContext {
+            writer,
+            directory: directory.clone(),
+            admission: Admission::default(),
+            ports: PortPool::new(config.sip_udp.ip(), config.rtp_ports.clone()),
+            attempts: attempts.clone(),
+            settings: CallSettings {
+                public_ip: config.public_ip,
+                udp_port: sip_udp_addr.port(),
+                tcp_port: sip_tcp_addr.port(),
+                ring: config.ring,
+                media_timeout: config.media_timeout,
+                max_call_duration: config.max_call_duration,
+                country: config.default_country_code.clone(),
+            },
+        });
+        let (core, handle) = Core::new(context.clone());
+        let background = vec![
+            tokio::spawn(core.run()),
+            tokio::spawn(transport::udp::run(udp, handle.inbound.clone())),
+            tokio::spawn(transport::tcp::run(
+                tcp,
+                handle.inbound.clone(),
+                TcpLimits::default(),
+            )),
+            tokio::spawn(directory.clone().run(store.clone(), DIRECTORY_RELOAD)),
+            tokio::spawn(attempts.clone().run(store.clone(), ATTEMPTS_FLUSH)),
+            writer_task,
+        ];
+
         let state = AppState {
             store: store.clone(),
             admin_token: Arc::from(admin_token),
+            directory: directory.clone(),
             metrics: metrics_handle(),
         };
         let listener = TcpListener::bind(config.http)
@@ -53,20 +119,47 @@ impl Server {
                 })
                 .await
         });
-        tracing::info!(%http_addr, backend = store.backend(), "vca-sip serving");
+        tracing::info!(%http_addr, %sip_udp_addr, %sip_tcp_addr, backend = store.backend(), "vca-sip serving");
         Ok(Server {
             http_addr,
+            sip_udp_addr,
+            sip_tcp_addr,
             store,
+            directory,
+            context,
+            core: handle,
             shutdown,
             http,
+            background,
         })
     }
 
-    /// Stops accepting work, lets in-flight requests finish, and closes the store.
-    pub async fn stop(self) -> anyhow::Result<()> {
+    /// Calls up on this node now.
+    pub fn live_calls(&self) -> u32 {
+        self.context.admission.total()
+    }
+
+    /// Stops taking new calls (they get 503), waits up to `drain` for live calls to end,
+    /// writes every pending call record, and closes the store.
+    pub async fn stop(self, drain: Duration) -> anyhow::Result<()> {
+        self.core.draining.store(true, Ordering::Relaxed);
+        let deadline = tokio::time::Instant::now() + drain;
+        while self.live_calls() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Calls that ended just now may still be handing their last change to the writer.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let flushed = self.context.writer.flush().await;
+        if let Err(e) = self.context.attempts.flush(&self.store).await {
+            tracing::warn!(error = %e, "rejected attempts not written at shutdown");
+        }
         let _ = self.shutdown.send(true);
         self.http.await.context("HTTP task failed")??;
+        for task in &self.background {
+            task.abort();
+        }
         self.store.close().await;
+        flushed.context("call records not written at shutdown")?;
         Ok(())
     }
 }

@@ -37,6 +37,8 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 pub struct AppState {
     pub store: Store,
     pub admin_token: Arc<str>,
+    /// The in-memory DID table that routes calls; kept right as numbers change here.
+    pub directory: crate::routing::directory::Directory,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
 
@@ -107,6 +109,22 @@ async fn count_requests(request: Request, next: Next) -> Response {
     )
     .increment(1);
     response
+}
+
+impl AppState {
+    /// Brings the routing table up to date after a change to one number.
+    async fn refresh_number(&self, did: &str) {
+        if let Err(e) = self.directory.refresh(&self.store, did).await {
+            tracing::warn!(error = %e, "DID directory not refreshed; the periodic reload will");
+        }
+    }
+
+    /// Reloads the routing table after a change to a tenant or its default profile.
+    async fn reload_directory(&self) {
+        if let Err(e) = self.directory.reload(&self.store).await {
+            tracing::warn!(error = %e, "DID directory not reloaded; the periodic reload will");
+        }
+    }
 }
 
 /// A page of a list: `{"items": [...], "next_cursor": ...}`.

@@ -71,6 +71,7 @@ pub async fn create(
         is_active: body.is_active.unwrap_or(true),
     };
     let number = state.store.create_phone_number(tenant_id, new).await?;
+    state.refresh_number(&number.did_number).await;
     Ok((StatusCode::CREATED, Json(number)))
 }
 
@@ -141,12 +142,12 @@ pub async fn update(
         is_active: body.is_active,
         ai_profile_id: body.ai_profile_id,
     };
-    Ok(Json(
-        state
-            .store
-            .update_phone_number(tenant_id, path.phone_number_id, patch)
-            .await?,
-    ))
+    let number = state
+        .store
+        .update_phone_number(tenant_id, path.phone_number_id, patch)
+        .await?;
+    state.refresh_number(&number.did_number).await;
+    Ok(Json(number))
 }
 
 #[utoipa::path(delete, path = "/api/tenants/{tenant_id}/phone-numbers/{phone_number_id}",
@@ -159,9 +160,14 @@ pub async fn delete(
 ) -> Result<StatusCode, Problem> {
     let tenant_id = principal.scope(path.tenant_id)?;
     principal.require_admin("delete phone numbers")?;
+    let number = state
+        .store
+        .phone_number(tenant_id, path.phone_number_id)
+        .await?;
     state
         .store
         .delete_phone_number(tenant_id, path.phone_number_id)
         .await?;
+    state.refresh_number(&number.did_number).await;
     Ok(StatusCode::NO_CONTENT)
 }

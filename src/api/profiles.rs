@@ -84,6 +84,9 @@ pub async fn create(
         is_default: body.is_default.unwrap_or(false),
     };
     let profile = state.store.create_ai_profile(tenant_id, new).await?;
+    if profile.is_default {
+        state.reload_directory().await;
+    }
     Ok((StatusCode::CREATED, Json(profile)))
 }
 
@@ -139,12 +142,12 @@ pub async fn update(
         system_prompt: body.system_prompt.map(system_prompt).transpose()?,
         is_default: body.is_default,
     };
-    Ok(Json(
-        state
-            .store
-            .update_ai_profile(tenant_id, path.ai_profile_id, patch)
-            .await?,
-    ))
+    let profile = state
+        .store
+        .update_ai_profile(tenant_id, path.ai_profile_id, patch)
+        .await?;
+    state.reload_directory().await;
+    Ok(Json(profile))
 }
 
 #[utoipa::path(delete, path = "/api/tenants/{tenant_id}/ai-profiles/{ai_profile_id}",
@@ -160,5 +163,6 @@ pub async fn delete(
         .store
         .delete_ai_profile(tenant_id, path.ai_profile_id)
         .await?;
+    state.reload_directory().await;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -127,5 +127,7 @@ pub async fn update(
         default_country_code: body.default_country_code.map(country_code).transpose()?,
         max_concurrent_calls: body.max_concurrent_calls.map(call_limit).transpose()?,
     };
-    Ok(Json(state.store.update_tenant(tenant_id, patch).await?))
+    let tenant = state.store.update_tenant(tenant_id, patch).await?;
+    state.reload_directory().await;
+    Ok(Json(tenant))
 }

@@ -15,6 +15,19 @@ use crate::ids::{AiProfileId, PhoneNumberId, TenantId, TrunkId};
 use crate::store::model::TenantStatus;
 use crate::store::{Result, Store, StoreError, on_pool};
 
+/// The query behind every route: a number, its tenant, and the profile that answers it.
+/// (Routing is the one reader of every tenant's numbers: it is what finds the tenant.)
+macro_rules! route_query {
+    () => {
+        "SELECT n.id AS phone_number_id, n.tenant_id, n.did_number, n.is_active, n.trunk_id, \
+           COALESCE(n.ai_profile_id, d.id) AS ai_profile_id, t.status AS tenant_status, \
+           t.max_concurrent_calls \
+         FROM phone_numbers n \
+         JOIN tenants t ON t.id = n.tenant_id \
+         LEFT JOIN ai_profiles d ON d.tenant_id = n.tenant_id AND d.is_default"
+    };
+}
+
 /// Everything routing needs to know about one DID.
 #[derive(Debug, Clone, PartialEq, FromRow)]
 pub struct Route {
@@ -48,12 +61,7 @@ impl Directory {
     /// Replaces the table with the database's current content.
     pub async fn reload(&self, store: &Store) -> Result<()> {
         let _one_at_a_time = self.reload.lock().await;
-        const SQL: &str = "SELECT n.id AS phone_number_id, n.tenant_id, n.did_number, \
-               n.is_active, n.trunk_id, COALESCE(n.ai_profile_id, d.id) AS ai_profile_id, \
-               t.status AS tenant_status, t.max_concurrent_calls \
-             FROM phone_numbers n \
-             JOIN tenants t ON t.id = n.tenant_id \
-             LEFT JOIN ai_profiles d ON d.tenant_id = n.tenant_id AND d.is_default";
+        const SQL: &str = concat!(route_query!(), "");
         let rows: Vec<Route> = on_pool!(store, |pool| sqlx::query_as(SQL).fetch_all(pool).await)
             .map_err(StoreError::from)?;
         let map: HashMap<String, Route> = rows
@@ -63,6 +71,38 @@ impl Directory {
         metrics::gauge!("vca_directory_numbers").set(map.len() as f64);
         *self.routes.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(map);
         Ok(())
+    }
+
+    /// Re-reads one number after it was added or changed (or removes it when it is gone),
+    /// without reloading the whole table.
+    pub async fn refresh(&self, store: &Store, did: &str) -> Result<()> {
+        let _one_at_a_time = self.reload.lock().await;
+        const SQL: &str = concat!(route_query!(), " WHERE n.did_number = $1");
+        let row: Option<Route> = on_pool!(store, |pool| sqlx::query_as(SQL)
+            .bind(did)
+            .fetch_optional(pool)
+            .await)
+        .map_err(StoreError::from)?;
+        let mut routes = self.routes.write().unwrap_or_else(|e| e.into_inner());
+        let map = Arc::make_mut(&mut routes);
+        match row {
+            Some(route) => map.insert(did.to_owned(), route),
+            None => map.remove(did),
+        };
+        metrics::gauge!("vca_directory_numbers").set(map.len() as f64);
+        Ok(())
+    }
+
+    /// Reloads every `every`, so that changes made through another node arrive here.
+    pub async fn run(self, store: Store, every: std::time::Duration) {
+        let mut tick = tokio::time::interval(every);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            if let Err(e) = self.reload(&store).await {
+                tracing::warn!(error = %e, "DID directory not reloaded");
+            }
+        }
     }
 
     /// The route of a dialed number, if it is known.

@@ -3,5 +3,6 @@
 //! `e164` turns whatever a carrier or an operator writes into one canonical E.164 number;
 //! later layers map that number to its tenant and decide admission.
 
+pub mod admission;
 pub mod directory;
 pub mod e164;

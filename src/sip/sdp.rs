@@ -29,6 +29,10 @@ pub const LOCAL_PTIME_MS: u32 = 20;
 /// Payload type we use for telephone-event in our own offers (a common choice among carriers).
 pub const LOCAL_TELEPHONE_EVENT_PT: u8 = 101;
 
+/// The address in `c=IN IP4 0.0.0.0`, the RFC 2543 way to put a call on hold (RFC 3264
+/// §8.4): a [`Negotiated::remote_rtp`] with this address means "do not send".
+pub const HOLD_ADDRESS: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+
 /// Codecs we offer and accept when the trunk does not narrow the list: PCMA first, as most
 /// carriers outside North America prefer it.
 pub const DEFAULT_CODECS: [Codec; 2] = [Codec::Pcma, Codec::Pcmu];
@@ -94,7 +98,8 @@ pub enum NoMediaReason {
     AllStreamsDisabled,
     /// No enabled audio stream (only video, or other media).
     NoAudioStream,
-    /// Audio is offered only over a secure profile (RTP/SAVP, SAVPF, DTLS) we do not serve.
+    /// Audio is offered only over an RTP profile other than plain RTP/AVP (RTP/SAVP, SAVPF,
+    /// UDP/TLS/RTP/SAVP, AVPF): SRTP is not served on carrier trunks.
     SecureRtpOnly,
     /// Audio is offered with no codec in our allowed list.
     NoCommonCodec,
@@ -511,7 +516,14 @@ fn split_line(line: &str) -> Option<(char, &str)> {
 fn parse_origin(value: &str) -> Result<Origin, SdpError> {
     let fields: Vec<&str> = value.split_ascii_whitespace().collect();
     match fields.as_slice() {
-        [username, session_id, session_version, _net, _addr_type, address] => Ok(Origin {
+        [
+            username,
+            session_id,
+            session_version,
+            _net,
+            _addr_type,
+            address,
+        ] => Ok(Origin {
             username: (*username).to_owned(),
             session_id: (*session_id).to_owned(),
             session_version: (*session_version).to_owned(),
@@ -761,8 +773,14 @@ impl LocalSession {
 
     /// Builds an offer for an INVITE that came without SDP (we offer in the 2xx and the
     /// answer arrives in the ACK). Lists `allowed` in order with their static payload types
-    /// and telephone-event as [`LOCAL_TELEPHONE_EVENT_PT`].
+    /// and telephone-event as [`LOCAL_TELEPHONE_EVENT_PT`]. An empty list offers
+    /// [`DEFAULT_CODECS`], since an offer without a codec could never be answered.
     pub fn offer(&mut self, allowed: &[Codec], direction: Direction) -> String {
+        let allowed = if allowed.is_empty() {
+            &DEFAULT_CODECS[..]
+        } else {
+            allowed
+        };
         let line = AudioLine {
             codecs: allowed.iter().map(|c| (c.static_pt(), *c)).collect(),
             telephone_event_pt: Some(LOCAL_TELEPHONE_EVENT_PT),
@@ -847,7 +865,10 @@ impl LocalSession {
             );
         }
         if let Some(pt) = line.telephone_event_pt {
-            let _ = write!(body, "a=rtpmap:{pt} {TELEPHONE_EVENT}/8000\r\na=fmtp:{pt} 0-16\r\n");
+            let _ = write!(
+                body,
+                "a=rtpmap:{pt} {TELEPHONE_EVENT}/8000\r\na=fmtp:{pt} 0-16\r\n"
+            );
         }
         let _ = write!(body, "a=ptime:{LOCAL_PTIME_MS}\r\na={}\r\n", line.direction);
     }
@@ -855,18 +876,18 @@ impl LocalSession {
     /// Prefixes the session-level lines, raising the version only when the description
     /// differs from the last one we sent (RFC 3264 §8).
     fn finish(&mut self, media: &str) -> String {
-        let (net, ip_kind) = match self.addr {
-            IpAddr::V4(_) => ("IN", "IP4"),
-            IpAddr::V6(_) => ("IN", "IP6"),
+        let ip_kind = match self.addr {
+            IpAddr::V4(_) => "IP4",
+            IpAddr::V6(_) => "IP6",
         };
-        let rest = format!("s=-\r\nc={net} {ip_kind} {}\r\nt=0 0\r\n{media}", self.addr);
+        let rest = format!("s=-\r\nc=IN {ip_kind} {}\r\nt=0 0\r\n{media}", self.addr);
         match &self.last_sent {
             Some(last) if *last == rest => {}
             Some(_) => self.version = self.version.saturating_add(1),
             None => {}
         }
         let text = format!(
-            "v=0\r\no=- {} {} {net} {ip_kind} {}\r\n{rest}",
+            "v=0\r\no=- {} {} IN {ip_kind} {}\r\n{rest}",
             self.sess_id, self.version, self.addr
         );
         self.last_sent = Some(rest);
@@ -921,7 +942,9 @@ fn select_audio(
             }
             continue;
         };
-        let telephone_event_pt = m.payload_types().find(|pt| is_telephone_event(m.rtpmap(*pt)));
+        let telephone_event_pt = m
+            .payload_types()
+            .find(|pt| is_telephone_event(m.rtpmap(*pt)));
         let negotiated = Negotiated {
             remote_rtp: SocketAddr::new(ip, m.port),
             payload_type,
@@ -934,9 +957,6 @@ fn select_audio(
     }
     fail(reason)
 }
-
-/// The IPv4 unspecified address, which an offer uses to mean hold.
-pub const HOLD_ADDRESS: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
 
 #[cfg(test)]
 mod tests {
@@ -983,10 +1003,20 @@ mod tests {
                     Err(e) => panic!("{name}: expected an answer, got {e}"),
                 };
                 assert_eq!(Some(n.codec.encoding_name()), get("codec"), "{name}: codec");
-                assert_eq!(Some(n.payload_type.to_string()).as_deref(), get("pt"), "{name}");
-                assert_eq!(Some(n.remote_rtp.to_string()).as_deref(), get("remote"), "{name}");
+                assert_eq!(
+                    Some(n.payload_type.to_string()).as_deref(),
+                    get("pt"),
+                    "{name}"
+                );
+                assert_eq!(
+                    Some(n.remote_rtp.to_string()).as_deref(),
+                    get("remote"),
+                    "{name}"
+                );
                 assert_eq!(Some(n.direction.as_str()), get("direction"), "{name}");
-                let te = n.telephone_event_pt.map_or("none".to_owned(), |p| p.to_string());
+                let te = n
+                    .telephone_event_pt
+                    .map_or("none".to_owned(), |p| p.to_string());
                 assert_eq!(Some(te.as_str()), get("telephone_event"), "{name}");
                 assert_eq!(Some(n.ptime.to_string()).as_deref(), get("ptime"), "{name}");
                 let ports: Vec<String> = parse(&answer)
@@ -994,7 +1024,11 @@ mod tests {
                     .iter()
                     .map(|m| format!("{} {}", m.media, m.port))
                     .collect();
-                assert_eq!(Some(ports.join(",")).as_deref(), get("answer_media"), "{name}");
+                assert_eq!(
+                    Some(ports.join(",")).as_deref(),
+                    get("answer_media"),
+                    "{name}"
+                );
             }
             Some("488") => match outcome {
                 Err(e @ NegotiationError::NoAcceptableMedia(r)) => {
@@ -1034,6 +1068,7 @@ mod tests {
         telephone_event,
         audio_and_video,
         savp_only,
+        savp_then_avp,
         hostname_connection,
         lf_line_endings,
         rfc5118_ipv6_in_sdp,
@@ -1088,7 +1123,10 @@ mod tests {
         );
         assert_eq!(sd.direction, Some(Direction::RecvOnly));
         let m = &sd.media[0];
-        assert_eq!((m.media.as_str(), m.port, m.proto.as_str()), ("audio", 49170, "RTP/AVP"));
+        assert_eq!(
+            (m.media.as_str(), m.port, m.proto.as_str()),
+            ("audio", 49170, "RTP/AVP")
+        );
         assert_eq!(m.formats, vec!["0".to_owned(), "97".to_owned()]);
         assert_eq!(
             m.connection.as_ref().and_then(Connection::ip),
@@ -1103,7 +1141,10 @@ mod tests {
                 channels: Some(2)
             }]
         );
-        assert_eq!(m.fmtp(97).map(|f| f.params.as_str()), Some("useinbandfec=1"));
+        assert_eq!(
+            m.fmtp(97).map(|f| f.params.as_str()),
+            Some("useinbandfec=1")
+        );
         assert_eq!((m.ptime, m.maxptime), (Some(30), Some(60)));
         assert_eq!(
             m.rtcp,
@@ -1126,18 +1167,39 @@ mod tests {
             (b"v=1\r\n", SdpError::UnsupportedVersion("1".into())),
             (b"v=0\r\ns=x\r\n", SdpError::MissingOrigin),
             (b"v=0\r\no=a b\r\n", SdpError::MalformedOrigin),
-            (b"v=0\r\nnot a line\r\n", SdpError::MalformedLine { line: 2 }),
-            (b"v=0\r\nc=IN IP4\r\n", SdpError::MalformedConnection { line: 2 }),
-            (b"v=0\r\nc=ATM NSAP x\r\n", SdpError::MalformedConnection { line: 2 }),
-            (b"v=0\r\nm=audio 70000 RTP/AVP 0\r\n", SdpError::MalformedMedia { line: 2 }),
-            (b"v=0\r\nm=audio 4000 RTP/AVP\r\n", SdpError::MalformedMedia { line: 2 }),
+            (
+                b"v=0\r\nnot a line\r\n",
+                SdpError::MalformedLine { line: 2 },
+            ),
+            (
+                b"v=0\r\nc=IN IP4\r\n",
+                SdpError::MalformedConnection { line: 2 },
+            ),
+            (
+                b"v=0\r\nc=ATM NSAP x\r\n",
+                SdpError::MalformedConnection { line: 2 },
+            ),
+            (
+                b"v=0\r\nm=audio 70000 RTP/AVP 0\r\n",
+                SdpError::MalformedMedia { line: 2 },
+            ),
+            (
+                b"v=0\r\nm=audio 4000 RTP/AVP\r\n",
+                SdpError::MalformedMedia { line: 2 },
+            ),
             (
                 b"v=0\r\nm=audio 4000 RTP/AVP 0\r\na=rtpmap:300 X/8000\r\n",
-                SdpError::MalformedAttribute { attribute: "rtpmap", line: 3 },
+                SdpError::MalformedAttribute {
+                    attribute: "rtpmap",
+                    line: 3,
+                },
             ),
             (
                 b"v=0\r\nm=audio 4000 RTP/AVP 0\r\na=ptime:abc\r\n",
-                SdpError::MalformedAttribute { attribute: "ptime", line: 3 },
+                SdpError::MalformedAttribute {
+                    attribute: "ptime",
+                    line: 3,
+                },
             ),
         ];
         for (body, expected) in cases {
@@ -1151,13 +1213,18 @@ mod tests {
         for _ in 0..=MAX_MEDIA {
             body.push_str("m=audio 0 RTP/AVP 0\r\n");
         }
-        assert_eq!(SessionDescription::parse(body.as_bytes()), Err(SdpError::TooManyMedia));
+        assert_eq!(
+            SessionDescription::parse(body.as_bytes()),
+            Err(SdpError::TooManyMedia)
+        );
     }
 
     #[test]
     fn answer_text_is_exact() {
         let mut local = LocalSession::new(7, LOCAL_V4, 40000);
-        let (n, answer) = local.answer(&parse(OFFER), &DEFAULT_CODECS).unwrap_or_else(|e| panic!("{e}"));
+        let (n, answer) = local
+            .answer(&parse(OFFER), &DEFAULT_CODECS)
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
             answer,
             "v=0\r\no=- 7 1 IN IP4 203.0.113.5\r\ns=-\r\nc=IN IP4 203.0.113.5\r\nt=0 0\r\n\
@@ -1168,7 +1235,9 @@ mod tests {
         assert_eq!(
             n,
             Negotiated {
-                remote_rtp: "198.51.100.1:30000".parse().unwrap_or_else(|e| panic!("{e}")),
+                remote_rtp: "198.51.100.1:30000"
+                    .parse()
+                    .unwrap_or_else(|e| panic!("{e}")),
                 payload_type: 0,
                 codec: Codec::Pcmu,
                 telephone_event_pt: Some(101),
@@ -1184,11 +1253,15 @@ mod tests {
         let mut local = LocalSession::new(1, LOCAL_V4, 40000);
         let pcma_only = local.answer(&offer, &[Codec::Pcma]).map(|(n, _)| n.codec);
         assert_eq!(pcma_only, Ok(Codec::Pcma));
-        let both = local.answer(&offer, &[Codec::Pcma, Codec::Pcmu]).map(|(n, _)| n.codec);
+        let both = local
+            .answer(&offer, &[Codec::Pcma, Codec::Pcmu])
+            .map(|(n, _)| n.codec);
         assert_eq!(both, Ok(Codec::Pcmu));
         assert_eq!(
             local.answer(&offer, &[]).map(|(n, _)| n),
-            Err(NegotiationError::NoAcceptableMedia(NoMediaReason::NoCommonCodec))
+            Err(NegotiationError::NoAcceptableMedia(
+                NoMediaReason::NoCommonCodec
+            ))
         );
     }
 
@@ -1199,7 +1272,9 @@ mod tests {
              m=audio 5000 RTP/AVP 112\r\na=rtpmap:112 pcma/8000/1\r\n",
         );
         let mut local = LocalSession::new(1, LOCAL_V4, 40000);
-        let n = local.answer(&offer, &DEFAULT_CODECS).map(|(n, _)| (n.codec, n.payload_type));
+        let n = local
+            .answer(&offer, &DEFAULT_CODECS)
+            .map(|(n, _)| (n.codec, n.payload_type));
         assert_eq!(n, Ok((Codec::Pcma, 112)));
     }
 
@@ -1216,13 +1291,18 @@ mod tests {
         // Hold changes our direction: the version goes up once.
         let hold = parse(&format!("{OFFER}a=sendonly\r\n"));
         let held = local.answer(&hold, &DEFAULT_CODECS);
-        assert_eq!(held.as_ref().map(|(n, _)| n.direction), Ok(Direction::RecvOnly));
+        assert_eq!(
+            held.as_ref().map(|(n, _)| n.direction),
+            Ok(Direction::RecvOnly)
+        );
         assert_eq!(local.version(), 2);
         assert!(held.is_ok_and(|(_, a)| a.contains("o=- 9 2 IN IP4") && a.contains("a=recvonly")));
         let _ = local.answer(&hold, &DEFAULT_CODECS);
         assert_eq!(local.version(), 2);
         // A refused offer changes nothing.
-        let g729 = parse("v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\nc=IN IP4 192.0.2.1\r\nm=audio 5000 RTP/AVP 18\r\n");
+        let g729 = parse(
+            "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\nc=IN IP4 192.0.2.1\r\nm=audio 5000 RTP/AVP 18\r\n",
+        );
         assert!(local.answer(&g729, &DEFAULT_CODECS).is_err());
         assert_eq!(local.version(), 2);
         // Resume.
@@ -1236,8 +1316,41 @@ mod tests {
             "v=0\r\no=- 1 2 IN IP4 192.0.2.1\r\nc=IN IP4 0.0.0.0\r\nm=audio 5000 RTP/AVP 8\r\n",
         );
         let mut local = LocalSession::new(1, LOCAL_V4, 40000);
-        let n = local.answer(&offer, &DEFAULT_CODECS).map(|(n, _)| (n.direction, n.remote_rtp.ip()));
+        let n = local
+            .answer(&offer, &DEFAULT_CODECS)
+            .map(|(n, _)| (n.direction, n.remote_rtp.ip()));
         assert_eq!(n, Ok((Direction::RecvOnly, HOLD_ADDRESS)));
+    }
+
+    #[test]
+    fn ipv4_mapped_ipv6_connection_is_reached_over_ipv4() {
+        let offer = parse(
+            "v=0\r\no=- 1 1 IN IP6 ::ffff:192.0.2.2\r\nc=IN IP6 ::ffff:192.0.2.2\r\n\
+             m=audio 6000 RTP/AVP 0\r\n",
+        );
+        let mut local = LocalSession::new(1, LOCAL_V4, 40000);
+        let remote = local
+            .answer(&offer, &DEFAULT_CODECS)
+            .map(|(n, _)| n.remote_rtp);
+        assert_eq!(
+            remote,
+            Ok(SocketAddr::new(
+                IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2)),
+                6000
+            ))
+        );
+    }
+
+    #[test]
+    fn every_prefix_of_an_offer_parses_or_errors_without_panic() {
+        let mut local = LocalSession::new(1, LOCAL_V4, 40000);
+        for end in 0..=OFFER.len() {
+            if let Ok(sd) = SessionDescription::parse(&OFFER.as_bytes()[..end]) {
+                let _ = local.answer(&sd, &DEFAULT_CODECS);
+            }
+        }
+        let noise: Vec<u8> = (0..=255u8).cycle().take(4096).collect();
+        assert!(SessionDescription::parse(&noise).is_err());
     }
 
     #[test]
@@ -1259,6 +1372,8 @@ mod tests {
         let mut local = LocalSession::new(5, LOCAL_V4, 40000);
         let offer = local.offer(&DEFAULT_CODECS, Direction::SendRecv);
         assert!(offer.contains("m=audio 40000 RTP/AVP 8 0 101\r\n"));
+        let mut other = LocalSession::new(5, LOCAL_V4, 40000);
+        assert_eq!(other.offer(&[], Direction::SendRecv), offer);
         let answer = parse(
             "v=0\r\no=peer 1 1 IN IP4 192.0.2.9\r\ns=-\r\nc=IN IP4 192.0.2.9\r\nt=0 0\r\n\
              m=audio 6000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n\
@@ -1278,7 +1393,9 @@ mod tests {
         // The offer is settled: a second answer has nothing to complete.
         assert_eq!(
             local.accept_answer(&answer),
-            Err(NegotiationError::NoAcceptableMedia(NoMediaReason::NoPendingOffer))
+            Err(NegotiationError::NoAcceptableMedia(
+                NoMediaReason::NoPendingOffer
+            ))
         );
     }
 
@@ -1288,13 +1405,18 @@ mod tests {
             ("m=audio 6000 RTP/AVP 18\r\n", NoMediaReason::NoCommonCodec),
             ("m=audio 6000 RTP/AVP 0\r\n", NoMediaReason::NoCommonCodec),
             ("m=audio 0 RTP/AVP 8\r\n", NoMediaReason::AllStreamsDisabled),
-            ("m=audio 6000 RTP/AVP 8\r\nm=video 0 RTP/AVP 96\r\n", NoMediaReason::StreamCountMismatch),
+            (
+                "m=audio 6000 RTP/AVP 8\r\nm=video 0 RTP/AVP 96\r\n",
+                NoMediaReason::StreamCountMismatch,
+            ),
             ("m=video 6000 RTP/AVP 8\r\n", NoMediaReason::NoAudioStream),
         ];
         for (media, reason) in cases {
             let mut local = LocalSession::new(5, LOCAL_V4, 40000);
             let _ = local.offer(&[Codec::Pcma], Direction::SendRecv);
-            let answer = parse(&format!("v=0\r\no=p 1 1 IN IP4 192.0.2.9\r\nc=IN IP4 192.0.2.9\r\n{media}"));
+            let answer = parse(&format!(
+                "v=0\r\no=p 1 1 IN IP4 192.0.2.9\r\nc=IN IP4 192.0.2.9\r\n{media}"
+            ));
             assert_eq!(
                 local.accept_answer(&answer),
                 Err(NegotiationError::NoAcceptableMedia(reason)),

@@ -156,7 +156,8 @@ pub struct CallWrite {
 }
 
 struct Queued {
-    write: CallWrite,
+    /// None: a barrier that completes when everything queued before it is committed.
+    write: Option<CallWrite>,
     done: Option<oneshot::Sender<Result<(), WriteError>>>,
 }
 
@@ -194,7 +195,10 @@ impl CallWriter {
     /// Queues a change without waiting for it to be committed.
     pub fn record(&self, write: CallWrite) -> Result<(), WriteError> {
         self.queue
-            .try_send(Queued { write, done: None })
+            .try_send(Queued {
+                write: Some(write),
+                done: None,
+            })
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => WriteError::Overloaded,
                 mpsc::error::TrySendError::Closed(_) => WriteError::Stopped,
@@ -206,7 +210,7 @@ impl CallWriter {
         let (done, committed) = oneshot::channel();
         self.queue
             .try_send(Queued {
-                write,
+                write: Some(write),
                 done: Some(done),
             })
             .map_err(|e| match e {
@@ -217,12 +221,31 @@ impl CallWriter {
     }
 }
 
+impl CallWriter {
+    /// Waits until every change queued so far is committed (used at shutdown).
+    pub async fn flush(&self) -> Result<(), WriteError> {
+        let (done, committed) = oneshot::channel();
+        self.queue
+            .send(Queued {
+                write: None,
+                done: Some(done),
+            })
+            .await
+            .map_err(|_| WriteError::Stopped)?;
+        committed.await.unwrap_or(Err(WriteError::Stopped))
+    }
+}
+
 async fn run_writer(store: Store, mut rx: mpsc::Receiver<Queued>) {
     let mut batch: Vec<Queued> = Vec::with_capacity(MAX_BATCH);
     let mut writes: Vec<CallWrite> = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        writes.extend(batch.iter().map(|q| q.write.clone()));
-        let mut outcome = store.write_batch(&writes).await;
+        writes.extend(batch.iter_mut().filter_map(|q| q.write.take()));
+        let mut outcome = if writes.is_empty() {
+            Ok(())
+        } else {
+            store.write_batch(&writes).await
+        };
         // A failed batch is retried once after a short pause (a busy SQLite file or a
         // failed-over PostgreSQL); then its waiters learn that it failed.
         if outcome.is_err() {

@@ -5,6 +5,7 @@
 //! Every query on tenant-owned data takes a [`TenantId`](crate::ids::TenantId) and filters
 //! by it, so a caller cannot read another tenant's rows by passing the wrong id.
 
+mod attempts;
 mod calls;
 mod keys;
 pub mod model;
@@ -21,6 +22,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
+pub use attempts::AttemptLog;
 pub use calls::{CallFilter, CallWrite, CallWriter, WriteError};
 pub use keys::hash_api_key;
 pub use numbers::{NewPhoneNumber, PhoneNumberPatch};

@@ -25,29 +25,29 @@ use super::{TRYING_DELAY, TimerConfig, Timers, TransactionError, Transport, chec
 ///            +-----------|            |<----------+
 ///            |           | Proceeding |-----------+
 ///            +---------->|            |
-///                        +------------+--------------------------+
-///        300-699 from TU:  |        |                            |
-///        send it           |        | 2xx from TU                | transport error
-///                          V        | (the UAS core sends it)    |
-///       INVITE     +-----------+    |                            |
-///       resend     |           |    V                            |
-///       final +----| Completed |   +-----------+  INVITE: absorb  |
-///             |    |           |   |           |-----+           |
-///             +--->|           |   | Accepted  |     |           |
-///  Timer G: resend +-----------+   |           |<----+           |
-///  (UDP only)        |       |     |           |  ACK: to TU      |
-///               ACK  |       |     +-----------+                 |
-///                    V       |           |                       |
-///             +-----------+  | Timer H:  | Timer L               |
-///   INVITE,   |           |  | no ACK    |                       |
-///   ACK:      | Confirmed |  |           |                       |
-///   absorb    |           |  |           |                       |
-///             +-----------+  |           |                       |
-///                    |       |           |                       |
-///          Timer I   |       |           |                       |
-///          (0 on TCP)V       V           V                       |
-///                   +-----------------------+                    |
-///                   |      Terminated       |<-------------------+
+///                        +------------+---------------------------+
+///        300-699 from TU:  |        |                             |
+///        send it           |        | 2xx from TU                 | transport
+///                          V        | (the UAS core sends it)     | error
+///       INVITE     +-----------+    V                             | (any state)
+///       resend     |           |   +-----------+  INVITE: absorb  |
+///       final +----| Completed |   |           |-----+            |
+///             |    |           |   | Accepted  |     |            |
+///             +--->|           |   |           |<----+            |
+///  Timer G: resend +-----------+   |           |  ACK: to TU      |
+///  (UDP only)        |       |     +-----------+                  |
+///               ACK  |       |           |                        |
+///                    V       | Timer H:  | Timer L                |
+///             +-----------+  | no ACK    |                        |
+///   INVITE,   |           |  |           |                        |
+///   ACK:      | Confirmed |  |           |                        |
+///   absorb    |           |  |           |                        |
+///             +-----------+  |           |                        |
+///                    |       |           |                        |
+///          Timer I   |       |           |                        |
+///          (0 on TCP)V       V           V                        |
+///                   +-----------------------+                     |
+///                   |      Terminated       |<--------------------+
 ///                   +-----------------------+
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,7 +149,12 @@ impl Ist {
     /// `trying` is the serialised 100 Trying for this INVITE: if given, the machine sends it
     /// at `now` + 200 ms unless the TU sends a response first. Pass `None` when the TU sends
     /// its own 100 at once.
-    pub fn new(now: Instant, config: TimerConfig, transport: Transport, trying: Option<Bytes>) -> Self {
+    pub fn new(
+        now: Instant,
+        config: TimerConfig,
+        transport: Transport,
+        trying: Option<Bytes>,
+    ) -> Self {
         let mut timers = Timers::new();
         if trying.is_some() {
             timers.set(Timer::Trying as usize, now + TRYING_DELAY);
@@ -221,7 +226,8 @@ impl Ist {
                 i if i == Timer::G as usize => {
                     if self.state == IstState::Completed {
                         if let Some(final_response) = &self.last_response {
-                            self.outputs.push_back(IstOutput::Transmit(final_response.clone()));
+                            self.outputs
+                                .push_back(IstOutput::Transmit(final_response.clone()));
                         }
                         self.g_interval = self.config.backoff(self.g_interval);
                         self.timers.set(Timer::G as usize, now + self.g_interval);
@@ -255,13 +261,15 @@ impl Ist {
                     // send the 100 Trying now rather than at the 200 ms mark.
                     None => self.send_trying(),
                     Some(provisional) => {
-                        self.outputs.push_back(IstOutput::Transmit(provisional.clone()));
+                        self.outputs
+                            .push_back(IstOutput::Transmit(provisional.clone()));
                     }
                 }
             }
             IstState::Completed => {
                 if let Some(final_response) = &self.last_response {
-                    self.outputs.push_back(IstOutput::Transmit(final_response.clone()));
+                    self.outputs
+                        .push_back(IstOutput::Transmit(final_response.clone()));
                 }
             }
             IstState::Confirmed | IstState::Accepted | IstState::Terminated => {}
@@ -285,7 +293,12 @@ impl Ist {
         }
     }
 
-    fn on_respond(&mut self, now: Instant, status: u16, response: Bytes) -> Result<(), TransactionError> {
+    fn on_respond(
+        &mut self,
+        now: Instant,
+        status: u16,
+        response: Bytes,
+    ) -> Result<(), TransactionError> {
         check_status(status)?;
         if self.state != IstState::Proceeding {
             return Err(TransactionError::NotAllowed {
@@ -297,23 +310,27 @@ impl Ist {
         self.trying = None;
         match status {
             100..=199 => {
-                self.outputs.push_back(IstOutput::Transmit(response.clone()));
+                self.outputs
+                    .push_back(IstOutput::Transmit(response.clone()));
                 self.last_response = Some(response);
             }
             200..=299 => {
                 self.state = IstState::Accepted;
                 self.last_response = None;
-                self.timers.set(Timer::L as usize, now + self.config.t1x64());
+                self.timers
+                    .set(Timer::L as usize, now + self.config.t1x64());
             }
             _ => {
                 self.state = IstState::Completed;
-                self.outputs.push_back(IstOutput::Transmit(response.clone()));
+                self.outputs
+                    .push_back(IstOutput::Transmit(response.clone()));
                 self.last_response = Some(response);
                 if !self.transport.is_reliable() {
                     self.g_interval = self.config.t1;
                     self.timers.set(Timer::G as usize, now + self.g_interval);
                 }
-                self.timers.set(Timer::H as usize, now + self.config.t1x64());
+                self.timers
+                    .set(Timer::H as usize, now + self.config.t1x64());
             }
         }
         Ok(())

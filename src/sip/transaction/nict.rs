@@ -190,7 +190,8 @@ impl Nict {
             NictState::Completed | NictState::Terminated => return,
         };
         if let Some(request) = &self.request {
-            self.outputs.push_back(NictOutput::Transmit(request.clone()));
+            self.outputs
+                .push_back(NictOutput::Transmit(request.clone()));
         }
         self.e_interval = interval;
         self.timers.set(Timer::E as usize, now + interval);

@@ -138,7 +138,8 @@ impl Nist {
                 match self.state {
                     NistState::Proceeding | NistState::Completed => {
                         if let Some(response) = &self.last_response {
-                            self.outputs.push_back(NistOutput::Transmit(response.clone()));
+                            self.outputs
+                                .push_back(NistOutput::Transmit(response.clone()));
                         }
                     }
                     NistState::Trying | NistState::Terminated => {}
@@ -173,7 +174,12 @@ impl Nist {
         self.timers.next()
     }
 
-    fn on_respond(&mut self, now: Instant, status: u16, response: Bytes) -> Result<(), TransactionError> {
+    fn on_respond(
+        &mut self,
+        now: Instant,
+        status: u16,
+        response: Bytes,
+    ) -> Result<(), TransactionError> {
         check_status(status)?;
         if !matches!(self.state, NistState::Trying | NistState::Proceeding) {
             return Err(TransactionError::NotAllowed {
@@ -181,7 +187,8 @@ impl Nist {
                 state: self.state.name(),
             });
         }
-        self.outputs.push_back(NistOutput::Transmit(response.clone()));
+        self.outputs
+            .push_back(NistOutput::Transmit(response.clone()));
         self.last_response = Some(response);
         if status < 200 {
             self.state = NistState::Proceeding;

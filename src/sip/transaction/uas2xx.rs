@@ -89,9 +89,11 @@ impl Uas2xx {
                     self.finish();
                 }
             } else if let Some(response) = &self.response {
-                self.outputs.push_back(Uas2xxOutput::Transmit(response.clone()));
+                self.outputs
+                    .push_back(Uas2xxOutput::Transmit(response.clone()));
                 self.interval = self.config.backoff(self.interval);
-                self.timers.set(Timer::Retransmit as usize, now + self.interval);
+                self.timers
+                    .set(Timer::Retransmit as usize, now + self.interval);
             }
         }
     }

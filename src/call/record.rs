@@ -1,0 +1,159 @@
+//! A call's record as the call task keeps it, and the events not yet written.
+
+use serde_json::{Value, json};
+
+use crate::ids::{CallEventId, CallId};
+use crate::routing::directory::Route;
+use crate::sip::message::Request;
+use crate::store::model::{Call, CallEvent, CallStatus, Direction, HangupCause, SipTransport};
+use crate::store::{CallWrite, now};
+use crate::transport::{Peer, Transport};
+
+pub struct Record {
+    call: Call,
+    events: Vec<CallEvent>,
+}
+
+impl Record {
+    pub fn new(
+        invite: &Request,
+        peer: &Peer,
+        route: &Route,
+        called: &str,
+        called_raw: &str,
+    ) -> Record {
+        let h = invite.headers();
+        let caller = h
+            .from()
+            .ok()
+            .map(|f| {
+                let uri = f.uri();
+                uri.user()
+                    .or(uri.number())
+                    .unwrap_or(uri.as_str())
+                    .to_owned()
+            })
+            .unwrap_or_default();
+        let transport = match peer.transport() {
+            Transport::Udp => SipTransport::Udp,
+            Transport::Tcp => SipTransport::Tcp,
+            Transport::Tls => SipTransport::Tls,
+            Transport::Ws => SipTransport::Ws,
+        };
+        let call = Call {
+            id: CallId::new(),
+            tenant_id: route.tenant_id,
+            phone_number_id: Some(route.phone_number_id),
+            ai_profile_id: route.ai_profile_id,
+            trunk_id: route.trunk_id,
+            direction: Direction::Inbound,
+            caller: truncate(&caller, 128),
+            called: called.to_owned(),
+            called_raw: truncate(called_raw, 128),
+            sip_call_id: truncate(h.call_id().unwrap_or_default(), 256),
+            transport,
+            remote_addr: peer.addr().to_string(),
+            codec: None,
+            status: CallStatus::Initiated,
+            sip_status: None,
+            hangup_cause: None,
+            started_at: now(),
+            answered_at: None,
+            ended_at: None,
+            duration_s: None,
+        };
+        Record {
+            call,
+            events: Vec::new(),
+        }
+    }
+
+    pub fn event(&mut self, kind: &str, detail: Value) {
+        self.events.push(CallEvent {
+            id: CallEventId::new(),
+            call_id: self.call.id,
+            tenant_id: self.call.tenant_id,
+            kind: kind.to_owned(),
+            at: now(),
+            detail: sqlx::types::Json(detail),
+        });
+    }
+
+    pub fn ringing(&mut self) {
+        self.call.status = CallStatus::Ringing;
+        self.call.sip_status = Some(180);
+        self.event("ringing", json!({"sip_status": 180}));
+    }
+
+    pub fn codec(&mut self, codec: &str) {
+        self.call.codec = Some(codec.to_owned());
+    }
+
+    pub fn codec_is_unset(&self) -> bool {
+        self.call.codec.is_none()
+    }
+
+    pub fn answered(&mut self) {
+        self.call.status = CallStatus::Answered;
+        self.call.sip_status = Some(200);
+        self.call.answered_at = Some(now());
+        self.event(
+            "answered",
+            json!({"sip_status": 200, "codec": self.call.codec}),
+        );
+    }
+
+    /// Refused before answer: `status` is the final response sent.
+    pub fn fail(&mut self, status: u16, cause: HangupCause, why: &str) {
+        self.call.status = CallStatus::Failed;
+        self.call.sip_status = Some(i64::from(status));
+        self.call.hangup_cause = Some(cause);
+        self.call.ended_at = Some(now());
+        self.event("failed", json!({"sip_status": status, "reason": why}));
+    }
+
+    /// An answered call that ended normally.
+    pub fn end(&mut self, cause: HangupCause) {
+        self.finish(CallStatus::Ended, cause);
+        self.event(
+            "ended",
+            json!({"hangup_cause": cause.as_str(), "duration_s": self.call.duration_s}),
+        );
+    }
+
+    /// An answered call that could not go on (no ACK, no answer to our offer).
+    pub fn end_failed(&mut self, cause: HangupCause, why: &str) {
+        self.finish(CallStatus::Failed, cause);
+        self.event(
+            "failed",
+            json!({"hangup_cause": cause.as_str(), "reason": why}),
+        );
+    }
+
+    fn finish(&mut self, status: CallStatus, cause: HangupCause) {
+        let ended = now();
+        self.call.status = status;
+        self.call.hangup_cause = Some(cause);
+        self.call.ended_at = Some(ended);
+        self.call.duration_s = self
+            .call
+            .answered_at
+            .map(|a| (ended - a).num_seconds().max(0));
+    }
+
+    /// The record as it stands and the events since the last write.
+    pub fn take_write(&mut self) -> CallWrite {
+        CallWrite {
+            call: self.call.clone(),
+            events: std::mem::take(&mut self.events),
+        }
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}

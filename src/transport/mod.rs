@@ -1,0 +1,95 @@
+//! Transport: sockets and framing only (RFC 3261 §18). Datagrams and stream frames go to
+//! the endpoint core as [`Inbound`]; replies go back the way the request came (RFC 3581):
+//! to the datagram's source address and port, or down the same TCP connection.
+
+pub mod tcp;
+pub mod udp;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+pub use crate::sip::triage::Transport;
+
+/// One message as it arrived.
+#[derive(Debug)]
+pub struct Inbound {
+    pub data: Bytes,
+    pub peer: Peer,
+}
+
+/// Where a reply goes: the way the request came.
+#[derive(Clone, Debug)]
+pub enum Peer {
+    Udp {
+        socket: Arc<UdpSocket>,
+        addr: SocketAddr,
+    },
+    Stream {
+        addr: SocketAddr,
+        transport: Transport,
+        conn: mpsc::Sender<Outbound>,
+    },
+}
+
+/// What a stream connection task is asked to do.
+#[derive(Debug)]
+pub enum Outbound {
+    Send(Bytes),
+    /// Send, then close the connection (after a framing error).
+    SendAndClose(Bytes),
+}
+
+impl Peer {
+    pub fn addr(&self) -> SocketAddr {
+        match self {
+            Peer::Udp { addr, .. } | Peer::Stream { addr, .. } => *addr,
+        }
+    }
+
+    pub fn transport(&self) -> Transport {
+        match self {
+            Peer::Udp { .. } => Transport::Udp,
+            Peer::Stream { transport, .. } => *transport,
+        }
+    }
+
+    /// Whether the transport retransmits by itself (§17: no Timers G, E, ...).
+    pub fn is_reliable(&self) -> bool {
+        !matches!(self, Peer::Udp { .. })
+    }
+
+    /// The local address a Via or Contact should name for this transport.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Peer::Udp { socket, .. } => socket.local_addr().ok(),
+            Peer::Stream { .. } => None,
+        }
+    }
+
+    /// Sends without waiting: a datagram that the kernel will not take at once, or a full
+    /// connection queue, is dropped and counted (the peer retransmits over UDP; a stream
+    /// that cannot keep up is cut off by its own task).
+    pub fn send(&self, data: Bytes) {
+        let sent = match self {
+            Peer::Udp { socket, addr } => socket.try_send_to(&data, *addr).is_ok(),
+            Peer::Stream { conn, .. } => conn.try_send(Outbound::Send(data)).is_ok(),
+        };
+        if !sent {
+            metrics::counter!("vca_sip_send_failures_total").increment(1);
+        }
+    }
+
+    /// Sends and closes a stream connection; over UDP just sends.
+    pub fn send_and_close(&self, data: Bytes) {
+        match self {
+            Peer::Udp { .. } => self.send(data),
+            Peer::Stream { conn, .. } => {
+                let _ = conn.try_send(Outbound::SendAndClose(data));
+            }
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! SIP over UDP (RFC 3261 §18.1.2): one receive loop per socket.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+use super::{Inbound, Peer};
+
+/// The largest datagram read; anything longer is cut and then fails to parse (§18.1.1).
+const MAX_DATAGRAM: usize = 65_535;
+
+/// The kernel receive buffer asked for: a burst of thousands of calls per second must not
+/// overflow the default (~200 KB) while the core is busy.
+const RECV_BUFFER: usize = 4 * 1024 * 1024;
+
+/// Binds the SIP UDP socket with a large receive buffer.
+pub fn bind(addr: SocketAddr) -> std::io::Result<Arc<UdpSocket>> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    // Best effort: the kernel caps it at net.core.rmem_max.
+    let _ = socket.set_recv_buffer_size(RECV_BUFFER);
+    let _ = socket.set_send_buffer_size(RECV_BUFFER);
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(Arc::new(UdpSocket::from_std(socket.into())?))
+}
+
+/// Reads datagrams and hands them to the core until the core goes away. A full core queue
+/// drops the datagram (counted): the sender retransmits, and shedding here keeps a burst
+/// from turning into a backlog that every later message waits behind.
+pub async fn run(socket: Arc<UdpSocket>, core: mpsc::Sender<Inbound>) {
+    let mut buf = BytesMut::with_capacity(MAX_DATAGRAM);
+    loop {
+        if buf.capacity() < MAX_DATAGRAM {
+            buf.reserve(MAX_DATAGRAM.max(64 * 1024));
+        }
+        let (len, addr) = match socket.recv_buf_from(&mut buf).await {
+            Ok(r) => r,
+            Err(e) => {
+                // ICMP errors surface here on some systems; they say nothing about us.
+                tracing::debug!(error = %e, "UDP receive error");
+                continue;
+            }
+        };
+        let data = buf.split_to(len).freeze();
+        let inbound = Inbound {
+            data,
+            peer: Peer::Udp {
+                socket: socket.clone(),
+                addr,
+            },
+        };
+        match core.try_send(inbound) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                metrics::counter!("vca_sip_dropped_total", "reason" => "core_queue_full")
+                    .increment(1);
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => return,
+        }
+    }
+}
