@@ -2,6 +2,8 @@
 //! PostgreSQL database of its own.
 #![allow(dead_code)]
 
+pub mod sipp;
+
 use std::path::PathBuf;
 
 use reqwest::{Client, Method, Response};

@@ -1,0 +1,441 @@
+//! Inbound calls end to end: a real sipp calls a running vca-sip over UDP and TCP, on a real
+//! SQLite file and a real PostgreSQL database, and the call records are read back through
+//! the API.
+
+mod common;
+
+use std::time::Duration;
+
+use common::sipp::{Sipp, scenario, variant};
+use common::{Backend, TestDb, TestServer, test_config};
+use reqwest::Method;
+use serde_json::{Value, json};
+use vca_sip::config::Config;
+
+on_both_backends!(
+    calls_in_every_number_form_are_answered_and_recorded,
+    refusals_say_why_and_are_recorded,
+    a_tenant_at_its_limit_gets_busy_and_others_do_not,
+    cancel_while_ringing_gets_487,
+    silent_media_ends_the_call_with_a_bye,
+);
+
+struct Env {
+    s: TestServer,
+    tenant: String,
+    number: String,
+}
+
+impl Env {
+    async fn start(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Env {
+        let db = TestDb::new(backend).await;
+        let mut config = test_config(&db);
+        tweak(&mut config);
+        let s = TestServer::start_with(config, db).await;
+        let tenant = s.tenant("Acme").await;
+        let (status, number) = s
+            .admin_call(
+                Method::POST,
+                &format!("/api/tenants/{tenant}/phone-numbers"),
+                Some(json!({"did_number": "09876543210"})),
+            )
+            .await;
+        assert_eq!(status, 201, "{number}");
+        let number = number["id"].as_str().unwrap().to_owned();
+        Env { s, tenant, number }
+    }
+
+    fn sipp<'a>(
+        &'a self,
+        scenario: std::path::PathBuf,
+        transport: &'a str,
+        rows: &[&str],
+    ) -> Sipp<'a> {
+        let server = self.s.server.as_ref().unwrap();
+        Sipp {
+            scenario,
+            target: if transport == "tcp" {
+                server.sip_tcp_addr
+            } else {
+                server.sip_udp_addr
+            },
+            transport,
+            rows: rows.iter().map(|r| (*r).to_owned()).collect(),
+            calls: rows.len(),
+            rate: 10,
+            pause_ms: 200,
+            dir: self.s.db.dir.path(),
+            extra: Vec::new(),
+        }
+    }
+
+    async fn calls(&self) -> Vec<Value> {
+        let (status, list) = self
+            .s
+            .admin_call(
+                Method::GET,
+                &format!("/api/tenants/{}/calls?limit=500", self.tenant),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{list}");
+        list["items"].as_array().unwrap().clone()
+    }
+
+    /// Waits until `n` calls are recorded with a final status (records are written in
+    /// batches just after the call ends).
+    async fn finished_calls(&self, n: usize) -> Vec<Value> {
+        for _ in 0..100 {
+            let calls = self.calls().await;
+            let done = calls
+                .iter()
+                .filter(|c| c["status"] == "ended" || c["status"] == "failed")
+                .count();
+            if done >= n {
+                return calls;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("fewer than {n} finished calls: {:#?}", self.calls().await);
+    }
+
+    async fn events(&self, call: &Value) -> Vec<String> {
+        let (status, call) = self
+            .s
+            .admin_call(
+                Method::GET,
+                &format!(
+                    "/api/tenants/{}/calls/{}",
+                    self.tenant,
+                    call["id"].as_str().unwrap()
+                ),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{call}");
+        call["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["kind"].as_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+async fn calls_in_every_number_form_are_answered_and_recorded(backend: Backend) {
+    let env = Env::start(backend, |_| {}).await;
+    let forms = [
+        "+919876543210;alice",
+        "919876543210;bob",
+        "09876543210;carol",
+        "9876543210;dave",
+    ];
+    for transport in ["udp", "tcp"] {
+        let run = env
+            .sipp(scenario("call.xml"), transport, &forms)
+            .run()
+            .await;
+        assert!(
+            run.succeeded(),
+            "{transport}: {}\n{}",
+            run.screen,
+            run.messages
+        );
+    }
+    // tel: URI with visual separators (RFC 3966).
+    let tel = variant(
+        env.s.db.dir.path(),
+        "call.xml",
+        "call-tel.xml",
+        &[(
+            "INVITE sip:[field0]@[remote_ip]:[remote_port] SIP/2.0",
+            "INVITE [field0] SIP/2.0",
+        )],
+    );
+    let run = env
+        .sipp(tel, "udp", &["tel:+91-98765-43210;erin"])
+        .run()
+        .await;
+    assert!(run.succeeded(), "{}\n{}", run.screen, run.messages);
+
+    let calls = env.finished_calls(9).await;
+    assert_eq!(calls.len(), 9);
+    for call in &calls {
+        assert_eq!(call["status"], "ended", "{call}");
+        assert_eq!(call["called"], "+919876543210");
+        assert_eq!(call["phone_number_id"], env.number.as_str());
+        assert_eq!(call["direction"], "inbound");
+        assert_eq!(call["sip_status"], 200);
+        assert_eq!(call["hangup_cause"], "caller_bye");
+        assert_eq!(call["codec"], "PCMA", "the offer's first codec");
+        assert!(call["answered_at"].is_string() && call["ended_at"].is_string());
+        assert!(
+            call["duration_s"].as_i64().is_some_and(|d| d >= 0),
+            "{call}"
+        );
+        assert!(
+            call["remote_addr"]
+                .as_str()
+                .unwrap()
+                .starts_with("127.0.0.1:")
+        );
+    }
+    let mut transports: Vec<&str> = calls
+        .iter()
+        .map(|c| c["transport"].as_str().unwrap())
+        .collect();
+    transports.sort_unstable();
+    assert_eq!(
+        transports,
+        [
+            "tcp", "tcp", "tcp", "tcp", "udp", "udp", "udp", "udp", "udp"
+        ]
+    );
+    let mut raw: Vec<&str> = calls
+        .iter()
+        .map(|c| c["called_raw"].as_str().unwrap())
+        .collect();
+    raw.sort_unstable();
+    raw.dedup();
+    assert_eq!(
+        raw,
+        [
+            "+91-98765-43210",
+            "+919876543210",
+            "09876543210",
+            "919876543210",
+            "9876543210"
+        ]
+    );
+    let callers: Vec<&str> = calls
+        .iter()
+        .map(|c| c["caller"].as_str().unwrap())
+        .collect();
+    assert!(
+        callers.contains(&"erin") && callers.contains(&"alice"),
+        "{callers:?}"
+    );
+    assert_eq!(
+        env.events(&calls[0]).await,
+        ["initiated", "answered", "hangup", "ended"]
+    );
+    // The call is the tenant's: another tenant's key does not see it.
+    let other = env.s.tenant("Other").await;
+    let key = env.s.key(&other).await;
+    let (status, _) = env
+        .s
+        .call(
+            Method::GET,
+            &format!(
+                "/api/tenants/{}/calls/{}",
+                env.tenant,
+                calls[0]["id"].as_str().unwrap()
+            ),
+            &key,
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+}
+
+async fn refusals_say_why_and_are_recorded(backend: Backend) {
+    let env = Env::start(backend, |_| {}).await;
+    let dir = env.s.db.dir.path();
+
+    // Unknown number: 404 with Q.850 cause 1, no record for any tenant.
+    let run = env
+        .sipp(scenario("unknown_did.xml"), "udp", &["+911111111111;x"])
+        .run()
+        .await;
+    assert!(run.succeeded(), "{}\n{}", run.screen, run.messages);
+    assert!(
+        run.messages.contains("Reason: Q.850;cause=1;"),
+        "{}",
+        run.messages
+    );
+
+    // No common codec: 488, cause 88, recorded as failed.
+    let g729 = variant(
+        dir,
+        "unknown_did.xml",
+        "g729.xml",
+        &[
+            ("<recv response=\"404\"/>", "<recv response=\"488\"/>"),
+            (
+                "m=audio [media_port] RTP/AVP 8 0\n      a=rtpmap:8 PCMA/8000\n      a=rtpmap:0 PCMU/8000",
+                "m=audio [media_port] RTP/AVP 18\n      a=rtpmap:18 G729/8000",
+            ),
+        ],
+    );
+    let run = env.sipp(g729, "udp", &["9876543210;x"]).run().await;
+    assert!(run.succeeded(), "{}\n{}", run.screen, run.messages);
+    assert!(
+        run.messages.contains("Reason: Q.850;cause=88;"),
+        "{}",
+        run.messages
+    );
+
+    // Inactive number, then suspended tenant: 403, cause 21.
+    let forbidden = variant(
+        dir,
+        "unknown_did.xml",
+        "forbidden.xml",
+        &[("<recv response=\"404\"/>", "<recv response=\"403\"/>")],
+    );
+    let (status, _) = env
+        .s
+        .admin_call(
+            Method::PATCH,
+            &format!("/api/tenants/{}/phone-numbers/{}", env.tenant, env.number),
+            Some(json!({"is_active": false})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let run = env
+        .sipp(forbidden.clone(), "tcp", &["9876543210;x"])
+        .run()
+        .await;
+    assert!(run.succeeded(), "{}\n{}", run.screen, run.messages);
+    assert!(
+        run.messages.contains("Reason: Q.850;cause=21;"),
+        "{}",
+        run.messages
+    );
+    env.s
+        .admin_call(
+            Method::PATCH,
+            &format!("/api/tenants/{}/phone-numbers/{}", env.tenant, env.number),
+            Some(json!({"is_active": true})),
+        )
+        .await;
+    env.s
+        .admin_call(
+            Method::PATCH,
+            &format!("/api/tenants/{}", env.tenant),
+            Some(json!({"status": "suspended"})),
+        )
+        .await;
+    let run = env.sipp(forbidden, "udp", &["9876543210;x"]).run().await;
+    assert!(run.succeeded(), "{}\n{}", run.screen, run.messages);
+
+    let calls = env.finished_calls(3).await;
+    let mut statuses: Vec<i64> = calls
+        .iter()
+        .map(|c| c["sip_status"].as_i64().unwrap())
+        .collect();
+    statuses.sort_unstable();
+    assert_eq!(statuses, [403, 403, 488]);
+    for call in &calls {
+        assert_eq!(call["status"], "failed", "{call}");
+        assert_eq!(call["hangup_cause"], "rejected");
+        assert_eq!(call["answered_at"], Value::Null);
+        assert_eq!(call["duration_s"], Value::Null);
+    }
+    // The unknown number went to the rejected-attempts table, not to a tenant.
+    let server = env.s.server.as_ref().unwrap();
+    let store = server.store.clone();
+    let mut env = env;
+    env.s
+        .server
+        .take()
+        .unwrap()
+        .stop(Duration::ZERO)
+        .await
+        .expect("stop");
+    let reopened = vca_sip::store::Store::connect(&env.s.db.url).await.unwrap();
+    let n = reopened
+        .rejected_attempts("127.0.0.1".parse().unwrap(), "unknown_did")
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    drop(store);
+}
+
+async fn a_tenant_at_its_limit_gets_busy_and_others_do_not(backend: Backend) {
+    let env = Env::start(backend, |_| {}).await;
+    env.s
+        .admin_call(
+            Method::PATCH,
+            &format!("/api/tenants/{}", env.tenant),
+            Some(json!({"max_concurrent_calls": 1})),
+        )
+        .await;
+    let other = env.s.tenant("Other").await;
+    env.s
+        .admin_call(
+            Method::POST,
+            &format!("/api/tenants/{other}/phone-numbers"),
+            Some(json!({"did_number": "+918888888888"})),
+        )
+        .await;
+    let mut long = env.sipp(scenario("call.xml"), "udp", &["9876543210;x"]);
+    long.pause_ms = 3000;
+    let busy = variant(
+        env.s.db.dir.path(),
+        "unknown_did.xml",
+        "busy.xml",
+        &[("<recv response=\"404\"/>", "<recv response=\"486\"/>")],
+    );
+    let held = long.run();
+    let second = async {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let busy_run = env.sipp(busy, "udp", &["9876543210;y"]).run().await;
+        let other_run = env
+            .sipp(scenario("call.xml"), "udp", &["+918888888888;z"])
+            .run()
+            .await;
+        (busy_run, other_run)
+    };
+    let (held, (busy_run, other_run)) = tokio::join!(held, second);
+    assert!(held.succeeded(), "{}", held.screen);
+    assert!(
+        busy_run.succeeded(),
+        "{}\n{}",
+        busy_run.screen,
+        busy_run.messages
+    );
+    assert!(
+        busy_run.messages.contains("Reason: Q.850;cause=17;"),
+        "{}",
+        busy_run.messages
+    );
+    assert!(
+        other_run.succeeded(),
+        "tenant B was affected by A's limit: {}",
+        other_run.screen
+    );
+    let calls = env.finished_calls(2).await;
+    let busy: Vec<&Value> = calls.iter().filter(|c| c["sip_status"] == 486).collect();
+    assert_eq!(busy.len(), 1, "{calls:#?}");
+    assert_eq!(busy[0]["status"], "failed");
+}
+
+async fn cancel_while_ringing_gets_487(backend: Backend) {
+    let env = Env::start(backend, |c| c.ring = Duration::from_secs(5)).await;
+    let run = env
+        .sipp(scenario("cancel.xml"), "udp", &["9876543210;x"])
+        .run()
+        .await;
+    assert!(run.succeeded(), "{}\n{}", run.screen, run.messages);
+    let calls = env.finished_calls(1).await;
+    assert_eq!(calls[0]["status"], "failed", "{}", calls[0]);
+    assert_eq!(calls[0]["sip_status"], 487);
+    assert_eq!(calls[0]["hangup_cause"], "cancel");
+    assert_eq!(
+        env.events(&calls[0]).await,
+        ["initiated", "ringing", "failed"]
+    );
+}
+
+async fn silent_media_ends_the_call_with_a_bye(backend: Backend) {
+    let env = Env::start(backend, |c| c.media_timeout = Duration::from_secs(1)).await;
+    let run = env
+        .sipp(scenario("server_bye.xml"), "udp", &["9876543210;x"])
+        .run()
+        .await;
+    assert!(run.succeeded(), "{}\n{}", run.screen, run.messages);
+    let calls = env.finished_calls(1).await;
+    assert_eq!(calls[0]["status"], "ended", "{}", calls[0]);
+    assert_eq!(calls[0]["hangup_cause"], "timeout");
+    assert_eq!(calls[0]["duration_s"], 1);
+}
