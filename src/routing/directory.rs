@@ -58,6 +58,18 @@ impl Directory {
         Ok(directory)
     }
 
+    /// A table holding exactly `routes` (keyed by their DID).
+    pub fn from_routes(routes: impl IntoIterator<Item = Route>) -> Directory {
+        let map: HashMap<String, Route> = routes
+            .into_iter()
+            .map(|r| (r.did_number.clone(), r))
+            .collect();
+        Directory {
+            routes: Arc::new(RwLock::new(Arc::new(map))),
+            reload: Arc::default(),
+        }
+    }
+
     /// Replaces the table with the database's current content.
     pub async fn reload(&self, store: &Store) -> Result<()> {
         let _one_at_a_time = self.reload.lock().await;
@@ -121,5 +133,43 @@ impl Directory {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routing::e164::CountryCode;
+
+    fn route(did: &str) -> Route {
+        Route {
+            phone_number_id: PhoneNumberId::new(),
+            tenant_id: TenantId::new(),
+            did_number: did.to_owned(),
+            is_active: true,
+            trunk_id: None,
+            ai_profile_id: None,
+            tenant_status: TenantStatus::Active,
+            max_concurrent_calls: 10,
+        }
+    }
+
+    #[test]
+    fn every_form_of_a_number_finds_its_route_and_nothing_else_does() {
+        let a = route("+919876543210");
+        let directory = Directory::from_routes([a.clone(), route("+918888888888")]);
+        let india = CountryCode::default();
+        for form in [
+            "09876543210",
+            "9876543210",
+            "919876543210",
+            "+91-98765-43210",
+        ] {
+            let did = Did::normalize(form, &india).unwrap();
+            assert_eq!(directory.lookup(&did), Some(a.clone()), "{form}");
+        }
+        let unknown = Did::normalize("+911111111111", &india).unwrap();
+        assert_eq!(directory.lookup(&unknown), None);
+        assert_eq!(directory.len(), 2);
     }
 }
