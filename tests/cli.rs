@@ -1,65 +1,19 @@
 //! The `vca-sip` binary as a user runs it: no setup, one clear line for bad settings, the
 //! admin token generated once and reused.
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command};
 
-const BIN: &str = env!("CARGO_BIN_EXE_vca-sip");
+mod common;
 
-fn command(dir: &Path) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.current_dir(dir)
-        .env_remove("VCA_ADMIN_TOKEN")
-        .env_remove("DATABASE_URL")
-        .env_remove("VCA_HTTP")
-        .env_remove("VCA_CONFIG")
-        .env("RUST_LOG", "warn");
-    cmd
-}
+use common::process::{Served, command};
 
-/// Starts `vca-sip serve` on free loopback ports and waits until it says where its API is.
 fn serve(dir: &Path) -> (Child, String, Vec<String>) {
-    let mut child = command(dir)
-        .args([
-            "serve",
-            "--http",
-            "127.0.0.1:0",
-            "--sip-udp",
-            "127.0.0.1:0",
-            "--sip-tcp",
-            "127.0.0.1:0",
-        ])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn vca-sip");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut lines = Vec::new();
-    while Instant::now() < deadline {
-        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
-            if let Some(url) = line.strip_prefix("vca-sip: HTTP API on ") {
-                let url = url.to_owned();
-                lines.push(line);
-                return (child, url, lines);
-            }
-            lines.push(line);
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("vca-sip did not start: {lines:?}");
+    let Served {
+        child, http, lines, ..
+    } = common::process::serve(command(dir), &[]);
+    (child, http, lines)
 }
 
 fn stop(mut child: Child) {

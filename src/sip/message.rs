@@ -217,8 +217,10 @@ impl Name {
             17 => &[Name::PCalledPartyId],
             _ => &[],
         };
+        let first = name.first().map(u8::to_ascii_lowercase);
         for &n in candidates {
-            if n.as_str().as_bytes().eq_ignore_ascii_case(name) {
+            let s = n.as_str().as_bytes();
+            if s.first().map(u8::to_ascii_lowercase) == first && s.eq_ignore_ascii_case(name) {
                 return n;
             }
         }
@@ -282,7 +284,6 @@ pub struct Headers {
 /// Number of [`Name`] variants.
 const NAMES: usize = Name::Other as usize + 1;
 
-#[inline]
 fn is_ws(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\r' | b'\n')
 }
@@ -352,35 +353,29 @@ const TOKEN: u8 = 1;
 const NOT_URI: u8 = 2;
 const WS_CTL: u8 = 4;
 
-#[inline]
 fn has_ws_or_ctl(s: &str) -> bool {
     s.bytes().any(|b| CLASS[usize::from(b)] & WS_CTL != 0)
 }
 
-#[inline]
 fn is_token_byte(b: u8) -> bool {
     CLASS[usize::from(b)] & TOKEN != 0
 }
 
 /// Position of an ASCII octet in a short string (cheaper than a char pattern search).
-#[inline]
 fn find_b(s: &str, b: u8) -> Option<usize> {
     s.bytes().position(|x| x == b)
 }
 
 /// `split_once` on an ASCII octet.
-#[inline]
 fn split_byte(s: &str, b: u8) -> Option<(&str, &str)> {
     let i = find_b(s, b)?;
     Some((s.get(..i)?, s.get(i + 1..)?))
 }
 
-#[inline]
 fn first_ws(s: &str) -> Option<usize> {
     s.bytes().position(is_ws)
 }
 
-#[inline]
 fn is_token(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(is_token_byte)
 }
@@ -976,30 +971,40 @@ fn parse_host_name(name: &str) -> Result<Host<'_>, ()> {
     if name.is_empty() {
         return Err(());
     }
-    let mut quad = [0u16; 4];
+    // Stores one dotted-quad part; false when it is not 1-3 digits worth at most 255.
+    fn put(quad: &mut [u8; 4], part: usize, digits: u8, value: u16) -> bool {
+        match (quad.get_mut(part), u8::try_from(value)) {
+            (Some(q), Ok(v)) if (1..=3).contains(&digits) => {
+                *q = v;
+                true
+            }
+            _ => false,
+        }
+    }
+    let mut quad = [0u8; 4];
     let mut part = 0usize;
     let mut digits = 0u8;
+    let mut value = 0u16;
     let mut numeric = true;
     for b in name.bytes() {
         if b.is_ascii_digit() {
             digits = digits.saturating_add(1);
-            if let Some(q) = quad.get_mut(part) {
-                *q = q.saturating_mul(10).saturating_add(u16::from(b - b'0'));
-            }
+            value = value.saturating_mul(10).saturating_add(u16::from(b - b'0'));
         } else if b == b'.' {
-            numeric &= (1..=3).contains(&digits);
+            numeric = numeric && put(&mut quad, part, digits, value);
             part += 1;
             digits = 0;
+            value = 0;
         } else if b.is_ascii_alphabetic() || b == b'-' || b == b'_' {
             numeric = false;
         } else {
             return Err(());
         }
     }
-    numeric &= part == 3 && (1..=3).contains(&digits);
-    match quad.map(u8::try_from) {
-        [Ok(a), Ok(b), Ok(c), Ok(d)] if numeric => Ok(Host::Ipv4(Ipv4Addr::new(a, b, c, d))),
-        _ => Ok(Host::Name(name)),
+    if numeric && part == 3 && put(&mut quad, part, digits, value) {
+        Ok(Host::Ipv4(Ipv4Addr::from(quad)))
+    } else {
+        Ok(Host::Name(name))
     }
 }
 
@@ -1013,12 +1018,11 @@ pub type Param<'a> = (&'a str, Option<&'a str>);
 impl<'a> Params<'a> {
     /// Validates a parameter list (the text after the first `;`, or empty).
     fn parse(s: &'a str) -> Result<Params<'a>, ()> {
-        let p = Params(s);
         if s.trim_ascii().is_empty() {
             return Ok(Params(""));
         }
-        for item in p.raw_items() {
-            let (name, value) = split_param(item);
+        let p = Params(s);
+        for (name, value) in p.iter() {
             if !is_token(name) {
                 return Err(());
             }
@@ -1073,7 +1077,10 @@ impl<'a> Params<'a> {
 
     /// A parameter by name (case-insensitive): `Some(None)` when present without a value.
     pub fn get(&self, name: &str) -> Option<Option<&'a str>> {
-        self.iter()
+        let first = name.as_bytes().first()?.to_ascii_lowercase();
+        self.raw_items()
+            .filter(|item| item.as_bytes().first().map(u8::to_ascii_lowercase) == Some(first))
+            .map(split_param)
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v)
     }
@@ -1084,7 +1091,6 @@ impl<'a> Params<'a> {
     }
 }
 
-#[inline]
 fn split_param(item: &str) -> Param<'_> {
     match split_byte(item, b'=') {
         Some((n, v)) => (n.trim_ascii(), Some(v.trim_ascii())),
@@ -1127,15 +1133,56 @@ pub enum Scheme {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Uri<'a> {
     raw: &'a str,
+    l: UriLayout,
+}
+
+/// Where the parts of a URI lie in its text (octet offsets), so that a request can keep its
+/// parsed Request-URI without borrowing from itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct UriLayout {
     scheme: Scheme,
-    user: Option<&'a str>,
-    password: Option<&'a str>,
-    host: Option<Host<'a>>,
+    user: Option<Part>,
+    password: Option<Part>,
+    host: Option<HostAt>,
     port: Option<u16>,
     /// tel: the global or local number.
-    number: Option<&'a str>,
-    params: Params<'a>,
-    headers: Option<&'a str>,
+    number: Option<Part>,
+    params: Part,
+    headers: Option<Part>,
+}
+
+const OPAQUE: UriLayout = UriLayout {
+    scheme: Scheme::Other,
+    user: None,
+    password: None,
+    host: None,
+    port: None,
+    number: None,
+    params: Part(0, 0),
+    headers: None,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Part(u16, u16);
+
+impl Part {
+    /// The offsets of `piece`, a slice of `raw` (at most `u16::MAX` octets long).
+    fn of(raw: &str, piece: &str) -> Part {
+        let start = piece.as_ptr().addr().wrapping_sub(raw.as_ptr().addr());
+        let clamp = |v: usize| u16::try_from(v).unwrap_or(u16::MAX);
+        Part(clamp(start), clamp(start + piece.len()))
+    }
+    fn get(self, raw: &str) -> &str {
+        raw.get(usize::from(self.0)..usize::from(self.1))
+            .unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HostAt {
+    V4(Ipv4Addr),
+    V6(Ipv6Addr),
+    Name(Part),
 }
 
 impl<'a> Uri<'a> {
@@ -1145,6 +1192,9 @@ impl<'a> Uri<'a> {
     }
 
     fn parse_inner(raw: &'a str) -> Result<Uri<'a>, ()> {
+        if raw.len() > usize::from(u16::MAX) {
+            return Err(());
+        }
         // One pass: reject octets no URI may hold and note the first '@' (hosts, parameters
         // and headers cannot contain one, so it ends the userinfo).
         let mut at = None;
@@ -1172,17 +1222,7 @@ impl<'a> Uri<'a> {
         } else {
             Scheme::Other
         };
-        let mut uri = Uri {
-            raw,
-            scheme,
-            user: None,
-            password: None,
-            host: None,
-            port: None,
-            number: None,
-            params: Params(""),
-            headers: None,
-        };
+        let mut uri = UriLayout { scheme, ..OPAQUE };
         match scheme {
             Scheme::Other => {
                 if rest.is_empty() {
@@ -1194,8 +1234,8 @@ impl<'a> Uri<'a> {
                 if number.is_empty() {
                     return Err(());
                 }
-                uri.number = Some(number);
-                uri.params = Params::parse(params)?;
+                uri.number = Some(Part::of(raw, number));
+                uri.params = Part::of(raw, Params::parse(params)?.0);
             }
             Scheme::Sip | Scheme::Sips => {
                 let at = at.and_then(|a| a.checked_sub(scheme_s.len() + 1));
@@ -1211,8 +1251,8 @@ impl<'a> Uri<'a> {
                     if user.is_empty() {
                         return Err(());
                     }
-                    uri.user = Some(user);
-                    uri.password = pass;
+                    uri.user = Some(Part::of(raw, user));
+                    uri.password = pass.map(|p| Part::of(raw, p));
                 }
                 let (hostport, params, headers) =
                     match hostpart.bytes().position(|b| b == b';' || b == b'?') {
@@ -1229,13 +1269,17 @@ impl<'a> Uri<'a> {
                         }
                     };
                 let (host, port) = parse_hostport(hostport)?;
-                uri.host = Some(host);
+                uri.host = Some(match host {
+                    Host::Ipv4(a) => HostAt::V4(a),
+                    Host::Ipv6(a) => HostAt::V6(a),
+                    Host::Name(n) => HostAt::Name(Part::of(raw, n)),
+                });
                 uri.port = port;
-                uri.params = Params::parse(params)?;
-                uri.headers = headers;
+                uri.params = Part::of(raw, Params::parse(params)?.0);
+                uri.headers = headers.map(|h| Part::of(raw, h));
             }
         }
-        Ok(uri)
+        Ok(Uri { raw, l: uri })
     }
 
     /// The URI as received.
@@ -1244,39 +1288,43 @@ impl<'a> Uri<'a> {
     }
     /// The scheme kind.
     pub fn scheme(&self) -> Scheme {
-        self.scheme
+        self.l.scheme
     }
     /// The user part (sip/sips), still %-escaped.
     pub fn user(&self) -> Option<&'a str> {
-        self.user
+        self.l.user.map(|p| p.get(self.raw))
     }
     /// The password part of the userinfo (sip/sips; deprecated by §19.1.1).
     pub fn password(&self) -> Option<&'a str> {
-        self.password
+        self.l.password.map(|p| p.get(self.raw))
     }
     /// The host (sip/sips).
     pub fn host(&self) -> Option<Host<'a>> {
-        self.host
+        self.l.host.map(|h| match h {
+            HostAt::V4(a) => Host::Ipv4(a),
+            HostAt::V6(a) => Host::Ipv6(a),
+            HostAt::Name(p) => Host::Name(p.get(self.raw)),
+        })
     }
     /// The explicit port (sip/sips).
     pub fn port(&self) -> Option<u16> {
-        self.port
+        self.l.port
     }
     /// The number of a tel: URI.
     pub fn number(&self) -> Option<&'a str> {
-        self.number
+        self.l.number.map(|p| p.get(self.raw))
     }
     /// URI parameters (sip/sips uri-parameters, tel par).
     pub fn params(&self) -> Params<'a> {
-        self.params
+        Params(self.l.params.get(self.raw))
     }
     /// The `?`-headers component (sip/sips), as received.
     pub fn headers(&self) -> Option<&'a str> {
-        self.headers
+        self.l.headers.map(|p| p.get(self.raw))
     }
     /// Whether `user=phone` is set (§19.1.1): the user part is a telephone number.
     pub fn is_user_phone(&self) -> bool {
-        self.params
+        self.params()
             .get("user")
             .flatten()
             .is_some_and(|v| v.eq_ignore_ascii_case("phone"))
@@ -1450,17 +1498,7 @@ impl<'a> NameAddr<'a> {
             return Ok(NameAddr {
                 raw: v,
                 display: None,
-                uri: Uri {
-                    raw: v,
-                    scheme: Scheme::Other,
-                    user: None,
-                    password: None,
-                    host: None,
-                    port: None,
-                    number: None,
-                    params: Params(""),
-                    headers: None,
-                },
+                uri: Uri { raw: v, l: OPAQUE },
                 params: Params(""),
             });
         }
@@ -1678,6 +1716,7 @@ pub struct Request {
     head: Headers,
     method: Span,
     uri: Span,
+    uri_layout: UriLayout,
     body: Bytes,
 }
 
@@ -1738,10 +1777,11 @@ impl Message {
             }
         } else {
             match parse_request_line(line, head.start.start as usize) {
-                Ok((method, uri)) => Ok(Message::Request(Request {
+                Ok((method, uri, uri_layout)) => Ok(Message::Request(Request {
                     head,
                     method,
                     uri,
+                    uri_layout,
                     body,
                 })),
                 Err(e) => Err(fail(head, e)),
@@ -1792,7 +1832,7 @@ fn check_version(v: &[u8]) -> Result<(), ParseError> {
     })
 }
 
-fn parse_request_line(line: &[u8], base: usize) -> Result<(Span, Span), ParseError> {
+fn parse_request_line(line: &[u8], base: usize) -> Result<(Span, Span, UriLayout), ParseError> {
     let sp1 = line
         .iter()
         .position(|&b| b == b' ')
@@ -1821,6 +1861,7 @@ fn parse_request_line(line: &[u8], base: usize) -> Result<(Span, Span), ParseErr
     Ok((
         Span::new(base, base + sp1),
         Span::new(base + sp1 + 1, base + sp2),
+        parsed.l,
     ))
 }
 
@@ -1850,21 +1891,12 @@ impl Request {
     pub fn method_str(&self) -> &str {
         std::str::from_utf8(self.head.slice(self.method)).unwrap_or_default()
     }
-    /// The Request-URI.
+    /// The Request-URI (parsed once, with the request).
     pub fn uri(&self) -> Uri<'_> {
-        let raw = std::str::from_utf8(self.head.slice(self.uri)).unwrap_or_default();
-        // Validated when the request was parsed; an opaque URI is the unreachable fallback.
-        Uri::parse_inner(raw).unwrap_or(Uri {
-            raw,
-            scheme: Scheme::Other,
-            user: None,
-            password: None,
-            host: None,
-            port: None,
-            number: None,
-            params: Params(""),
-            headers: None,
-        })
+        Uri {
+            raw: std::str::from_utf8(self.head.slice(self.uri)).unwrap_or_default(),
+            l: self.uri_layout,
+        }
     }
     /// The header section (typed accessors and generic lookup).
     pub fn headers(&self) -> &Headers {
@@ -2380,6 +2412,17 @@ v=0\r\ntrailing";
         assert!(Uri::parse("sip:2001:db8::10").is_err());
         assert!(Uri::parse("sip:user@[2001:db8:::192.0.2.1]").is_err());
         assert_eq!(Uri::parse("nobody:opaque").unwrap().scheme(), Scheme::Other);
+        fn host(u: &str) -> Option<Host<'_>> {
+            Uri::parse(u).unwrap().host()
+        }
+        assert_eq!(
+            host("sip:192.000.002.010"),
+            Some(Host::Ipv4(Ipv4Addr::new(192, 0, 2, 10)))
+        );
+        assert_eq!(host("sip:256.1.1.1"), Some(Host::Name("256.1.1.1")));
+        assert_eq!(host("sip:1.2.3"), Some(Host::Name("1.2.3")));
+        assert_eq!(host("sip:a_b-c.example"), Some(Host::Name("a_b-c.example")));
+        assert!(Uri::parse("sip:a!b.example").is_err());
         let u = Uri::parse("sip:user;par=u%40example.net@example.com").unwrap();
         assert_eq!(u.user(), Some("user;par=u%40example.net"));
     }

@@ -1,0 +1,636 @@
+//! A real softphone calls the echo: baresip (Debian package baresip) dials a national number
+//! over UDP on loopback, sends a generated noise signal as its microphone, records the audio
+//! it receives and hangs up. The recording must hold the signal that was sent, and the call
+//! record read back through the API must say how the call went.
+//!
+//! baresip runs headless with a configuration directory of its own: its audio source is a
+//! WAV file (module aufile), what it receives is written to a WAV file by module sndfile (the
+//! aufile of baresip 1.0.0 has no player), the player itself is a dead-end aubridge device,
+//! only the G.711 codecs are loaded, and it is driven over module ctrl_tcp (netstrings of
+//! JSON) on loopback. No STUN, ICE or registration: every packet stays on 127.0.0.1.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::{Backend, TestDb, TestServer, test_config};
+use reqwest::Method;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use tokio::time::{Instant, sleep, sleep_until, timeout};
+
+on_both_backends!(baresip_hears_its_own_voice_back);
+
+/// The only sample rate G.711 carries.
+const RATE: usize = 8000;
+
+/// Length of the generated source file. Longer than the call, so that the source never runs
+/// dry (aufile ends the call at the end of its file).
+const SOURCE_SECONDS: usize = 8;
+
+/// How long the call is left running before baresip hangs up.
+const TALK: Duration = Duration::from_secs(4);
+
+/// Largest offset, either way, searched between the sent and the received signal: one
+/// second covers jitter buffering, packets lost at the start and recording start-up.
+const MAX_LAG: usize = RATE;
+
+/// The received window matched against the sent signal: half a second, one second in.
+const WINDOW_START: usize = RATE;
+const WINDOW_LEN: usize = RATE / 2;
+
+/// Seeds of the sent signal and of an unrelated one used as a control.
+const SEED: u32 = 0x5eed_1234;
+const OTHER_SEED: u32 = 0x0bad_cafe;
+
+async fn baresip_hears_its_own_voice_back(backend: Backend) {
+    let started = Instant::now();
+    let baresip = common::sipp::which("baresip").unwrap_or_else(|| {
+        panic!(
+            "baresip is not installed: install the Debian package baresip (apt-get install baresip)"
+        )
+    });
+
+    // 1. A server on loopback with a tenant and its number.
+    let db = TestDb::new(backend).await;
+    let config = test_config(&db);
+    let s = TestServer::start_with(config, db).await;
+    let tenant = s.tenant("Acme").await;
+    let (status, number) = s
+        .admin_call(
+            Method::POST,
+            &format!("/api/tenants/{tenant}/phone-numbers"),
+            Some(json!({"did_number": "09876543210"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{number}");
+    let sip = s.server.as_ref().expect("running").sip_udp_addr;
+
+    // 2. The signal, written where baresip reads its microphone.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sent = noise_bursts(SEED, SOURCE_SECONDS * RATE);
+    let source = dir.path().join("source.wav");
+    std::fs::write(&source, wav_bytes(&sent)).expect("write source WAV");
+
+    // 3. The call.
+    let mut phone = Baresip::start(&baresip, dir.path(), &source).await;
+    let target = format!("sip:09876543210@{sip}");
+    let answer = phone.ctrl.command("dial", &target).await;
+    assert_eq!(
+        answer["ok"],
+        true,
+        "dial refused: {answer}\n{}",
+        phone.log()
+    );
+    let established = phone
+        .ctrl
+        .event("CALL_ESTABLISHED", Duration::from_secs(5))
+        .await;
+    println!("established: {established}");
+    sleep(TALK).await;
+    let answer = phone.ctrl.command("hangup", "").await;
+    assert_eq!(
+        answer["ok"],
+        true,
+        "hangup refused: {answer}\n{}",
+        phone.log()
+    );
+    let closed = phone
+        .ctrl
+        .event("CALL_CLOSED", Duration::from_secs(5))
+        .await;
+    println!("closed: {closed}");
+    phone.quit().await;
+    let log = phone.log();
+    assert!(
+        !log.contains("SIP/2.0 4") && !log.contains("SIP/2.0 5"),
+        "the server refused a request:\n{log}"
+    );
+
+    // 4. The echo holds the signal.
+    let received = phone.recording("decode");
+    let secs = received.len() as f64 / RATE as f64;
+    println!("received {} samples ({secs:.2} s)", received.len());
+    assert!(
+        (2.0..=TALK.as_secs_f64() + 1.5).contains(&secs),
+        "the recording of a {TALK:?} call lasts {secs:.2} s\n{log}"
+    );
+    let level = rms(&received);
+    assert!(
+        level > 500.0,
+        "the received audio is (nearly) silent: RMS {level:.1}\n{log}"
+    );
+    let sent_f = to_f64(&sent);
+    let received_f = to_f64(&received);
+    let peak = best_lag(&sent_f, &received_f);
+    let whole = overlap_coefficient(&sent_f, &received_f, peak.lag);
+    println!(
+        "echo: best lag {} samples ({:.1} ms), window coefficient {:.4}, whole-recording \
+         coefficient {whole:.4}",
+        peak.lag,
+        peak.lag as f64 * 1000.0 / RATE as f64,
+        peak.coefficient,
+    );
+    for (i, segment) in segment_coefficients(&sent_f, &received_f, peak.lag)
+        .iter()
+        .enumerate()
+    {
+        println!("  second {i}: coefficient {segment:.4}");
+    }
+    assert!(
+        peak.coefficient > 0.8 && whole > 0.8,
+        "the received audio does not carry the sent signal: best lag {} window {:.4} whole \
+         {whole:.4}\n{log}",
+        peak.lag,
+        peak.coefficient
+    );
+    // Controls: an unrelated noise signal finds no match at any lag, and neither does silence.
+    let unrelated = best_lag(
+        &to_f64(&noise_bursts(OTHER_SEED, SOURCE_SECONDS * RATE)),
+        &received_f,
+    );
+    println!(
+        "control: unrelated noise best |coefficient| {:.4} at lag {}",
+        unrelated.coefficient.abs(),
+        unrelated.lag
+    );
+    assert!(
+        unrelated.coefficient.abs() < 0.2,
+        "an unrelated signal matches the recording: {:.4} at lag {}",
+        unrelated.coefficient,
+        unrelated.lag
+    );
+    let silence = vec![0.0; sent_f.len()];
+    assert_eq!(best_lag(&silence, &received_f).coefficient, 0.0);
+    // What baresip encoded is the file itself (the source played what was generated).
+    let encoded = phone.recording("encode");
+    let source_match = overlap_coefficient(&sent_f, &to_f64(&encoded), 0);
+    println!("source check: encoded vs generated at lag 0: {source_match:.4}");
+
+    // 5. The call record.
+    let call = finished_call(&s, &tenant).await;
+    println!("call record: {call}");
+    assert_eq!(call["status"], "ended", "{call}");
+    assert_eq!(call["hangup_cause"], "caller_bye", "{call}");
+    assert_eq!(call["called"], "+919876543210", "{call}");
+    assert_eq!(call["called_raw"], "09876543210", "{call}");
+    assert_eq!(call["direction"], "inbound", "{call}");
+    assert_eq!(call["sip_status"], 200, "{call}");
+    assert_eq!(call["transport"], "udp", "{call}");
+    assert!(
+        call["codec"] == "PCMA" || call["codec"] == "PCMU",
+        "codec: {call}"
+    );
+    assert!(
+        call["duration_s"].as_i64().is_some_and(|d| d >= 2),
+        "duration: {call}"
+    );
+    println!("{backend:?}: whole test took {:?}", started.elapsed());
+}
+
+/// Waits until the tenant has a call with a final status and returns it, checking that it
+/// is the only call (records are written in batches just after the call ends).
+async fn finished_call(s: &TestServer, tenant: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, list) = s
+            .admin_call(
+                Method::GET,
+                &format!("/api/tenants/{tenant}/calls?limit=500"),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{list}");
+        let calls = list["items"].as_array().expect("items").clone();
+        let done = calls
+            .iter()
+            .any(|c| c["status"] == "ended" || c["status"] == "failed");
+        if done {
+            assert_eq!(calls.len(), 1, "exactly one call: {calls:#?}");
+            return calls.into_iter().next().expect("one call");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no final call record within 5 s: {calls:#?}"
+        );
+        sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A baresip process with its own configuration directory, killed when dropped.
+struct Baresip {
+    child: Child,
+    ctrl: Ctrl,
+    dir: PathBuf,
+}
+
+impl Baresip {
+    /// Writes the configuration into `dir/baresip`, starts baresip and connects to its
+    /// control socket.
+    async fn start(program: &Path, dir: &Path, source: &Path) -> Baresip {
+        let conf = dir.join("baresip");
+        let recordings = dir.join("recordings");
+        std::fs::create_dir_all(&conf).expect("config dir");
+        std::fs::create_dir_all(&recordings).expect("recordings dir");
+        let ctrl_addr = free_tcp_port();
+        let config = [
+            "poll_method epoll",
+            // SIP on loopback only, on a port of the system's choosing.
+            "sip_listen 127.0.0.1:0",
+            "sip_trans_def udp",
+            "net_interface 127.0.0.1",
+            // No name is ever looked up; were one, the query would stay on loopback.
+            "dns_server 127.0.0.1:53",
+            &format!("audio_source aufile,{}", source.display()),
+            "audio_player aubridge,nowhere",
+            "audio_alert aubridge,nowhere-alert",
+            "module_path /usr/lib/baresip/modules",
+            "module g711.so",
+            "module aufile.so",
+            "module aubridge.so",
+            "module sndfile.so",
+            &format!("snd_path {}", recordings.display()),
+            "module_app account.so",
+            "module_app menu.so",
+            "module_app ctrl_tcp.so",
+            &format!("ctrl_tcp_listen {ctrl_addr}"),
+        ]
+        .join("\n");
+        std::fs::write(conf.join("config"), config + "\n").expect("baresip config");
+        // No registration (regint=0); the call is dialled with a full SIP URI.
+        std::fs::write(
+            conf.join("accounts"),
+            "<sip:caller@127.0.0.1>;regint=0;answermode=manual;audio_codecs=PCMA,PCMU\n",
+        )
+        .expect("baresip accounts");
+        std::fs::write(conf.join("contacts"), "").expect("baresip contacts");
+
+        let log_path = dir.join("baresip.log");
+        let log = std::fs::File::create(&log_path).expect("baresip log");
+        let child = Command::new(program)
+            .arg("-f")
+            .arg(&conf)
+            .args(["-v", "-s"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
+        let mut phone = Baresip {
+            child,
+            ctrl: Ctrl::default(),
+            dir: dir.to_path_buf(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Ok(stream) = TcpStream::connect(ctrl_addr).await {
+                phone.ctrl.stream = Some(stream);
+                phone.ctrl.log = log_path;
+                return phone;
+            }
+            if let Ok(Some(exit)) = phone.child.try_wait() {
+                panic!("baresip exited at start ({exit}):\n{}", phone.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "baresip's control socket {ctrl_addr} did not open within 5 s:\n{}",
+                phone.log()
+            );
+            sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("baresip.log")).unwrap_or_default()
+    }
+
+    /// Asks baresip to quit and waits for it to exit, so that its recordings are closed.
+    async fn quit(&mut self) {
+        // The reply may never come: baresip can close the socket while quitting.
+        let _ = self.ctrl.send("quit", "").await;
+        match timeout(Duration::from_secs(5), self.child.wait()).await {
+            Ok(Ok(status)) => assert!(status.success(), "baresip: {status}\n{}", self.log()),
+            Ok(Err(e)) => panic!("waiting for baresip: {e}"),
+            Err(_) => panic!("baresip did not quit within 5 s:\n{}", self.log()),
+        }
+    }
+
+    /// The samples of the one recording whose name ends in `-{direction}.wav`.
+    fn recording(&self, direction: &str) -> Vec<i16> {
+        let suffix = format!("-{direction}.wav");
+        let found: Vec<PathBuf> = std::fs::read_dir(self.dir.join("recordings"))
+            .expect("recordings dir")
+            .map(|e| e.expect("dir entry").path())
+            .filter(|p| p.to_string_lossy().ends_with(&suffix))
+            .collect();
+        assert_eq!(
+            found.len(),
+            1,
+            "one {direction} recording expected: {found:?}\n{}",
+            self.log()
+        );
+        let bytes = std::fs::read(&found[0]).expect("read recording");
+        parse_wav(&bytes).unwrap_or_else(|e| panic!("{}: {e}", found[0].display()))
+    }
+}
+
+/// A loopback TCP address that was free a moment ago.
+fn free_tcp_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("local addr")
+}
+
+/// baresip's ctrl_tcp: commands and replies as netstrings of JSON, with events in between.
+#[derive(Default)]
+struct Ctrl {
+    stream: Option<TcpStream>,
+    buf: Vec<u8>,
+    token: u32,
+    /// Events read while waiting for something else.
+    events: Vec<Value>,
+    log: PathBuf,
+}
+
+impl Ctrl {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    async fn send(&mut self, command: &str, params: &str) -> std::io::Result<String> {
+        self.token += 1;
+        let token = self.token.to_string();
+        let body = json!({"command": command, "params": params, "token": token}).to_string();
+        let frame = format!("{}:{body},", body.len());
+        let stream = self.stream.as_mut().expect("connected");
+        stream.write_all(frame.as_bytes()).await?;
+        Ok(token)
+    }
+
+    /// Sends a command and returns baresip's reply to it.
+    async fn command(&mut self, command: &str, params: &str) -> Value {
+        let token = self
+            .send(command, params)
+            .await
+            .unwrap_or_else(|e| panic!("sending {command}: {e}\n{}", self.log()));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let message = self
+                .next(deadline)
+                .await
+                .unwrap_or_else(|| panic!("no reply to {command} within 5 s:\n{}", self.log()));
+            if message["response"] == true && message["token"] == token.as_str() {
+                return message;
+            }
+            if message["event"] == true {
+                self.events.push(message);
+            }
+        }
+    }
+
+    /// Waits for the event of type `kind`; a closed call on the way fails the test.
+    async fn event(&mut self, kind: &str, wait: Duration) -> Value {
+        let deadline = Instant::now() + wait;
+        loop {
+            let message = if self.events.is_empty() {
+                self.next(deadline)
+                    .await
+                    .unwrap_or_else(|| panic!("no {kind} event within {wait:?}:\n{}", self.log()))
+            } else {
+                self.events.remove(0)
+            };
+            if message["event"] != true {
+                continue;
+            }
+            if message["type"] == kind {
+                return message;
+            }
+            assert_ne!(
+                message["type"],
+                "CALL_CLOSED",
+                "the call closed while waiting for {kind}: {message}\n{}",
+                self.log()
+            );
+        }
+    }
+
+    /// The next message, or `None` at the deadline.
+    async fn next(&mut self, deadline: Instant) -> Option<Value> {
+        loop {
+            if let Some(message) = self.take_frame() {
+                return Some(message);
+            }
+            let mut chunk = [0u8; 4096];
+            let stream = self.stream.as_mut().expect("connected");
+            let n = tokio::select! {
+                read = stream.read(&mut chunk) => read.expect("read from ctrl_tcp"),
+                () = sleep_until(deadline) => return None,
+            };
+            assert!(n > 0, "baresip closed its control socket:\n{}", self.log());
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Takes one complete netstring (`len:payload,`) off the buffer.
+    fn take_frame(&mut self) -> Option<Value> {
+        let colon = self.buf.iter().position(|b| *b == b':')?;
+        let len: usize = std::str::from_utf8(&self.buf[..colon])
+            .ok()
+            .and_then(|digits| digits.parse().ok())
+            .unwrap_or_else(|| panic!("bad netstring from baresip: {:?}", self.buf));
+        let end = colon + 1 + len;
+        if self.buf.len() <= end {
+            return None;
+        }
+        assert_eq!(self.buf[end], b',', "netstring without its comma");
+        let message = serde_json::from_slice(&self.buf[colon + 1..end])
+            .unwrap_or_else(|e| panic!("bad JSON from baresip: {e}"));
+        self.buf.drain(..=end);
+        Some(message)
+    }
+}
+
+/// Pseudo-random noise in bursts of 100 to 300 ms separated by 40 to 120 ms of silence:
+/// sharp under correlation, and with no period that could match at a wrong lag.
+fn noise_bursts(seed: u32, len: usize) -> Vec<i16> {
+    let mut state = seed;
+    let mut next = move || {
+        // xorshift32
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        state
+    };
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        let burst = RATE / 10 + (next() as usize % (RATE / 5));
+        let gap = RATE / 25 + (next() as usize % (RATE / 12));
+        for _ in 0..burst {
+            // Uniform in -8000..8000: well inside G.711's range, far from clipping.
+            out.push((next() % 16_000) as i16 - 8000);
+        }
+        out.extend(std::iter::repeat_n(0, gap));
+    }
+    out.truncate(len);
+    out
+}
+
+/// A RIFF WAVE file: PCM, 16-bit little-endian, mono, 8 kHz.
+fn wav_bytes(samples: &[i16]) -> Vec<u8> {
+    let data_len = u32::try_from(samples.len() * 2).expect("small file");
+    let mut out = Vec::with_capacity(44 + samples.len() * 2);
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + data_len).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    out.extend_from_slice(&1u16.to_le_bytes()); // mono
+    out.extend_from_slice(&(RATE as u32).to_le_bytes());
+    out.extend_from_slice(&(RATE as u32 * 2).to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes()); // block align
+    out.extend_from_slice(&16u16.to_le_bytes()); // bits per sample
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&data_len.to_le_bytes());
+    for s in samples {
+        out.extend_from_slice(&s.to_le_bytes());
+    }
+    out
+}
+
+/// The samples of a RIFF WAVE file that must be 16-bit PCM, mono, 8 kHz.
+fn parse_wav(bytes: &[u8]) -> Result<Vec<i16>, String> {
+    if bytes.len() < 12 || &bytes[..4] != b"RIFF" || &bytes[8..12] != b"WAVE" {
+        return Err("not a RIFF WAVE file".into());
+    }
+    let mut at = 12;
+    let mut format_ok = false;
+    while at + 8 <= bytes.len() {
+        let id = &bytes[at..at + 4];
+        let len = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+        let body = &bytes[at + 8..bytes.len().min(at + 8 + len)];
+        match id {
+            b"fmt " => {
+                let field = |i: usize| u16::from_le_bytes([body[i], body[i + 1]]);
+                let rate = u32::from_le_bytes(body[4..8].try_into().unwrap());
+                let (format, channels, bits) = (field(0), field(2), field(14));
+                if format != 1 || channels != 1 || bits != 16 || rate != RATE as u32 {
+                    return Err(format!(
+                        "format {format}, {channels} channels, {bits} bits, {rate} Hz; \
+                         expected PCM, mono, 16 bits, {RATE} Hz"
+                    ));
+                }
+                format_ok = true;
+            }
+            b"data" => {
+                if !format_ok {
+                    return Err("data before fmt".into());
+                }
+                return Ok(body
+                    .chunks_exact(2)
+                    .map(|b| i16::from_le_bytes([b[0], b[1]]))
+                    .collect());
+            }
+            _ => {}
+        }
+        at += 8 + len + (len & 1);
+    }
+    Err("no data chunk".into())
+}
+
+fn to_f64(samples: &[i16]) -> Vec<f64> {
+    samples.iter().map(|s| f64::from(*s)).collect()
+}
+
+fn rms(samples: &[i16]) -> f64 {
+    if samples.is_empty() {
+        return 0.0;
+    }
+    let energy: f64 = samples.iter().map(|s| f64::from(*s).powi(2)).sum();
+    (energy / samples.len() as f64).sqrt()
+}
+
+/// Normalised correlation of two equally long stretches; zero when either is silent.
+fn coefficient(x: &[f64], y: &[f64]) -> f64 {
+    let (mut xy, mut xx, mut yy) = (0.0, 0.0, 0.0);
+    for (a, b) in x.iter().zip(y) {
+        xy += a * b;
+        xx += a * a;
+        yy += b * b;
+    }
+    if xx == 0.0 || yy == 0.0 {
+        return 0.0;
+    }
+    xy / (xx * yy).sqrt()
+}
+
+/// Where a lag puts the received signal on the sent one: `received[i]` is `sent[i + lag]`.
+#[derive(Debug, Clone, Copy)]
+struct Peak {
+    lag: isize,
+    coefficient: f64,
+}
+
+/// The lag in `-MAX_LAG..=MAX_LAG` at which a window of `received` best matches `sent`.
+fn best_lag(sent: &[f64], received: &[f64]) -> Peak {
+    assert!(
+        received.len() >= WINDOW_START + WINDOW_LEN,
+        "the recording is too short to search: {} samples",
+        received.len()
+    );
+    let window = &received[WINDOW_START..WINDOW_START + WINDOW_LEN];
+    let mut best = Peak {
+        lag: 0,
+        coefficient: 0.0,
+    };
+    for lag in -(MAX_LAG as isize)..=MAX_LAG as isize {
+        let start = WINDOW_START as isize + lag;
+        let Some(stretch) = usize::try_from(start)
+            .ok()
+            .and_then(|start| sent.get(start..start + WINDOW_LEN))
+        else {
+            continue;
+        };
+        let c = coefficient(window, stretch);
+        if c.abs() > best.coefficient.abs() {
+            best = Peak {
+                lag,
+                coefficient: c,
+            };
+        }
+    }
+    best
+}
+
+/// The stretches of `received` and `sent` that overlap at `lag`.
+fn overlap<'a>(sent: &'a [f64], received: &'a [f64], lag: isize) -> (&'a [f64], &'a [f64]) {
+    let first = (-lag).max(0) as usize;
+    let last = received
+        .len()
+        .min((sent.len() as isize - lag).max(0) as usize);
+    if first >= last {
+        return (&[], &[]);
+    }
+    let s0 = (first as isize + lag) as usize;
+    (&received[first..last], &sent[s0..s0 + (last - first)])
+}
+
+/// The coefficient over the whole overlap of the two signals at `lag`.
+fn overlap_coefficient(sent: &[f64], received: &[f64], lag: isize) -> f64 {
+    let (r, s) = overlap(sent, received, lag);
+    coefficient(r, s)
+}
+
+/// The coefficient at `lag` for each whole second of the recording: a slip in the middle
+/// of the call (a frame lost or repeated) shows as a drop from one second on.
+fn segment_coefficients(sent: &[f64], received: &[f64], lag: isize) -> Vec<f64> {
+    let (r, s) = overlap(sent, received, lag);
+    r.chunks(RATE)
+        .zip(s.chunks(RATE))
+        .map(|(r, s)| coefficient(r, s))
+        .collect()
+}
