@@ -15,6 +15,7 @@ use serde::Deserialize;
 
 use crate::routing::e164::CountryCode;
 use crate::store::DatabaseUrl;
+use crate::transport::tcp::TcpLimits;
 
 /// The command line.
 #[derive(Debug, Parser)]
@@ -117,6 +118,8 @@ pub struct Config {
     /// Zero disables the limit.
     pub max_call_duration: Duration,
     pub default_country_code: CountryCode,
+    /// Caps and deadlines of SIP over TCP.
+    pub tcp_limits: TcpLimits,
     /// The platform admin's bearer token, from `VCA_ADMIN_TOKEN`; when unset it is kept
     /// in [`Config::admin_token_file`].
     pub admin_token: Option<String>,
@@ -226,6 +229,7 @@ impl Config {
                 setting: "default_country_code",
                 reason: e.to_string(),
             })?,
+            tcp_limits: TcpLimits::default(),
             admin_token,
         })
     }

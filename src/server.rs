@@ -22,7 +22,7 @@ use crate::media::ports::PortPool;
 use crate::routing::admission::Admission;
 use crate::routing::directory::Directory;
 use crate::store::{AttemptLog, CallWriter, Store};
-use crate::transport::{self, tcp::TcpLimits};
+use crate::transport;
 
 /// A running vca-sip: its bound addresses, and the handle that stops it.
 pub struct Server {
@@ -93,7 +93,7 @@ impl Server {
             tokio::spawn(transport::tcp::run(
                 tcp,
                 handle.inbound.clone(),
-                TcpLimits::default(),
+                config.tcp_limits,
             )),
             tokio::spawn(directory.clone().run(store.clone(), DIRECTORY_RELOAD)),
             tokio::spawn(attempts.clone().run(store.clone(), ATTEMPTS_FLUSH)),

@@ -217,10 +217,8 @@ impl Name {
             17 => &[Name::PCalledPartyId],
             _ => &[],
         };
-        let first = name.first().map(u8::to_ascii_lowercase);
         for &n in candidates {
-            let s = n.as_str().as_bytes();
-            if s.first().map(u8::to_ascii_lowercase) == first && s.eq_ignore_ascii_case(name) {
+            if n.as_str().as_bytes().eq_ignore_ascii_case(name) {
                 return n;
             }
         }
@@ -1018,11 +1016,12 @@ pub type Param<'a> = (&'a str, Option<&'a str>);
 impl<'a> Params<'a> {
     /// Validates a parameter list (the text after the first `;`, or empty).
     fn parse(s: &'a str) -> Result<Params<'a>, ()> {
+        let p = Params(s);
         if s.trim_ascii().is_empty() {
             return Ok(Params(""));
         }
-        let p = Params(s);
-        for (name, value) in p.iter() {
+        for item in p.raw_items() {
+            let (name, value) = split_param(item);
             if !is_token(name) {
                 return Err(());
             }
@@ -1077,10 +1076,7 @@ impl<'a> Params<'a> {
 
     /// A parameter by name (case-insensitive): `Some(None)` when present without a value.
     pub fn get(&self, name: &str) -> Option<Option<&'a str>> {
-        let first = name.as_bytes().first()?.to_ascii_lowercase();
-        self.raw_items()
-            .filter(|item| item.as_bytes().first().map(u8::to_ascii_lowercase) == Some(first))
-            .map(split_param)
+        self.iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v)
     }

@@ -1,0 +1,55 @@
+//! Fuzz target for the message parser, datagram triage and stream framing
+//! (RFC 3261 §7, §18.3): none of them may panic, hang or allocate without bound.
+//!
+//! Run: `cargo +nightly fuzz run parse` from the repository root. Commit any crash input
+//! to `sip-fixtures/regress/` with an expected outcome.
+
+#![no_main]
+
+use bytes::Bytes;
+use libfuzzer_sys::fuzz_target;
+use vca_sip::sip::framing::{Frame, Limits, StreamDecoder};
+use vca_sip::sip::message::Message;
+use vca_sip::sip::triage::{Transport, Triage, triage, triage_frame_error};
+
+fuzz_target!(|data: &[u8]| {
+    let buf = Bytes::copy_from_slice(data);
+    if let Ok(Message::Request(req)) = Message::parse(buf.clone()) {
+        let h = req.headers();
+        let _ = (h.from(), h.to(), h.call_id(), h.cseq(), h.max_forwards());
+        let _ = (
+            h.content_type(),
+            h.authorization(),
+            h.session_expires(),
+            h.min_se(),
+        );
+        let _ = h.vias().count() + h.contacts().count() + h.routes().count();
+    }
+    if let Triage::Reject(r) = triage(buf.clone(), Transport::Udp) {
+        // A refusal must always serialise into a response that parses back.
+        assert!(matches!(
+            Message::parse(r.response().build()),
+            Ok(Message::Response(_))
+        ));
+    }
+
+    // The same bytes as a stream, fed in two pieces.
+    let mut d = StreamDecoder::new(Limits::default());
+    let (a, b) = data.split_at(data.len() / 2);
+    for piece in [a, b] {
+        d.handle_bytes(piece);
+        loop {
+            match d.poll_frame() {
+                Ok(Some(Frame::Message(m))) => {
+                    let _ = triage(m, Transport::Tcp);
+                }
+                Ok(Some(Frame::Ping)) => {}
+                Ok(None) => break,
+                Err(e) => {
+                    let _ = triage_frame_error(&e);
+                    break;
+                }
+            }
+        }
+    }
+});
