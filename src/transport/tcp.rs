@@ -90,6 +90,26 @@ pub async fn run(listener: TcpListener, core: mpsc::Sender<Inbound>, limits: Tcp
     }
 }
 
+/// How long a connection that is being closed still writes the answers to the messages
+/// it carried before it failed.
+const CLOSE_GRACE: Duration = Duration::from_millis(300);
+
+/// Writes whatever the core sends for this connection during `grace`.
+async fn flush_for(
+    writer: &mut tokio::net::tcp::OwnedWriteHalf,
+    outbound: &mut mpsc::Receiver<Outbound>,
+    grace: Duration,
+) {
+    let deadline = Instant::now() + grace;
+    while let Ok(Some(Outbound::Send(data) | Outbound::SendAndClose(data))) =
+        tokio::time::timeout_at(deadline, outbound.recv()).await
+    {
+        if writer.write_all(&data).await.is_err() {
+            return;
+        }
+    }
+}
+
 async fn serve_connection(
     stream: TcpStream,
     addr: SocketAddr,
@@ -135,6 +155,8 @@ async fn serve_connection(
                         Err(err) => {
                             metrics::counter!("vca_sip_dropped_total", "reason" => "framing")
                                 .increment(1);
+                            // Answers to the messages framed before the error go out first.
+                            flush_for(&mut writer, &mut outbound, CLOSE_GRACE).await;
                             if let Triage::Reject(rejection) = triage_frame_error(&err) {
                                 let response = rejection
                                     .response()
