@@ -28,19 +28,12 @@ pub enum Peer {
         socket: Arc<UdpSocket>,
         addr: SocketAddr,
     },
+    /// A stream connection: what is sent here is written by the connection's task.
     Stream {
         addr: SocketAddr,
         transport: Transport,
-        conn: mpsc::Sender<Outbound>,
+        conn: mpsc::Sender<Bytes>,
     },
-}
-
-/// What a stream connection task is asked to do.
-#[derive(Debug)]
-pub enum Outbound {
-    Send(Bytes),
-    /// Send, then close the connection (after a framing error).
-    SendAndClose(Bytes),
 }
 
 impl Peer {
@@ -62,34 +55,16 @@ impl Peer {
         !matches!(self, Peer::Udp { .. })
     }
 
-    /// The local address a Via or Contact should name for this transport.
-    pub fn local_addr(&self) -> Option<SocketAddr> {
-        match self {
-            Peer::Udp { socket, .. } => socket.local_addr().ok(),
-            Peer::Stream { .. } => None,
-        }
-    }
-
     /// Sends without waiting: a datagram that the kernel will not take at once, or a full
     /// connection queue, is dropped and counted (the peer retransmits over UDP; a stream
     /// that cannot keep up is cut off by its own task).
     pub fn send(&self, data: Bytes) {
         let sent = match self {
             Peer::Udp { socket, addr } => socket.try_send_to(&data, *addr).is_ok(),
-            Peer::Stream { conn, .. } => conn.try_send(Outbound::Send(data)).is_ok(),
+            Peer::Stream { conn, .. } => conn.try_send(data).is_ok(),
         };
         if !sent {
             metrics::counter!("vca_sip_send_failures_total").increment(1);
-        }
-    }
-
-    /// Sends and closes a stream connection; over UDP just sends.
-    pub fn send_and_close(&self, data: Bytes) {
-        match self {
-            Peer::Udp { .. } => self.send(data),
-            Peer::Stream { conn, .. } => {
-                let _ = conn.try_send(Outbound::SendAndClose(data));
-            }
         }
     }
 }

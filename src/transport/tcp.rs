@@ -12,7 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 
-use super::{Inbound, Outbound, Peer, Transport};
+use super::{Inbound, Peer, Transport};
 use crate::sip::framing::{Frame, Limits, StreamDecoder};
 use crate::sip::triage::{Triage, triage_frame_error};
 
@@ -97,13 +97,11 @@ const CLOSE_GRACE: Duration = Duration::from_millis(300);
 /// Writes whatever the core sends for this connection during `grace`.
 async fn flush_for(
     writer: &mut tokio::net::tcp::OwnedWriteHalf,
-    outbound: &mut mpsc::Receiver<Outbound>,
+    outbound: &mut mpsc::Receiver<bytes::Bytes>,
     grace: Duration,
 ) {
     let deadline = Instant::now() + grace;
-    while let Ok(Some(Outbound::Send(data) | Outbound::SendAndClose(data))) =
-        tokio::time::timeout_at(deadline, outbound.recv()).await
-    {
+    while let Ok(Some(data)) = tokio::time::timeout_at(deadline, outbound.recv()).await {
         if writer.write_all(&data).await.is_err() {
             return;
         }
@@ -118,7 +116,7 @@ async fn serve_connection(
 ) {
     let _ = stream.set_nodelay(true);
     let (mut reader, mut writer) = stream.into_split();
-    let (tx, mut outbound) = mpsc::channel::<Outbound>(256);
+    let (tx, mut outbound) = mpsc::channel::<bytes::Bytes>(256);
     let peer = Peer::Stream {
         addr,
         transport: Transport::Tcp,
@@ -180,14 +178,10 @@ async fn serve_connection(
             }
             out = outbound.recv() => {
                 match out {
-                    Some(Outbound::Send(data)) => {
+                    Some(data) => {
                         if writer.write_all(&data).await.is_err() {
                             return;
                         }
-                    }
-                    Some(Outbound::SendAndClose(data)) => {
-                        let _ = writer.write_all(&data).await;
-                        return;
                     }
                     None => return,
                 }
