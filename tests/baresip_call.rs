@@ -95,7 +95,9 @@ async fn baresip_hears_its_own_voice_back(backend: Backend) {
         .event("CALL_ESTABLISHED", Duration::from_secs(5))
         .await;
     println!("established: {established}");
-    sleep(TALK).await;
+    // The call must stay up until baresip hangs up (the server's BYE, or the end of the
+    // source file, would close it earlier).
+    phone.ctrl.hold(TALK).await;
     let answer = phone.ctrl.command("hangup", "").await;
     assert_eq!(
         answer["ok"],
@@ -457,6 +459,26 @@ impl Ctrl {
                 self.log()
             );
         }
+    }
+
+    /// Lets `wait` pass, failing the test if the call closes meanwhile.
+    async fn hold(&mut self, wait: Duration) {
+        let deadline = Instant::now() + wait;
+        let pending = std::mem::take(&mut self.events);
+        for message in pending {
+            self.check_open(&message);
+        }
+        while let Some(message) = self.next(deadline).await {
+            self.check_open(&message);
+        }
+    }
+
+    fn check_open(&self, message: &Value) {
+        assert!(
+            !(message["event"] == true && message["type"] == "CALL_CLOSED"),
+            "the call closed before baresip hung up: {message}\n{}",
+            self.log()
+        );
     }
 
     /// The next message, or `None` at the deadline.

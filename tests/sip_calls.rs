@@ -18,6 +18,9 @@ on_both_backends!(
     a_tenant_at_its_limit_gets_busy_and_others_do_not,
     cancel_while_ringing_gets_487,
     silent_media_ends_the_call_with_a_bye,
+    hold_and_refresh_are_answered_per_offer_answer,
+    an_invite_without_sdp_gets_our_offer,
+    session_timers_are_honoured,
 );
 
 struct Env {
@@ -438,4 +441,117 @@ async fn silent_media_ends_the_call_with_a_bye(backend: Backend) {
     assert_eq!(calls[0]["status"], "ended", "{}", calls[0]);
     assert_eq!(calls[0]["hangup_cause"], "timeout");
     assert_eq!(calls[0]["duration_s"], 1);
+}
+
+/// The response to the `cseq` request in sipp's trace (the last one received).
+fn response_to(messages: &str, cseq: &str) -> String {
+    messages
+        .split("-----------------------------------------------")
+        .filter(|m| m.contains("message received") && m.contains(&format!("CSeq: {cseq}")))
+        .last()
+        .unwrap_or_else(|| panic!("no response to {cseq}:\n{messages}"))
+        .to_owned()
+}
+
+fn origin_line(message: &str) -> String {
+    message
+        .lines()
+        .find(|l| l.starts_with("o="))
+        .expect("an SDP o= line")
+        .to_owned()
+}
+
+async fn hold_and_refresh_are_answered_per_offer_answer(backend: Backend) {
+    let env = Env::start(backend, |_| {}).await;
+    for transport in ["udp", "tcp"] {
+        let run = env
+            .sipp(scenario("hold.xml"), transport, &["9876543210;x"])
+            .run()
+            .await;
+        assert!(
+            run.succeeded(),
+            "{transport}: {}\n{}",
+            run.screen,
+            run.messages
+        );
+        let first = response_to(&run.messages, "1 INVITE");
+        let hold = response_to(&run.messages, "2 INVITE");
+        let refresh = response_to(&run.messages, "3 INVITE");
+        assert!(first.contains("a=sendrecv"), "{first}");
+        assert!(
+            hold.contains("SIP/2.0 200 OK") && hold.contains("a=recvonly"),
+            "a sendonly offer is answered recvonly: {hold}"
+        );
+        assert_ne!(
+            origin_line(&first),
+            origin_line(&hold),
+            "the answer changed, so its version goes up"
+        );
+        assert_eq!(
+            origin_line(&hold),
+            origin_line(&refresh),
+            "an unchanged offer keeps the session version"
+        );
+    }
+    let calls = env.finished_calls(2).await;
+    assert!(calls.iter().all(|c| c["status"] == "ended"), "{calls:#?}");
+}
+
+async fn an_invite_without_sdp_gets_our_offer(backend: Backend) {
+    let env = Env::start(backend, |_| {}).await;
+    let run = env
+        .sipp(scenario("late_offer.xml"), "udp", &["9876543210;x"])
+        .run()
+        .await;
+    assert!(run.succeeded(), "{}\n{}", run.screen, run.messages);
+    let ok = response_to(&run.messages, "1 INVITE");
+    assert!(
+        ok.contains("m=audio ") && ok.contains("a=rtpmap:8 PCMA/8000"),
+        "{ok}"
+    );
+    let calls = env.finished_calls(1).await;
+    assert_eq!(calls[0]["status"], "ended");
+    assert_eq!(
+        calls[0]["codec"], "PCMU",
+        "the codec the answer in the ACK chose"
+    );
+}
+
+async fn session_timers_are_honoured(backend: Backend) {
+    let env = Env::start(backend, |_| {}).await;
+    let dir = env.s.db.dir.path();
+    let timer = variant(
+        dir,
+        "call.xml",
+        "timer.xml",
+        &[(
+            "      User-Agent: vca-sip-loadtest\n",
+            "      Session-Expires: 1800;refresher=uac\n      Supported: timer\n",
+        )],
+    );
+    let run = env.sipp(timer, "udp", &["9876543210;x"]).run().await;
+    assert!(run.succeeded(), "{}\n{}", run.screen, run.messages);
+    let ok = response_to(&run.messages, "1 INVITE");
+    assert!(ok.contains("Session-Expires: 1800;refresher=uac"), "{ok}");
+    assert!(ok.contains("Require: timer"), "{ok}");
+
+    let too_small = variant(
+        dir,
+        "unknown_did.xml",
+        "too-small.xml",
+        &[
+            ("<recv response=\"404\"/>", "<recv response=\"422\"/>"),
+            (
+                "      Max-Forwards: 70\n      Content-Type",
+                "      Max-Forwards: 70\n      Session-Expires: 30\n      Supported: timer\n      Content-Type",
+            ),
+        ],
+    );
+    let run = env.sipp(too_small, "udp", &["9876543210;x"]).run().await;
+    assert!(run.succeeded(), "{}\n{}", run.screen, run.messages);
+    assert!(
+        response_to(&run.messages, "1 INVITE").contains("Min-SE: 90"),
+        "{}",
+        run.messages
+    );
 }
