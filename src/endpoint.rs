@@ -530,14 +530,14 @@ fn reliability(peer: &Peer) -> transaction::Transport {
     }
 }
 
-fn tx_method(method: Method<'_>, token: Bytes) -> transaction::Method {
+fn tx_method(method: Method<'_>) -> transaction::Method {
     match method {
         Method::Invite => transaction::Method::Invite,
         Method::Ack => transaction::Method::Ack,
         Method::Cancel => transaction::Method::Cancel,
         Method::Bye => transaction::Method::Bye,
         Method::Options => transaction::Method::Options,
-        _ => transaction::Method::Other(token),
+        other => transaction::Method::Other(Bytes::copy_from_slice(other.as_str().as_bytes())),
     }
 }
 
@@ -546,10 +546,7 @@ fn tx_method(method: Method<'_>, token: Bytes) -> transaction::Method {
 pub fn server_key(request: &Request) -> Option<TransactionKey> {
     let buf = request.as_bytes();
     let via = request.headers().top_via().ok()?;
-    let method = tx_method(
-        request.method(),
-        Bytes::copy_from_slice(request.method_str().as_bytes()),
-    );
+    let method = tx_method(request.method());
     let sent_by = Bytes::from(format!("{}:{}", via.host, via.port.unwrap_or(5060)));
     if let Some(branch) = via.branch() {
         let branch = slice_of(buf, branch);
@@ -573,11 +570,7 @@ fn client_key(data: &Bytes, response: &Response) -> Option<TransactionKey> {
     let via = response.headers().top_via().ok()?;
     let branch = slice_of(data, via.branch()?);
     let cseq = response.headers().cseq().ok()?;
-    let token = Bytes::copy_from_slice(cseq.method.as_str().as_bytes());
-    Some(TransactionKey::client(
-        branch,
-        tx_method(cseq.method, token),
-    ))
+    Some(TransactionKey::client(branch, tx_method(cseq.method)))
 }
 
 /// A zero-copy slice of `buf` for a `&str` that points into it (a copy otherwise).
