@@ -2,6 +2,11 @@
 
 use std::process::ExitCode;
 
+/// Call setup allocates small objects on every core at a high rate; glibc's allocator
+/// serialises them on arena locks.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 use vca_sip::config::{Cli, Command, Config};

@@ -73,7 +73,7 @@ set +e
 (cd "$work" && sipp -nostdin -sf "$here/call.xml" -inf dids.csv \
     -r "$rate" -m "$calls" -d "$hold" -t "$transport" ${limit:+-l "$limit"} \
     -buff_size 4194304 -max_socket 10000 \
-    -timeout "$((duration + 60))s" -timeout_error \
+    -timeout "$((duration + hold / 1000 + 30))s" -timeout_error \
     -trace_stat -stf stat.csv -fd 1 -trace_screen -screen_file screen.log \
     -i 127.0.0.1 -p 0 "$sip" >/dev/null 2>"$work/sipp.err")
 status=$?

@@ -241,7 +241,10 @@ impl Call {
             .try_admit(route.tenant_id, route.max_concurrent_calls)
             .ok_or_else(|| Refusal::new(486, "Busy Here", 17, "User busy"))?;
         let timer = self.session_timer()?;
-        let ports = self.ctx.ports.allocate().map_err(|_| congestion())?;
+        let ports = self.ctx.ports.allocate().map_err(|e| {
+            tracing::warn!(error = %e, "no RTP ports for a call");
+            congestion("rtp_ports")
+        })?;
         let mut session = LocalSession::new(
             rand::rng().random(),
             self.ctx.settings.public_ip,
@@ -294,7 +297,7 @@ impl Call {
             .await
             .is_err()
         {
-            return Err(congestion().into());
+            return Err(congestion("call_record").into());
         }
 
         let mut headers: Vec<(&str, String)> = vec![
@@ -743,7 +746,10 @@ impl Call {
     }
 }
 
-fn congestion() -> Refusal {
+/// A node-wide shortage (`what` names it in metrics): 503, so that the carrier tries
+/// another node.
+fn congestion(what: &'static str) -> Refusal {
+    metrics::counter!("vca_calls_congestion_total", "what" => what).increment(1);
     Refusal::new(
         503,
         "Service Unavailable",

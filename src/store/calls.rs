@@ -7,9 +7,11 @@
 //! not wait. The queue is bounded: when it is full the caller learns at once (and a new
 //! call gets 503) instead of stalling.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use sqlx::QueryBuilder;
 use tokio::sync::{mpsc, oneshot};
 
 use super::model::{Call, CallEvent, CallStatus, Direction};
@@ -24,19 +26,11 @@ macro_rules! call_columns {
     };
 }
 
-const UPSERT_CALL: &str = concat!(
-    "INSERT INTO calls (",
-    call_columns!(),
-    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-     $18, $19, $20) \
-     ON CONFLICT (id) DO UPDATE SET codec = excluded.codec, status = excluded.status, \
-     sip_status = excluded.sip_status, hangup_cause = excluded.hangup_cause, \
-     answered_at = excluded.answered_at, ended_at = excluded.ended_at, \
-     duration_s = excluded.duration_s"
-);
-
-const INSERT_EVENT: &str = "INSERT INTO call_events (id, call_id, tenant_id, kind, at, detail) \
-                            VALUES ($1, $2, $3, $4, $5, $6)";
+/// What an upsert of a call changes when the call is already recorded.
+const UPSERT_TAIL: &str = " ON CONFLICT (id) DO UPDATE SET codec = excluded.codec, \
+     status = excluded.status, sip_status = excluded.sip_status, \
+     hangup_cause = excluded.hangup_cause, answered_at = excluded.answered_at, \
+     ended_at = excluded.ended_at, duration_s = excluded.duration_s";
 
 /// Filters of the call list.
 #[derive(Debug, Clone, Default)]
@@ -102,51 +96,71 @@ impl Store {
         Ok(Page::from_rows(rows, limit, |c| c.id))
     }
 
-    /// Writes a batch of call changes in one transaction.
+    /// Writes a batch of call changes in one transaction, as a few multi-row statements:
+    /// one statement per [`CALLS_PER_STATEMENT`] calls (the latest state of each) and one
+    /// per [`EVENTS_PER_STATEMENT`] events.
     async fn write_batch(&self, batch: &[CallWrite]) -> Result<()> {
+        // A call changed twice in one batch is written once, as it stands last (an upsert
+        // cannot touch the same row twice in one statement).
+        let mut latest: HashMap<CallId, &Call> = HashMap::with_capacity(batch.len());
+        for write in batch {
+            latest.insert(write.call.id, &write.call);
+        }
+        let calls: Vec<&Call> = latest.into_values().collect();
+        let events: Vec<&CallEvent> = batch.iter().flat_map(|w| &w.events).collect();
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await.map_err(StoreError::from)?;
-            for write in batch {
-                let c = &write.call;
-                sqlx::query(UPSERT_CALL)
-                    .bind(c.id)
-                    .bind(c.tenant_id)
-                    .bind(c.phone_number_id)
-                    .bind(c.ai_profile_id)
-                    .bind(c.trunk_id)
-                    .bind(c.direction)
-                    .bind(&c.caller)
-                    .bind(&c.called)
-                    .bind(&c.called_raw)
-                    .bind(&c.sip_call_id)
-                    .bind(c.transport)
-                    .bind(&c.remote_addr)
-                    .bind(&c.codec)
-                    .bind(c.status)
-                    .bind(c.sip_status)
-                    .bind(c.hangup_cause)
-                    .bind(c.started_at)
-                    .bind(c.answered_at)
-                    .bind(c.ended_at)
-                    .bind(c.duration_s)
-                    .execute(&mut *tx)
-                    .await?;
-                for e in &write.events {
-                    sqlx::query(INSERT_EVENT)
-                        .bind(e.id)
-                        .bind(e.call_id)
-                        .bind(e.tenant_id)
-                        .bind(&e.kind)
-                        .bind(e.at)
-                        .bind(&e.detail)
-                        .execute(&mut *tx)
-                        .await?;
-                }
+            for chunk in calls.chunks(CALLS_PER_STATEMENT) {
+                let mut query =
+                    QueryBuilder::new(concat!("INSERT INTO calls (", call_columns!(), ") "));
+                query.push_values(chunk, |mut row, c| {
+                    row.push_bind(c.id)
+                        .push_bind(c.tenant_id)
+                        .push_bind(c.phone_number_id)
+                        .push_bind(c.ai_profile_id)
+                        .push_bind(c.trunk_id)
+                        .push_bind(c.direction)
+                        .push_bind(c.caller.as_str())
+                        .push_bind(c.called.as_str())
+                        .push_bind(c.called_raw.as_str())
+                        .push_bind(c.sip_call_id.as_str())
+                        .push_bind(c.transport)
+                        .push_bind(c.remote_addr.as_str())
+                        .push_bind(c.codec.as_deref())
+                        .push_bind(c.status)
+                        .push_bind(c.sip_status)
+                        .push_bind(c.hangup_cause)
+                        .push_bind(c.started_at)
+                        .push_bind(c.answered_at)
+                        .push_bind(c.ended_at)
+                        .push_bind(c.duration_s);
+                });
+                query.push(UPSERT_TAIL);
+                query.build().execute(&mut *tx).await?;
+            }
+            for chunk in events.chunks(EVENTS_PER_STATEMENT) {
+                let mut query = QueryBuilder::new(
+                    "INSERT INTO call_events (id, call_id, tenant_id, kind, at, detail) ",
+                );
+                query.push_values(chunk, |mut row, e| {
+                    row.push_bind(e.id)
+                        .push_bind(e.call_id)
+                        .push_bind(e.tenant_id)
+                        .push_bind(e.kind.as_str())
+                        .push_bind(e.at)
+                        .push_bind(&e.detail);
+                });
+                query.build().execute(&mut *tx).await?;
             }
             tx.commit().await.map_err(StoreError::from)
         })
     }
 }
+
+/// Calls per multi-row statement: 20 parameters each, well under both backends' limits.
+const CALLS_PER_STATEMENT: usize = 500;
+/// Events per multi-row statement: 6 parameters each.
+const EVENTS_PER_STATEMENT: usize = 1000;
 
 /// One change to a call: its whole record as it now stands, and the events that led there.
 #[derive(Debug, Clone)]

@@ -136,7 +136,10 @@ async fn serve_connection(
                 }
                 loop {
                     match decoder.poll_frame() {
-                        Ok(Some(Frame::Message(data))) => {
+                        Ok(Some(Frame::Message(frame))) => {
+                            // Copied out at its own size: a frame split from the read
+                            // buffer would pin the buffer for as long as it lives.
+                            let data = bytes::Bytes::copy_from_slice(&frame);
                             let inbound = Inbound { data, peer: peer.clone() };
                             if core.try_send(inbound).is_err() {
                                 metrics::counter!("vca_sip_dropped_total", "reason" => "core_queue_full")

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use bytes::Bytes;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
@@ -35,12 +35,11 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<Arc<UdpSocket>> {
 /// drops the datagram (counted): the sender retransmits, and shedding here keeps a burst
 /// from turning into a backlog that every later message waits behind.
 pub async fn run(socket: Arc<UdpSocket>, core: mpsc::Sender<Inbound>) {
-    let mut buf = BytesMut::with_capacity(MAX_DATAGRAM);
+    // One receive buffer, reused; each datagram is copied out at its own size, so that what
+    // a transaction keeps (its branch, its request) pins ~1 KB and not a shared 64 KB block.
+    let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
-        if buf.capacity() < MAX_DATAGRAM {
-            buf.reserve(MAX_DATAGRAM.max(64 * 1024));
-        }
-        let (len, addr) = match socket.recv_buf_from(&mut buf).await {
+        let (len, addr) = match socket.recv_from(&mut buf).await {
             Ok(r) => r,
             Err(e) => {
                 // ICMP errors surface here on some systems; they say nothing about us.
@@ -48,7 +47,7 @@ pub async fn run(socket: Arc<UdpSocket>, core: mpsc::Sender<Inbound>) {
                 continue;
             }
         };
-        let data = buf.split_to(len).freeze();
+        let data = Bytes::copy_from_slice(&buf[..len]);
         let inbound = Inbound {
             data,
             peer: Peer::Udp {
