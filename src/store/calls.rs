@@ -250,37 +250,69 @@ impl CallWriter {
     }
 }
 
+/// How many changes nobody waits for are kept for a retry while the database is down.
+const MAX_PENDING: usize = 200_000;
+/// How often changes kept for a retry are tried again when nothing new arrives.
+const RETRY_EVERY: Duration = Duration::from_secs(1);
+
 async fn run_writer(store: Store, mut rx: mpsc::Receiver<Queued>) {
     let mut batch: Vec<Queued> = Vec::with_capacity(MAX_BATCH);
-    let mut writes: Vec<CallWrite> = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        writes.extend(batch.iter_mut().filter_map(|q| q.write.take()));
-        let mut outcome = if writes.is_empty() {
+    // Changes nobody waits for that could not be written yet: they go first next time.
+    let mut pending: Vec<CallWrite> = Vec::new();
+    loop {
+        let closed = tokio::select! {
+            n = rx.recv_many(&mut batch, MAX_BATCH) => n == 0,
+            () = tokio::time::sleep(RETRY_EVERY), if !pending.is_empty() => false,
+        };
+        if closed {
+            // Every handle is gone: one last try for what is still pending.
+            if !pending.is_empty() && store.write_batch(&pending).await.is_err() {
+                metrics::counter!("vca_call_records_lost_total").increment(pending.len() as u64);
+            }
+            return;
+        }
+        let mut writes = std::mem::take(&mut pending);
+        let retried = writes.len();
+        let mut durable = Vec::with_capacity(batch.len());
+        for queued in &mut batch {
+            if let Some(write) = queued.write.take() {
+                durable.push(queued.done.is_some());
+                writes.push(write);
+            }
+        }
+        let outcome = if writes.is_empty() {
             Ok(())
         } else {
             store.write_batch(&writes).await
         };
-        // A failed batch is retried once after a short pause (a busy SQLite file or a
-        // failed-over PostgreSQL); then its waiters learn that it failed.
-        if outcome.is_err() {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            outcome = store.write_batch(&writes).await;
-        }
-        let result = match &outcome {
+        let result = match outcome {
             Ok(()) => Ok(()),
             Err(err) => {
-                tracing::error!(error = %err, calls = writes.len(), "call records not written");
-                metrics::counter!("vca_call_records_lost_total").increment(writes.len() as u64);
+                // Waiters learn at once (a new call gets 503 in time); changes nobody waits
+                // for are kept and tried again, so a database outage loses no record that
+                // was not already refused.
+                tracing::error!(error = %err, calls = writes.len(), "call records not written yet");
+                let kept = writes
+                    .drain(..)
+                    .enumerate()
+                    .filter(|(i, _)| *i < retried || !durable[*i - retried])
+                    .map(|(_, w)| w);
+                pending.extend(kept);
+                if pending.len() > MAX_PENDING {
+                    let lost = pending.len() - MAX_PENDING;
+                    pending.drain(..lost);
+                    metrics::counter!("vca_call_records_lost_total").increment(lost as u64);
+                }
                 Err(WriteError::Failed)
             }
         };
         metrics::counter!("vca_call_record_batches_total").increment(1);
         metrics::histogram!("vca_call_record_batch_size").record(writes.len() as f64);
+        metrics::gauge!("vca_call_records_pending").set(pending.len() as f64);
         for queued in batch.drain(..) {
             if let Some(done) = queued.done {
                 let _ = done.send(result);
             }
         }
-        writes.clear();
     }
 }

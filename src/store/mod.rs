@@ -145,7 +145,7 @@ impl DatabaseUrl {
 
 /// How long a caller waits for a database connection before the store reports
 /// `Unavailable` (and a SIP caller gets 503 instead of a stalled call).
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
+const ACQUIRE_TIMEOUT: Duration = Duration::from_millis(1500);
 
 impl Store {
     /// Opens the database. SQLite runs in WAL mode with `synchronous=FULL` and foreign keys
