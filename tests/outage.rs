@@ -168,3 +168,81 @@ async fn database_outage_gives_503_in_time_and_recovers() {
         "{statuses:?}"
     );
 }
+
+/// When sipp first received a response with `status`.
+fn first_received(messages: &str, status: &str) -> Option<NaiveDateTime> {
+    messages
+        .split("----------------------------------------------- ")
+        .skip(1)
+        .find_map(|block| {
+            let (stamp, rest) = block.split_once('\n')?;
+            let at = NaiveDateTime::parse_from_str(stamp.trim(), "%Y-%m-%d %H:%M:%S%.f").ok()?;
+            (rest.contains("message received") && rest.contains(&format!("SIP/2.0 {status} ")))
+                .then_some(at)
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_database_does_not_delay_100_trying() {
+    let s = TestServer::start(Backend::Postgres).await;
+    let tenant = s.tenant("Acme").await;
+    let (status, _) = s
+        .admin_call(
+            Method::POST,
+            &format!("/api/tenants/{tenant}/phone-numbers"),
+            Some(json!({"did_number": "9876543210"})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let DatabaseUrl::Postgres(url) = &s.db.url else {
+        unreachable!("a PostgreSQL test")
+    };
+
+    // Another session holds the calls table for 5 s: every record write waits behind it.
+    let mut blocker = sqlx::PgConnection::connect(url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut blocker).await.unwrap();
+    sqlx::query("LOCK TABLE calls IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+    let release = async {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let released = chrono::Local::now().naive_local();
+        sqlx::query("COMMIT").execute(&mut blocker).await.unwrap();
+        released
+    };
+    let server = s.server.as_ref().unwrap();
+    let call = Sipp {
+        scenario: scenario("call.xml"),
+        target: server.sip_udp_addr,
+        transport: "udp",
+        rows: vec!["9876543210;x".to_owned()],
+        calls: 1,
+        rate: 1,
+        pause_ms: 100,
+        dir: s.db.dir.path(),
+        extra: Vec::new(),
+    };
+    let (run, released) = tokio::join!(call.run(), release);
+    assert!(
+        run.succeeded(),
+        "the call did not complete once the database caught up: {}\n{}",
+        run.screen,
+        run.messages
+    );
+    let (sent, answered) = exchange_times(&run.messages, "200");
+    let trying = first_received(&run.messages, "100").expect("a 100 Trying");
+    let to_trying = (trying - sent).to_std().unwrap();
+    assert!(
+        to_trying <= Duration::from_millis(250),
+        "100 Trying after {to_trying:?}"
+    );
+    assert!(
+        answered >= released,
+        "the 200 left before its record could be written: 200 at {answered}, database free at {released}"
+    );
+    let (_, calls) = s
+        .admin_call(Method::GET, &format!("/api/tenants/{tenant}/calls"), None)
+        .await;
+    assert_eq!(calls["items"].as_array().unwrap().len(), 1, "{calls}");
+}
