@@ -349,7 +349,7 @@ impl Call {
                 Some(CallEvent::Request { key, request, .. }) => {
                     if request.method() == Method::Bye {
                         self.respond(&key, &request, 200, "OK", &[], None);
-                        record.end(HangupCause::CallerBye);
+                        record.end(HangupCause::CallerBye, "caller hung up");
                         self.write(record);
                         return Err(Outcome::Done);
                     }
@@ -438,8 +438,7 @@ impl Call {
         if let Some(hangup) = live.hangup.take() {
             let _ = hangup.send(());
         }
-        record.event("hangup", serde_json::json!({"reason": cause.1}));
-        record.end(cause.0);
+        record.end(cause.0, cause.1);
         self.write(&mut record);
     }
 

@@ -113,12 +113,10 @@ impl Record {
     }
 
     /// An answered call that ended normally.
-    pub fn end(&mut self, cause: HangupCause) {
+    pub fn end(&mut self, cause: HangupCause, why: &str) {
         self.finish(CallStatus::Ended, cause);
-        self.event(
-            "ended",
-            json!({"hangup_cause": cause.as_str(), "duration_s": self.call.duration_s}),
-        );
+        let detail = json!({"hangup_cause": cause.as_str(), "reason": why, "duration_s": self.call.duration_s});
+        self.event("ended", detail);
     }
 
     /// An answered call that could not go on (no ACK, no answer to our offer).
