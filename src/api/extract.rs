@@ -188,9 +188,8 @@ impl FromRequestParts<AppState> for Principal {
 mod tests {
     use super::*;
 
-    #[derive(Debug, serde::Deserialize)]
+    #[derive(Debug, PartialEq, serde::Deserialize)]
     #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
     struct Sample {
         name: String,
         limit: u32,
@@ -206,5 +205,7 @@ mod tests {
         assert_eq!(p.field.as_deref(), Some("name"));
         let p = decode_json::<Sample>(br#"{"name":"#).unwrap_err();
         assert_eq!((p.status, p.field), (400, None));
+        let ok = decode_json::<Sample>(br#" {"name":"a","limit":3}"#).unwrap();
+        assert_eq!(ok, Sample { name: "a".to_owned(), limit: 3 });
     }
 }
