@@ -242,23 +242,13 @@ impl Core {
         let method = request.method();
         match class {
             MethodClass::Served => {}
-            MethodClass::NotServed => {
-                return self.stateless(
-                    &request,
-                    &peer,
-                    405,
-                    "Method Not Allowed",
-                    &[("Allow", ALLOW)],
-                );
-            }
-            MethodClass::Unknown => {
-                return self.stateless(
-                    &request,
-                    &peer,
-                    501,
-                    "Not Implemented",
-                    &[("Allow", ALLOW)],
-                );
+            MethodClass::NotServed | MethodClass::Unknown => {
+                let (status, reason) = if class == MethodClass::NotServed {
+                    (405, "Method Not Allowed")
+                } else {
+                    (501, "Not Implemented")
+                };
+                return self.stateless(&request, &peer, status, reason, &[("Allow", ALLOW)]);
             }
         }
         let Some(key) = server_key(&request) else {

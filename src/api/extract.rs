@@ -206,6 +206,12 @@ mod tests {
         let p = decode_json::<Sample>(br#"{"name":"#).unwrap_err();
         assert_eq!((p.status, p.field), (400, None));
         let ok = decode_json::<Sample>(br#" {"name":"a","limit":3}"#).unwrap();
-        assert_eq!(ok, Sample { name: "a".to_owned(), limit: 3 });
+        assert_eq!(
+            ok,
+            Sample {
+                name: "a".to_owned(),
+                limit: 3
+            }
+        );
     }
 }

@@ -27,7 +27,7 @@ use crate::media::rtp::Pt;
 use crate::routing::admission::{Admission, Admitted};
 use crate::routing::directory::{Directory, Route};
 use crate::routing::e164::{CountryCode, Did};
-use crate::sip::dialog::{AckOutcome, Dialog, UasDialogParams};
+use crate::sip::dialog::{AckOutcome, Dialog, DialogError, UasDialogParams};
 use crate::sip::message::{Method, Request, RequestBuilder, Response, Scheme};
 use crate::sip::sdp::{
     DEFAULT_CODECS, Direction as SdpDirection, LocalSession, Negotiated, SessionDescription,
@@ -447,19 +447,7 @@ impl Call {
         let method = request.method();
         let cseq = request.headers().cseq().map(|c| c.seq).unwrap_or(0);
         if let Err(e) = live.dialog.check_remote_cseq(cseq, method.as_str()) {
-            let retry = e
-                .retry_after(rand::rng().random_range(0..=10))
-                .map(|s| s.to_string());
-            let headers: Vec<(&str, String)> =
-                retry.into_iter().map(|r| ("Retry-After", r)).collect();
-            self.respond(
-                &key,
-                &request,
-                e.status(),
-                "Server Internal Error",
-                &headers,
-                None,
-            );
+            self.refuse_in_dialog(&key, &request, &e);
             return false;
         }
         match method {
@@ -476,19 +464,7 @@ impl Call {
                     live.dialog.handle_update(has_offer)
                 };
                 if let Err(e) = checked {
-                    let retry = e
-                        .retry_after(rand::rng().random_range(0..=10))
-                        .map(|s| s.to_string());
-                    let headers: Vec<(&str, String)> =
-                        retry.into_iter().map(|r| ("Retry-After", r)).collect();
-                    self.respond(
-                        &key,
-                        &request,
-                        e.status(),
-                        "Request Pending",
-                        &headers,
-                        None,
-                    );
+                    self.refuse_in_dialog(&key, &request, &e);
                     return false;
                 }
                 if method == Method::Invite {
@@ -546,8 +522,23 @@ impl Call {
         }
     }
 
-    /// A request that arrives before the call is answered (only BYE-less oddities: the
-    /// caller cannot be inside a dialog yet, so anything here is refused).
+    /// Refuses an in-dialog request the dialog's rules do not allow (§12.2.2, §14.2),
+    /// with the Retry-After those rules ask for.
+    fn refuse_in_dialog(&self, key: &TransactionKey, request: &Request, e: &DialogError) {
+        let retry = e
+            .retry_after(rand::rng().random_range(0..=10))
+            .map(|s| s.to_string());
+        let headers: Vec<(&str, String)> = retry.into_iter().map(|r| ("Retry-After", r)).collect();
+        let reason = match e.status() {
+            491 => "Request Pending",
+            481 => "Call/Transaction Does Not Exist",
+            _ => "Server Internal Error",
+        };
+        self.respond(key, request, e.status(), reason, &headers, None);
+    }
+
+    /// A request inside the early dialog, before our final response: the caller should
+    /// wait or CANCEL, so it is refused with 491 (the pending INVITE stays as it is).
     fn early_request(&mut self, event: CallEvent) {
         if let CallEvent::Request { key, request, .. } = event {
             self.respond(&key, &request, 491, "Request Pending", &[], None);
