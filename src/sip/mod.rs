@@ -1,8 +1,10 @@
-//! SIP protocol logic with no IO: messages, framing, transactions, dialogs and SDP.
+//! SIP protocol logic with no IO: messages, framing, transactions, dialogs, SDP and digest
+//! authentication.
 //!
 //! Nothing under `sip/` touches a socket, a database or the wall clock. State machines take
 //! an input and `now`, and hand back what to send and when to wake next.
 
+pub mod auth;
 pub mod dialog;
 pub mod framing;
 pub mod message;
