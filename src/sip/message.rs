@@ -193,34 +193,46 @@ impl Name {
                 _ => Name::Other,
             };
         }
-        let candidates: &[Name] = match name.len() {
-            2 => &[Name::To],
-            3 => &[Name::Via],
-            4 => &[Name::From, Name::CSeq],
-            5 => &[Name::Route, Name::Event],
-            6 => &[Name::Accept, Name::MinSe],
-            7 => &[Name::CallId, Name::Contact, Name::Require, Name::Subject],
-            8 => &[Name::ReferTo],
-            9 => &[Name::Supported],
-            10 => &[Name::UserAgent],
-            11 => &[Name::ReferredBy],
-            12 => &[
-                Name::MaxForwards,
-                Name::ContentType,
-                Name::RecordRoute,
-                Name::AllowEvents,
-            ],
-            13 => &[Name::Authorization],
-            14 => &[Name::ContentLength],
-            15 => &[Name::SessionExpires],
-            16 => &[Name::ContentEncoding],
-            17 => &[Name::PCalledPartyId],
-            _ => &[],
+        // Length and first letter leave at most one candidate, compared once.
+        let first = name.first().map_or(0, u8::to_ascii_lowercase);
+        let second = name.get(1).map_or(0, u8::to_ascii_lowercase);
+        let candidate = match (name.len(), first) {
+            (2, _) => Name::To,
+            (3, _) => Name::Via,
+            (4, b'f') => Name::From,
+            (4, b'c') => Name::CSeq,
+            (5, b'r') => Name::Route,
+            (5, b'e') => Name::Event,
+            (6, b'a') => Name::Accept,
+            (6, b'm') => Name::MinSe,
+            (7, b'c') if second == b'a' => Name::CallId,
+            (7, b'c') => Name::Contact,
+            (7, b'r') => Name::Require,
+            (7, b's') => Name::Subject,
+            (8, _) => Name::ReferTo,
+            (9, _) => Name::Supported,
+            (10, _) => Name::UserAgent,
+            (11, _) => Name::ReferredBy,
+            (12, b'm') => Name::MaxForwards,
+            (12, b'c') => Name::ContentType,
+            (12, b'r') => Name::RecordRoute,
+            (12, b'a') => Name::AllowEvents,
+            (13, _) => Name::Authorization,
+            (14, _) => Name::ContentLength,
+            (15, _) => Name::SessionExpires,
+            (16, _) => Name::ContentEncoding,
+            (17, _) => Name::PCalledPartyId,
+            _ => return Name::Other,
         };
-        for &n in candidates {
-            if n.as_str().as_bytes().eq_ignore_ascii_case(name) {
-                return n;
-            }
+        // The names above hold only letters and '-'. Setting bit 0x20 lowercases a letter
+        // and keeps '-'; the only other octet it maps onto one of them is CR (onto '-'), so
+        // with CR refused this is `eq_ignore_ascii_case` without a branch per octet.
+        let known = candidate.as_str().as_bytes();
+        let differ = known.iter().zip(name).fold(0u8, |acc, (&k, &n)| {
+            acc | ((k | 0x20) ^ (n | 0x20)) | u8::from(n == b'\r')
+        });
+        if differ == 0 && known.len() == name.len() {
+            return candidate;
         }
         Name::Other
     }
@@ -323,7 +335,8 @@ pub(crate) fn find_byte(hay: &[u8], from: usize, needle: u8) -> Option<usize> {
         .map(|p| p + off)
 }
 
-/// Octet classes: token characters (§25.1) and octets that cannot appear in a URI.
+/// Octet classes: token characters (§25.1), blanks and controls, host characters, and
+/// octets that cannot appear in a URI.
 const CLASS: [u8; 256] = {
     let mut t = [0u8; 256];
     let mut i = 0;
@@ -338,18 +351,28 @@ const CLASS: [u8; 256] = {
             t[i] |= TOKEN;
         }
         if b <= b' ' || b == 0x7f {
-            t[i] |= NOT_URI | WS_CTL;
+            t[i] |= WS_CTL | NOT_URI;
         }
         if matches!(b, b'<' | b'>' | b'"') {
             t[i] |= NOT_URI;
+        }
+        if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_') {
+            t[i] |= HOST;
+        }
+        if b.is_ascii_alphabetic() || matches!(b, b'-' | b'_') {
+            t[i] |= HOST_NAME;
         }
         i += 1;
     }
     t
 };
 const TOKEN: u8 = 1;
-const NOT_URI: u8 = 2;
-const WS_CTL: u8 = 4;
+const WS_CTL: u8 = 2;
+const HOST: u8 = 4;
+/// Host octets that make a host a name rather than an IPv4 address.
+const HOST_NAME: u8 = 8;
+/// Octets that cannot appear in a URI.
+const NOT_URI: u8 = 16;
 
 fn has_ws_or_ctl(s: &str) -> bool {
     s.bytes().any(|b| CLASS[usize::from(b)] & WS_CTL != 0)
@@ -359,15 +382,22 @@ fn is_token_byte(b: u8) -> bool {
     CLASS[usize::from(b)] & TOKEN != 0
 }
 
-/// Position of an ASCII octet in a short string (cheaper than a char pattern search).
+/// Position of an ASCII octet in a string (cheaper than a char pattern search).
 fn find_b(s: &str, b: u8) -> Option<usize> {
-    s.bytes().position(|x| x == b)
+    find_byte(s.as_bytes(), 0, b)
 }
 
 /// `split_once` on an ASCII octet.
 fn split_byte(s: &str, b: u8) -> Option<(&str, &str)> {
     let i = find_b(s, b)?;
     Some((s.get(..i)?, s.get(i + 1..)?))
+}
+
+/// Position of the first `a` or `b`.
+fn first_of(s: &[u8], a: u8, b: u8) -> Option<usize> {
+    let first_a = find_byte(s, 0, a);
+    let before = s.get(..first_a.unwrap_or(s.len())).unwrap_or_default();
+    find_byte(before, 0, b).or(first_a)
 }
 
 fn first_ws(s: &str) -> Option<usize> {
@@ -946,12 +976,7 @@ fn parse_hostport(s: &str) -> Result<(Host<'_>, Option<u16>), ()> {
         let addr: Ipv6Addr = inner.get(..close).ok_or(())?.parse().map_err(|_| ())?;
         (Host::Ipv6(addr), inner.get(close + 1..).unwrap_or_default())
     } else {
-        let end = s
-            .bytes()
-            .position(|b| matches!(b, b':' | b' ' | b'\t'))
-            .unwrap_or(s.len());
-        let name = s.get(..end).ok_or(())?;
-        (parse_host_name(name)?, s.get(end..).unwrap_or_default())
+        parse_host_name(s)?
     };
     let rest = rest.trim_ascii();
     if rest.is_empty() {
@@ -964,46 +989,59 @@ fn parse_hostport(s: &str) -> Result<(Host<'_>, Option<u16>), ()> {
     Ok((host, Some(port)))
 }
 
-/// A host name or dotted-quad IPv4 address (leading zeros accepted), in one pass.
-fn parse_host_name(name: &str) -> Result<Host<'_>, ()> {
+/// A host name or dotted-quad IPv4 address (leading zeros accepted) at the start of `s`,
+/// ending at a colon, a blank or the end; returns the host and what follows.
+fn parse_host_name(s: &str) -> Result<(Host<'_>, &str), ()> {
+    let mut end = s.len();
+    let mut named = 0u8;
+    for (i, b) in s.bytes().enumerate() {
+        let class = CLASS[usize::from(b)];
+        if class & HOST == 0 {
+            if matches!(b, b':' | b' ' | b'\t') {
+                end = i;
+                break;
+            }
+            return Err(());
+        }
+        named |= class & HOST_NAME;
+    }
+    let (name, rest) = s.split_at_checked(end).ok_or(())?;
     if name.is_empty() {
         return Err(());
     }
-    // Stores one dotted-quad part; false when it is not 1-3 digits worth at most 255.
-    fn put(quad: &mut [u8; 4], part: usize, digits: u8, value: u16) -> bool {
-        match (quad.get_mut(part), u8::try_from(value)) {
-            (Some(q), Ok(v)) if (1..=3).contains(&digits) => {
-                *q = v;
-                true
-            }
-            _ => false,
-        }
+    match dotted_quad(name).filter(|_| named == 0) {
+        Some(quad) => Ok((Host::Ipv4(Ipv4Addr::from(quad)), rest)),
+        None => Ok((Host::Name(name), rest)),
     }
+}
+
+/// Four parts of 1-3 digits worth at most 255, from text made only of digits and dots.
+fn dotted_quad(name: &str) -> Option<[u8; 4]> {
     let mut quad = [0u8; 4];
     let mut part = 0usize;
     let mut digits = 0u8;
     let mut value = 0u16;
-    let mut numeric = true;
     for b in name.bytes() {
-        if b.is_ascii_digit() {
-            digits = digits.saturating_add(1);
-            value = value.saturating_mul(10).saturating_add(u16::from(b - b'0'));
-        } else if b == b'.' {
-            numeric = numeric && put(&mut quad, part, digits, value);
+        if b == b'.' {
+            if !(1..=3).contains(&digits) {
+                return None;
+            }
+            *quad.get_mut(part)? = u8::try_from(value).ok()?;
             part += 1;
             digits = 0;
             value = 0;
-        } else if b.is_ascii_alphabetic() || b == b'-' || b == b'_' {
-            numeric = false;
         } else {
-            return Err(());
+            digits = digits.saturating_add(1);
+            value = value
+                .saturating_mul(10)
+                .saturating_add(u16::from(b.wrapping_sub(b'0')));
         }
     }
-    if numeric && part == 3 && put(&mut quad, part, digits, value) {
-        Ok(Host::Ipv4(Ipv4Addr::from(quad)))
-    } else {
-        Ok(Host::Name(name))
+    if part != 3 || !(1..=3).contains(&digits) {
+        return None;
     }
+    quad[3] = u8::try_from(value).ok()?;
+    Some(quad)
 }
 
 /// `;`-separated parameters (§19.1.1 uri-parameters, §7.3.1 generic-param), as received.
@@ -1019,6 +1057,13 @@ impl<'a> Params<'a> {
         let p = Params(s);
         if s.trim_ascii().is_empty() {
             return Ok(Params(""));
+        }
+        if find_byte(s.as_bytes(), 0, b'"').is_none() {
+            return if plain_params_valid(s.as_bytes()) {
+                Ok(p)
+            } else {
+                Err(())
+            };
         }
         for item in p.raw_items() {
             let (name, value) = split_param(item);
@@ -1076,6 +1121,9 @@ impl<'a> Params<'a> {
 
     /// A parameter by name (case-insensitive): `Some(None)` when present without a value.
     pub fn get(&self, name: &str) -> Option<Option<&'a str>> {
+        if is_token(name) && find_byte(self.0.as_bytes(), 0, b'"').is_none() {
+            return self.get_plain(name);
+        }
         self.iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v)
@@ -1084,6 +1132,76 @@ impl<'a> Params<'a> {
     /// The parameters as received.
     pub fn as_str(&self) -> &'a str {
         self.0
+    }
+
+    /// [`Params::get`] for a list without quotes and a token name: each item is looked at
+    /// once, from its start, and only a matching one is split.
+    fn get_plain(&self, name: &str) -> Option<Option<&'a str>> {
+        let mut rest = self.0;
+        if rest.trim_ascii().is_empty() {
+            return None;
+        }
+        loop {
+            let (item, tail) = match split_byte(rest, b';') {
+                Some((i, t)) => (i, Some(t)),
+                None => (rest, None),
+            };
+            let item = item.trim_ascii_start();
+            if let Some((head, after)) = item.split_at_checked(name.len())
+                && head.eq_ignore_ascii_case(name)
+            {
+                let after = after.trim_ascii();
+                if after.is_empty() {
+                    return Some(None);
+                }
+                if let Some(v) = after.strip_prefix('=') {
+                    return Some(Some(v.trim_ascii()));
+                }
+            }
+            rest = tail?;
+        }
+    }
+}
+
+/// Validates a non-empty parameter list holding no quote, in one pass: every item is a
+/// token name, optionally `=` and a value free of blanks and controls, blanks around each.
+fn plain_params_valid(s: &[u8]) -> bool {
+    let skip_ws = |mut i: usize| {
+        while s.get(i).is_some_and(u8::is_ascii_whitespace) {
+            i += 1;
+        }
+        i
+    };
+    let mut i = 0;
+    loop {
+        i = skip_ws(i);
+        let name_start = i;
+        while s.get(i).is_some_and(|&b| is_token_byte(b)) {
+            i += 1;
+        }
+        if i == name_start {
+            return false;
+        }
+        i = skip_ws(i);
+        if s.get(i) == Some(&b'=') {
+            i = skip_ws(i + 1);
+            let value_start = i;
+            while s
+                .get(i)
+                .is_some_and(|&b| b != b';' && CLASS[usize::from(b)] & WS_CTL == 0)
+            {
+                i += 1;
+            }
+            if i == value_start {
+                return false;
+            }
+            i = skip_ws(i);
+        }
+        match s.get(i) {
+            None => return true,
+            Some(b';') => i += 1,
+            Some(_) => return false,
+        }
     }
 }
 
@@ -1191,17 +1309,13 @@ impl<'a> Uri<'a> {
         if raw.len() > usize::from(u16::MAX) {
             return Err(());
         }
-        // One pass: reject octets no URI may hold and note the first '@' (hosts, parameters
-        // and headers cannot contain one, so it ends the userinfo).
-        let mut at = None;
-        for (i, b) in raw.bytes().enumerate() {
-            if CLASS[usize::from(b)] & NOT_URI != 0 {
-                return Err(());
-            }
-            if b == b'@' && at.is_none() {
-                at = Some(i);
-            }
+        // Reject octets no URI may hold (a branch-free pass), then find the first '@' (hosts,
+        // parameters and headers cannot contain one, so it ends the userinfo).
+        let classes = raw.bytes().fold(0u8, |acc, b| acc | CLASS[usize::from(b)]);
+        if classes & NOT_URI != 0 {
+            return Err(());
         }
+        let at = find_byte(raw.as_bytes(), 0, b'@');
         let (scheme_s, rest) = split_byte(raw, b':').ok_or(())?;
         let mut sb = scheme_s.bytes();
         if !sb.next().is_some_and(|b| b.is_ascii_alphabetic())
@@ -1250,20 +1364,19 @@ impl<'a> Uri<'a> {
                     uri.user = Some(Part::of(raw, user));
                     uri.password = pass.map(|p| Part::of(raw, p));
                 }
-                let (hostport, params, headers) =
-                    match hostpart.bytes().position(|b| b == b';' || b == b'?') {
-                        None => (hostpart, "", None),
-                        Some(i) => {
-                            let (hostport, tail) = hostpart.split_at(i);
-                            match (tail.strip_prefix(';'), tail.strip_prefix('?')) {
-                                (Some(p), _) => match split_byte(p, b'?') {
-                                    Some((p, h)) => (hostport, p, Some(h)),
-                                    None => (hostport, p, None),
-                                },
-                                (None, h) => (hostport, "", h),
-                            }
+                let (hostport, params, headers) = match first_of(hostpart.as_bytes(), b';', b'?') {
+                    None => (hostpart, "", None),
+                    Some(i) => {
+                        let (hostport, tail) = hostpart.split_at(i);
+                        match (tail.strip_prefix(';'), tail.strip_prefix('?')) {
+                            (Some(p), _) => match split_byte(p, b'?') {
+                                Some((p, h)) => (hostport, p, Some(h)),
+                                None => (hostport, p, None),
+                            },
+                            (None, h) => (hostport, "", h),
                         }
-                    };
+                    }
+                };
                 let (host, port) = parse_hostport(hostport)?;
                 uri.host = Some(match host {
                     Host::Ipv4(a) => HostAt::V4(a),
@@ -1343,6 +1456,10 @@ pub struct Via<'a> {
     /// sent-by port.
     pub port: Option<u16>,
     params: Params<'a>,
+    /// The first `branch`, `received` and `rport` parameters, found while parsing.
+    branch: Option<Option<&'a str>>,
+    received: Option<Option<&'a str>>,
+    rport: Option<Option<&'a str>>,
 }
 
 /// The rport parameter of a Via (RFC 3581 §3).
@@ -1381,6 +1498,21 @@ impl<'a> Via<'a> {
         let bad = |()| ParseError::BadHeader("Via");
         let (version, transport, host, port, params) = parse_via_sent_by(v).map_err(bad)?;
         let params = Params::parse(params).map_err(bad)?;
+        let (mut branch, mut received, mut rport) = (None, None, None);
+        for (name, value) in params.iter() {
+            let slot = if name.eq_ignore_ascii_case("branch") {
+                &mut branch
+            } else if name.eq_ignore_ascii_case("received") {
+                &mut received
+            } else if name.eq_ignore_ascii_case("rport") {
+                &mut rport
+            } else {
+                continue;
+            };
+            if slot.is_none() {
+                *slot = Some(value);
+            }
+        }
         let via = Via {
             raw: v,
             version,
@@ -1388,12 +1520,15 @@ impl<'a> Via<'a> {
             host,
             port,
             params,
+            branch,
+            received,
+            rport,
         };
-        if let Some(b) = params.get("branch") {
+        if let Some(b) = branch {
             b.filter(|b| is_token(b))
                 .ok_or(ParseError::BadHeader("Via"))?;
         }
-        if let Some(Some(p)) = params.get("rport") {
+        if let Some(Some(p)) = rport {
             parse_u32(p)
                 .and_then(|p| u16::try_from(p).ok())
                 .ok_or(ParseError::BadHeader("Via"))?;
@@ -1407,12 +1542,12 @@ impl<'a> Via<'a> {
     }
     /// The branch parameter.
     pub fn branch(&self) -> Option<&'a str> {
-        self.params.get("branch").flatten()
+        self.branch.flatten()
     }
     /// The received parameter, brackets stripped when an IPv6 reference was sent with them
     /// (RFC 5118 §4.5).
     pub fn received(&self) -> Option<&'a str> {
-        self.params.get("received").flatten().map(|r| {
+        self.received.flatten().map(|r| {
             r.strip_prefix('[')
                 .and_then(|r| r.strip_suffix(']'))
                 .unwrap_or(r)
@@ -1420,7 +1555,7 @@ impl<'a> Via<'a> {
     }
     /// The rport parameter.
     pub fn rport(&self) -> Rport {
-        match self.params.get("rport") {
+        match self.rport {
             None => Rport::Absent,
             Some(None) => Rport::Requested,
             Some(Some(p)) => parse_u32(p)
