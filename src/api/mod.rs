@@ -14,6 +14,7 @@ mod openapi;
 mod problem;
 mod profiles;
 mod tenants;
+mod trunks;
 
 use std::sync::Arc;
 
@@ -80,6 +81,26 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/tenants/{tenant_id}/calls", get(calls::list))
         .route("/tenants/{tenant_id}/calls/{call_id}", get(calls::get))
+        .route(
+            "/trunks",
+            get(trunks::platform_list).post(trunks::platform_create),
+        )
+        .route(
+            "/trunks/{trunk_id}",
+            get(trunks::platform_get)
+                .patch(trunks::platform_update)
+                .delete(trunks::platform_delete),
+        )
+        .route(
+            "/tenants/{tenant_id}/trunks",
+            get(trunks::tenant_list).post(trunks::tenant_create),
+        )
+        .route(
+            "/tenants/{tenant_id}/trunks/{trunk_id}",
+            get(trunks::tenant_get)
+                .patch(trunks::tenant_update)
+                .delete(trunks::tenant_delete),
+        )
         .route("/openapi.json", get(openapi::document))
         .fallback(|| async { Problem::not_found() });
     Router::new()

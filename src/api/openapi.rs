@@ -3,7 +3,7 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use super::{calls, health, keys, numbers, profiles, tenants};
+use super::{calls, health, keys, numbers, profiles, tenants, trunks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -14,6 +14,10 @@ use super::{calls, health, keys, numbers, profiles, tenants};
         profiles::create, profiles::list, profiles::get, profiles::update, profiles::delete,
         keys::create, keys::revoke,
         calls::list, calls::get,
+        trunks::platform_create, trunks::platform_list, trunks::platform_get,
+        trunks::platform_update, trunks::platform_delete,
+        trunks::tenant_create, trunks::tenant_list, trunks::tenant_get,
+        trunks::tenant_update, trunks::tenant_delete,
         health::healthz, health::metrics,
     ),
     modifiers(&BearerAuth),

@@ -12,6 +12,7 @@ pub mod model;
 mod numbers;
 mod profiles;
 mod tenants;
+mod trunks;
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -28,6 +29,7 @@ pub use keys::hash_api_key;
 pub use numbers::{NewPhoneNumber, PhoneNumberPatch};
 pub use profiles::{AiProfilePatch, NewAiProfile};
 pub use tenants::{NewTenant, TenantPatch};
+pub use trunks::{Ha1Set, TrunkCredentials, TrunkOwner, TrunkSettings};
 
 /// A storage failure, mapped to an HTTP or SIP status at the edge.
 #[derive(Debug, thiserror::Error)]

@@ -215,3 +215,70 @@ pub struct CallEvent {
     #[schema(value_type = Object)]
     pub detail: sqlx::types::Json<serde_json::Value>,
 }
+
+text_enum!(
+    /// The transport a trunk's carrier sends and receives SIP on.
+    TrunkTransport { Udp => "udp", Tcp => "tcp", Tls => "tls" }
+);
+text_enum!(
+    /// How a trunk's requests are admitted: by source address, by digest credentials, or
+    /// by both at once.
+    TrunkAuth { Ip => "ip", Digest => "digest", IpDigest => "ip+digest" }
+);
+text_enum!(
+    /// A digest hash algorithm a trunk is challenged with (RFC 8760), as spelt on the wire.
+    DigestAlgorithm { Sha256 => "SHA-256", Md5 => "MD5" }
+);
+text_enum!(
+    /// An audio codec a trunk may carry.
+    Codec { Pcma => "PCMA", Pcmu => "PCMU" }
+);
+
+impl From<DigestAlgorithm> for crate::sip::auth::Algorithm {
+    fn from(algorithm: DigestAlgorithm) -> Self {
+        match algorithm {
+            DigestAlgorithm::Sha256 => crate::sip::auth::Algorithm::Sha256,
+            DigestAlgorithm::Md5 => crate::sip::auth::Algorithm::Md5,
+        }
+    }
+}
+
+impl From<crate::sip::auth::Algorithm> for DigestAlgorithm {
+    fn from(algorithm: crate::sip::auth::Algorithm) -> Self {
+        match algorithm {
+            crate::sip::auth::Algorithm::Sha256 => DigestAlgorithm::Sha256,
+            crate::sip::auth::Algorithm::Md5 => DigestAlgorithm::Md5,
+        }
+    }
+}
+
+/// A SIP trunk: a carrier connection owned by the platform (`tenant_id` null) or by one
+/// tenant. Its password is never part of it; only HA1 hashes are stored, and they are read
+/// only through [`Store::all_enabled_trunks`](crate::store::Store::all_enabled_trunks).
+#[derive(Debug, Clone, PartialEq, Serialize, FromRow, ToSchema)]
+pub struct Trunk {
+    pub id: TrunkId,
+    /// Null for a platform trunk.
+    pub tenant_id: Option<TenantId>,
+    pub name: String,
+    pub provider: String,
+    pub transport: TrunkTransport,
+    pub host: Option<String>,
+    pub port: Option<i64>,
+    /// Source networks admitted, normalised (`203.0.113.0/24`, `2001:db8::/32`).
+    #[schema(value_type = Vec<String>)]
+    pub allowed_cidrs: sqlx::types::Json<Vec<String>>,
+    pub auth: TrunkAuth,
+    pub realm: Option<String>,
+    pub username: Option<String>,
+    /// Challenge order: one challenge per algorithm, in this order.
+    #[schema(value_type = Vec<DigestAlgorithm>)]
+    pub digest_algorithms: sqlx::types::Json<Vec<DigestAlgorithm>>,
+    /// Null: no limit of the trunk's own.
+    pub max_concurrent_calls: Option<i64>,
+    pub default_country_code: String,
+    #[schema(value_type = Vec<Codec>)]
+    pub codecs: sqlx::types::Json<Vec<Codec>>,
+    pub enabled: bool,
+    pub created_at: DateTime<Utc>,
+}
