@@ -13,6 +13,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 
+use crate::gate::flood::FloodConfig;
+use crate::gate::{GateConfig, Unadmitted};
 use crate::routing::e164::CountryCode;
 use crate::store::DatabaseUrl;
 use crate::transport::tcp::TcpLimits;
@@ -84,6 +86,23 @@ pub struct Settings {
     /// [default: 91].
     #[arg(long, env = "VCA_DEFAULT_COUNTRY_CODE", value_name = "DIGITS")]
     pub default_country_code: Option<String>,
+    /// What a request that no trunk admits gets: `drop` (no answer) or `403`
+    /// [default: drop].
+    #[arg(long, env = "VCA_UNADMITTED", value_name = "drop|403")]
+    pub unadmitted: Option<String>,
+    /// Requests a source outside every trunk network may send per flood window before it
+    /// is banned [default: 16].
+    #[arg(long, env = "VCA_FLOOD_MAX_REQUESTS", value_name = "N")]
+    pub flood_max_requests: Option<String>,
+    /// Length of the flood window in milliseconds [default: 2000].
+    #[arg(long, env = "VCA_FLOOD_WINDOW_MS", value_name = "MS")]
+    pub flood_window_ms: Option<String>,
+    /// Seconds a banned source stays banned [default: 300].
+    #[arg(long, env = "VCA_BAN_SECS", value_name = "SECONDS")]
+    pub ban_secs: Option<String>,
+    /// Seconds a digest nonce stays valid; older ones get `stale=true` [default: 30].
+    #[arg(long, env = "VCA_NONCE_TTL_SECS", value_name = "SECONDS")]
+    pub nonce_ttl_secs: Option<String>,
 }
 
 /// The keys a `--config` file may hold.
@@ -100,6 +119,11 @@ struct FileSettings {
     media_timeout: Option<u64>,
     max_call_duration: Option<u64>,
     default_country_code: Option<String>,
+    unadmitted: Option<String>,
+    flood_max_requests: Option<u64>,
+    flood_window_ms: Option<u64>,
+    ban_secs: Option<u64>,
+    nonce_ttl_secs: Option<u64>,
 }
 
 /// The resolved, validated configuration.
@@ -120,6 +144,9 @@ pub struct Config {
     pub default_country_code: CountryCode,
     /// Caps and deadlines of SIP over TCP.
     pub tcp_limits: TcpLimits,
+    /// Trunk admission, digest authentication and flood limits.
+    pub gate: GateConfig,
+    pub flood: FloodConfig,
     /// The platform admin's bearer token, from `VCA_ADMIN_TOKEN`; when unset it is kept
     /// in [`Config::admin_token_file`].
     pub admin_token: Option<String>,
@@ -198,6 +225,34 @@ impl Config {
             file.default_country_code,
             "91",
         );
+        let unadmitted_text = pick(&settings.unadmitted, file.unadmitted, "drop");
+        let unadmitted: Unadmitted =
+            unadmitted_text
+                .trim()
+                .parse()
+                .map_err(|reason| ConfigError {
+                    setting: "unadmitted",
+                    reason,
+                })?;
+        let flood_max = number(
+            "flood_max_requests",
+            &settings.flood_max_requests,
+            file.flood_max_requests,
+            16,
+        )?;
+        let flood_window = number(
+            "flood_window_ms",
+            &settings.flood_window_ms,
+            file.flood_window_ms,
+            2000,
+        )?;
+        let ban = number("ban_secs", &settings.ban_secs, file.ban_secs, 300)?;
+        let nonce_ttl = number(
+            "nonce_ttl_secs",
+            &settings.nonce_ttl_secs,
+            file.nonce_ttl_secs,
+            30,
+        )?;
         Ok(Config {
             database,
             http: socket_addr("http", &pick(&settings.http, file.http, DEFAULT_HTTP))?,
@@ -230,6 +285,22 @@ impl Config {
                 reason: e.to_string(),
             })?,
             tcp_limits: TcpLimits::default(),
+            gate: GateConfig {
+                unadmitted,
+                nonce_ttl_secs: positive("nonce_ttl_secs", nonce_ttl)?,
+                ..GateConfig::default()
+            },
+            flood: FloodConfig {
+                max_requests: u32::try_from(positive("flood_max_requests", flood_max)?).map_err(
+                    |_| ConfigError {
+                        setting: "flood_max_requests",
+                        reason: "too large".to_owned(),
+                    },
+                )?,
+                window: Duration::from_millis(positive("flood_window_ms", flood_window)?),
+                ban: Duration::from_secs(positive("ban_secs", ban)?),
+                ..FloodConfig::default()
+            },
             admin_token,
         })
     }
@@ -273,6 +344,16 @@ fn port_range(value: &str) -> Result<RangeInclusive<u16>, ConfigError> {
         return Err(bad("need 1024 <= LOW < HIGH"));
     }
     Ok(low..=high)
+}
+
+fn positive(setting: &'static str, value: u64) -> Result<u64, ConfigError> {
+    if value == 0 {
+        return Err(ConfigError {
+            setting,
+            reason: "must be greater than 0".to_owned(),
+        });
+    }
+    Ok(value)
 }
 
 fn socket_addr(setting: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {

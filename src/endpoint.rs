@@ -16,12 +16,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::call::{self, CallContext, CallEvent};
+use crate::gate::{self, Decision, Gate};
 use crate::sip::message::{Message, Method, Request, Response, ToTag};
 use crate::sip::transaction::{
     self, AckMatch, Event, IstState, RequestMatch, TransactionKey, TransactionTable,
@@ -82,6 +83,7 @@ pub struct CoreHandle {
 pub struct Core {
     table: TransactionTable<TxPeer>,
     calls: HashMap<CallKey, CallEntry>,
+    gate: Gate,
     context: Arc<CallContext>,
     inbound: mpsc::Receiver<Inbound>,
     commands: mpsc::Receiver<Command>,
@@ -89,7 +91,7 @@ pub struct Core {
 }
 
 impl Core {
-    pub fn new(context: Arc<CallContext>) -> (Core, CoreHandle) {
+    pub fn new(context: Arc<CallContext>, gate: Gate) -> (Core, CoreHandle) {
         let (inbound_tx, inbound) = mpsc::channel(QUEUE_CAPACITY);
         let (commands_tx, commands) = mpsc::channel(QUEUE_CAPACITY);
         let handle = CoreHandle {
@@ -100,6 +102,7 @@ impl Core {
         let core = Core {
             table: TransactionTable::with_capacity(transaction::TimerConfig::default(), 4096),
             calls: HashMap::new(),
+            gate,
             context,
             inbound,
             commands,
@@ -208,6 +211,10 @@ impl Core {
                 metrics::counter!("vca_sip_dropped_total", "reason" => format!("{reason:?}"))
                     .increment(1);
             }
+            Triage::Reject(_) if !self.gate.trusted_source(peer.addr().ip()) => {
+                // Only a trunk learns what is wrong with its message; others learn nothing.
+                metrics::counter!("vca_sip_dropped_total", "reason" => "unadmitted").increment(1);
+            }
             Triage::Reject(rejection) => {
                 metrics::counter!("vca_sip_rejected_total", "status" => rejection.status.to_string())
                     .increment(1);
@@ -238,21 +245,17 @@ impl Core {
         }
     }
 
+    /// The order of decisions: (1) ACK, CANCEL and requests of a live dialog are matched
+    /// and served, never challenged; (2) any other request must be admitted by a trunk, or
+    /// gets the gate's uniform answer; (3) an admitted trunk's INVITE and OPTIONS are
+    /// served, other methods get 405 or 501.
     fn handle_request(&mut self, now: Instant, request: Request, class: MethodClass, peer: Peer) {
         let method = request.method();
-        match class {
-            MethodClass::Served => {}
-            MethodClass::NotServed | MethodClass::Unknown => {
-                let (status, reason) = if class == MethodClass::NotServed {
-                    (405, "Method Not Allowed")
-                } else {
-                    (501, "Not Implemented")
-                };
-                return self.stateless(&request, &peer, status, reason, &[("Allow", ALLOW)]);
-            }
-        }
         let Some(key) = server_key(&request) else {
-            return self.stateless(&request, &peer, 400, "Bad Via", &[]);
+            if self.gate.trusted_source(peer.addr().ip()) {
+                self.stateless(&request, &peer, 400, "Bad Via", &[]);
+            }
+            return;
         };
         if method == Method::Ack {
             match self.table.handle_ack(now, &key) {
@@ -265,9 +268,50 @@ impl Core {
             return;
         }
         let call_key = call_key(&request);
+        if method == Method::Cancel && self.table.ist_state(&key.invite_key()).is_some() {
+            return self.cancel(now, request, key, call_key, peer);
+        }
+        if request.in_dialog() && self.dialog_of(&call_key, &request).is_some() {
+            return self.in_dialog(now, request, key, call_key, peer);
+        }
+
+        let source = peer.addr().ip();
+        let trunk = match self
+            .gate
+            .decide(SystemTime::now(), &request, source, peer.transport())
+        {
+            Decision::Admit(trunk) => trunk,
+            Decision::Challenge(challenges) => {
+                let headers: Vec<(&str, &str)> = challenges
+                    .iter()
+                    .map(|c| ("WWW-Authenticate", c.as_str()))
+                    .collect();
+                return self.stateless(&request, &peer, 401, "Unauthorized", &headers);
+            }
+            Decision::BadCredentials => {
+                return self.stateless(&request, &peer, 400, "Bad Authorization", &[]);
+            }
+            Decision::Forbid => return self.stateless(&request, &peer, 403, "Forbidden", &[]),
+            Decision::Drop => {
+                metrics::counter!("vca_sip_dropped_total", "reason" => "unadmitted").increment(1);
+                return;
+            }
+        };
+
+        match class {
+            MethodClass::Served => {}
+            MethodClass::NotServed | MethodClass::Unknown => {
+                let (status, reason) = if class == MethodClass::NotServed {
+                    (405, "Method Not Allowed")
+                } else {
+                    (501, "Not Implemented")
+                };
+                return self.stateless(&request, &peer, status, reason, &[("Allow", ALLOW)]);
+            }
+        }
         match method {
             Method::Invite if !request.in_dialog() => {
-                self.new_call(now, request, key, call_key, peer)
+                self.new_call(now, request, key, call_key, peer, trunk)
             }
             Method::Cancel => self.cancel(now, request, key, call_key, peer),
             Method::Options if !request.in_dialog() => {
@@ -285,6 +329,13 @@ impl Core {
             }
             _ => self.in_dialog(now, request, key, call_key, peer),
         }
+    }
+
+    /// The live dialog a request with a To-tag belongs to.
+    fn dialog_of(&self, call_key: &CallKey, request: &Request) -> Option<&CallEntry> {
+        let to = request.headers().to().ok()?;
+        let tag = to.tag()?;
+        self.calls.get(call_key).filter(|e| tag == &*e.local_tag)
     }
 
     /// A stateless answer (§8.2.7's To-tag, no transaction left behind).
@@ -356,6 +407,7 @@ impl Core {
         key: TransactionKey,
         call_key: CallKey,
         peer: Peer,
+        trunk: gate::Admitted,
     ) {
         if self.calls.contains_key(&call_key) {
             // The same Call-ID and From-tag on a new branch: a merged request (§8.2.2.2).
@@ -413,6 +465,7 @@ impl Core {
             key,
             request,
             peer,
+            trunk,
             events,
         );
         tokio::spawn(call.run());
@@ -455,16 +508,7 @@ impl Core {
         call_key: CallKey,
         peer: Peer,
     ) {
-        let to_tag = request
-            .headers()
-            .to()
-            .ok()
-            .and_then(|t| t.tag().map(str::to_owned));
-        let entry = self
-            .calls
-            .get(&call_key)
-            .filter(|e| to_tag.as_deref() == Some(&*e.local_tag));
-        let Some(entry) = entry else {
+        let Some(entry) = self.dialog_of(&call_key, &request) else {
             return self.respond_stateful(
                 now,
                 &request,

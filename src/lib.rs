@@ -20,6 +20,7 @@ pub mod api;
 pub mod call;
 pub mod config;
 pub mod endpoint;
+pub mod gate;
 pub mod ids;
 pub mod media;
 pub mod routing;

@@ -18,9 +18,12 @@ use crate::api::{self, AppState};
 use crate::call::{CallContext, CallSettings};
 use crate::config::Config;
 use crate::endpoint::{Core, CoreHandle};
+use crate::gate::{Gate, Shield};
 use crate::media::ports::PortPool;
 use crate::routing::admission::Admission;
 use crate::routing::directory::Directory;
+use crate::routing::trunks::TrunkBook;
+use crate::sip::auth::NonceKey;
 use crate::store::{AttemptLog, CallWriter, Store};
 use crate::transport;
 
@@ -45,6 +48,15 @@ const ATTEMPTS_FLUSH: Duration = Duration::from_secs(5);
 /// Call-record changes that may wait for the writer before new calls get 503.
 const WRITER_QUEUE: usize = 65_536;
 
+/// Forgets idle sources of the flood guard now and then.
+async fn evict_idle_sources(shield: Arc<Shield>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        tick.tick().await;
+        shield.evict();
+    }
+}
+
 impl Server {
     /// Opens the store, applies pending migrations, and starts serving SIP and HTTP.
     pub async fn start(config: &Config) -> anyhow::Result<Server> {
@@ -59,6 +71,23 @@ impl Server {
         let directory = Directory::load(&store)
             .await
             .context("cannot load the DID directory")?;
+        let trunks = TrunkBook::load(&store)
+            .await
+            .context("cannot load the trunks")?;
+        if trunks.snapshot().dev_loopback() {
+            tracing::warn!(
+                "no trunk configured: loopback sources (127.0.0.0/8, ::1) are admitted as a \
+                 development trunk until one is added"
+            );
+        }
+        let nonce_key = store
+            .node_secret("digest_nonce_key")
+            .await
+            .context("cannot read the digest nonce key")?;
+        let nonce_key =
+            NonceKey::new(&nonce_key).context("the stored digest nonce key is unusable")?;
+        let shield = Shield::new(trunks.clone(), config.flood);
+        let gate = Gate::new(shield.clone(), nonce_key, config.gate.clone());
 
         let udp = transport::udp::bind(config.sip_udp)
             .with_context(|| format!("cannot listen for SIP on udp/{}", config.sip_udp))?;
@@ -86,15 +115,22 @@ impl Server {
                 country: config.default_country_code.clone(),
             },
         });
-        let (core, handle) = Core::new(context.clone());
+        let (core, handle) = Core::new(context.clone(), gate);
         let background = vec![
             tokio::spawn(core.run()),
-            tokio::spawn(transport::udp::run(udp, handle.inbound.clone())),
+            tokio::spawn(transport::udp::run(
+                udp,
+                handle.inbound.clone(),
+                shield.clone(),
+            )),
             tokio::spawn(transport::tcp::run(
                 tcp,
                 handle.inbound.clone(),
                 config.tcp_limits,
+                shield.clone(),
             )),
+            tokio::spawn(trunks.clone().run(store.clone(), DIRECTORY_RELOAD)),
+            tokio::spawn(evict_idle_sources(shield.clone())),
             tokio::spawn(directory.clone().run(store.clone(), DIRECTORY_RELOAD)),
             tokio::spawn(attempts.clone().run(store.clone(), ATTEMPTS_FLUSH)),
             writer_task,
@@ -104,6 +140,7 @@ impl Server {
             store: store.clone(),
             admin_token: Arc::from(admin_token),
             directory: directory.clone(),
+            trunks: trunks.clone(),
             metrics: metrics_handle(),
         };
         let listener = TcpListener::bind(config.http)

@@ -40,6 +40,8 @@ pub struct AppState {
     pub admin_token: Arc<str>,
     /// The in-memory DID table that routes calls; kept right as numbers change here.
     pub directory: crate::routing::directory::Directory,
+    /// The in-memory trunk set that admits requests; reloaded as trunks change here.
+    pub trunks: crate::routing::trunks::TrunkBook,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
 
@@ -137,6 +139,13 @@ impl AppState {
     async fn refresh_number(&self, did: &str) {
         if let Err(e) = self.directory.refresh(&self.store, did).await {
             tracing::warn!(error = %e, "DID directory not refreshed; the periodic reload will");
+        }
+    }
+
+    /// Reloads the trunk set after a change to a trunk.
+    async fn reload_trunks(&self) {
+        if let Err(e) = self.trunks.reload(&self.store).await {
+            tracing::warn!(error = %e, "trunks not reloaded; the periodic reload will");
         }
     }
 

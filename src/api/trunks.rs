@@ -319,6 +319,7 @@ async fn create(
     };
     let settings = finish(settings, body.password, false)?;
     let trunk = state.store.create_trunk(owner, settings).await?;
+    state.reload_trunks().await;
     Ok((StatusCode::CREATED, Json(trunk)))
 }
 
@@ -390,12 +391,17 @@ async fn update(
         s.enabled = v;
     }
     let settings = finish(s, body.password, identity_changed)?;
-    Ok(Json(state.store.update_trunk(owner, id, settings).await?))
+    let trunk = state.store.update_trunk(owner, id, settings).await?;
+    state.reload_trunks().await;
+    Ok(Json(trunk))
 }
 
 async fn delete(state: &AppState, owner: TrunkOwner, id: TrunkId) -> Result<StatusCode, Problem> {
     match state.store.delete_trunk(owner, id).await {
-        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Ok(()) => {
+            state.reload_trunks().await;
+            Ok(StatusCode::NO_CONTENT)
+        }
         Err(StoreError::Conflict(field)) => Err(Problem {
             detail: "phone numbers still use this trunk; delete those numbers first".to_owned(),
             ..Problem::conflict(field)

@@ -21,10 +21,11 @@ use rand::Rng;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::endpoint::{CallKey, Command};
+use crate::gate::Admitted;
 use crate::media::echo::{self, EchoConfig, EchoEnd};
 use crate::media::ports::PortPool;
 use crate::media::rtp::Pt;
-use crate::routing::admission::{Admission, Admitted};
+use crate::routing::admission::{self, Admission, Busy};
 use crate::routing::directory::{Directory, Route};
 use crate::routing::e164::{CountryCode, Did};
 use crate::sip::dialog::{AckOutcome, Dialog, DialogError, UasDialogParams};
@@ -133,6 +134,8 @@ pub struct Call {
     invite_key: TransactionKey,
     invite: Request,
     peer: Peer,
+    /// The trunk that admitted the INVITE (`None`: the development trunk).
+    trunk: Admitted,
     events: mpsc::Receiver<CallEvent>,
 }
 
@@ -144,7 +147,7 @@ struct Live {
     timer: Option<SessionTimer>,
     echo: tokio::task::JoinHandle<echo::EchoReport>,
     hangup: Option<oneshot::Sender<()>>,
-    _admitted: Admitted,
+    _admitted: admission::Admitted,
 }
 
 impl Call {
@@ -157,6 +160,7 @@ impl Call {
         invite_key: TransactionKey,
         invite: Request,
         peer: Peer,
+        trunk: Admitted,
         events: mpsc::Receiver<CallEvent>,
     ) -> Call {
         Call {
@@ -167,6 +171,7 @@ impl Call {
             invite_key,
             invite,
             peer,
+            trunk,
             events,
         }
     }
@@ -190,15 +195,26 @@ impl Call {
 
     async fn serve(&mut self) {
         let raw = dialed_number(&self.invite);
-        let did = raw
-            .as_deref()
-            .and_then(|r| Did::normalize(r, &self.ctx.settings.country).ok());
+        let country = self
+            .trunk
+            .as_ref()
+            .map_or(&self.ctx.settings.country, |t| &t.country);
+        let did = raw.as_deref().and_then(|r| Did::normalize(r, country).ok());
         let route = did.as_ref().and_then(|d| self.ctx.directory.lookup(d));
-        let (Some(did), Some(route)) = (did, route) else {
+        // A tenant's own trunk reaches only that tenant's numbers; anything else is refused
+        // exactly like an unknown number.
+        let owner = self.trunk.as_ref().and_then(|t| t.tenant_id);
+        let foreign = matches!((&route, owner), (Some(r), Some(o)) if r.tenant_id != o);
+        let (Some(did), Some(route), false) = (did, route, foreign) else {
             let called = raw.unwrap_or_default();
+            let reason = if foreign {
+                "foreign_did"
+            } else {
+                "unknown_did"
+            };
             self.ctx
                 .attempts
-                .record(self.peer.addr().ip(), "unknown_did", &called);
+                .record(self.peer.addr().ip(), reason, &called);
             self.refuse(&Refusal::new(404, "Not Found", 1, "Unallocated number"));
             return;
         };
@@ -206,6 +222,7 @@ impl Call {
             &self.invite,
             &self.peer,
             &route,
+            self.trunk.as_ref().map(|t| t.id),
             did.as_str(),
             raw.as_deref().unwrap_or(""),
         );
@@ -235,11 +252,15 @@ impl Call {
         if !route.is_active {
             return Err(Refusal::new(403, "Forbidden", 21, "Number not in service").into());
         }
+        let trunk_limit = self.trunk.as_ref().map(|t| (t.id, t.max_concurrent_calls));
         let admitted = self
             .ctx
             .admission
-            .try_admit(route.tenant_id, route.max_concurrent_calls)
-            .ok_or_else(|| Refusal::new(486, "Busy Here", 17, "User busy"))?;
+            .try_admit_call(route.tenant_id, route.max_concurrent_calls, trunk_limit)
+            .map_err(|busy| match busy {
+                Busy::Tenant => Refusal::new(486, "Busy Here", 17, "User busy"),
+                Busy::Trunk => Refusal::new(486, "Busy Here", 17, "Trunk busy"),
+            })?;
         let timer = self.session_timer()?;
         let ports = self.ctx.ports.allocate().map_err(|e| {
             tracing::warn!(error = %e, "no RTP ports for a call");

@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::ids::{CallEventId, CallId};
+use crate::ids::{CallEventId, CallId, TrunkId};
 use crate::routing::directory::Route;
 use crate::sip::message::Request;
 use crate::store::model::{Call, CallEvent, CallStatus, Direction, HangupCause, SipTransport};
@@ -19,6 +19,7 @@ impl Record {
         invite: &Request,
         peer: &Peer,
         route: &Route,
+        trunk: Option<TrunkId>,
         called: &str,
         called_raw: &str,
     ) -> Record {
@@ -45,7 +46,8 @@ impl Record {
             tenant_id: route.tenant_id,
             phone_number_id: Some(route.phone_number_id),
             ai_profile_id: route.ai_profile_id,
-            trunk_id: route.trunk_id,
+            // The trunk the call came in on; the number's own trunk otherwise.
+            trunk_id: trunk.or(route.trunk_id),
             direction: Direction::Inbound,
             caller: truncate(&caller, 128),
             called: called.to_owned(),

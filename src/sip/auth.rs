@@ -633,6 +633,14 @@ fn ct_eq_hex(expected: &[u8], received: &[u8]) -> bool {
     bool::from(expected.ct_eq(buf))
 }
 
+/// The username and realm an `Authorization` value names, to pick whose credentials to
+/// check it against; `None` when it does not parse.
+pub fn identity(authorization: &str) -> Option<(&str, &str)> {
+    DigestCredentials::parse(authorization)
+        .ok()
+        .map(|c| (c.username, c.realm))
+}
+
 /// The parameters of an `Authorization: Digest ...` value, borrowed from it.
 #[derive(Debug)]
 struct DigestCredentials<'a> {

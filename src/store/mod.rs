@@ -11,6 +11,7 @@ mod keys;
 pub mod model;
 mod numbers;
 mod profiles;
+mod secrets;
 mod tenants;
 mod trunks;
 

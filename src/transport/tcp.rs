@@ -13,6 +13,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 
 use super::{Inbound, Peer, Transport};
+use crate::gate::Shield;
 use crate::sip::framing::{Frame, Limits, StreamDecoder};
 use crate::sip::triage::{Triage, triage_frame_error};
 
@@ -42,7 +43,15 @@ impl Default for TcpLimits {
 }
 
 /// Accepts connections until the core goes away.
-pub async fn run(listener: TcpListener, core: mpsc::Sender<Inbound>, limits: TcpLimits) {
+///
+/// A banned source's connection is closed at once, and so is a connection whose source is
+/// banned while it is open.
+pub async fn run(
+    listener: TcpListener,
+    core: mpsc::Sender<Inbound>,
+    limits: TcpLimits,
+    shield: Arc<Shield>,
+) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let per_source: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
     loop {
@@ -57,6 +66,9 @@ pub async fn run(listener: TcpListener, core: mpsc::Sender<Inbound>, limits: Tcp
         };
         if core.is_closed() {
             return;
+        }
+        if !shield.admit(addr.ip()) {
+            continue;
         }
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             metrics::counter!("vca_sip_tcp_refused_total", "reason" => "global_cap").increment(1);
@@ -74,9 +86,10 @@ pub async fn run(listener: TcpListener, core: mpsc::Sender<Inbound>, limits: Tcp
         }
         let core = core.clone();
         let per_source = per_source.clone();
+        let shield = shield.clone();
         tokio::spawn(async move {
             metrics::gauge!("vca_sip_tcp_connections").increment(1.0);
-            serve_connection(stream, addr, core, limits).await;
+            serve_connection(stream, addr, core, limits, shield).await;
             metrics::gauge!("vca_sip_tcp_connections").decrement(1.0);
             let mut counts = per_source.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(count) = counts.get_mut(&addr.ip()) {
@@ -113,6 +126,7 @@ async fn serve_connection(
     addr: SocketAddr,
     core: mpsc::Sender<Inbound>,
     limits: TcpLimits,
+    shield: Arc<Shield>,
 ) {
     let _ = stream.set_nodelay(true);
     let (mut reader, mut writer) = stream.into_split();
@@ -137,6 +151,9 @@ async fn serve_connection(
                 loop {
                     match decoder.poll_frame() {
                         Ok(Some(Frame::Message(frame))) => {
+                            if !shield.admit(addr.ip()) {
+                                return;
+                            }
                             // Copied out at its own size: a frame split from the read
                             // buffer would pin the buffer for as long as it lives.
                             let data = bytes::Bytes::copy_from_slice(&frame);

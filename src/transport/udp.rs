@@ -8,6 +8,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 use super::{Inbound, Peer};
+use crate::gate::Shield;
 
 /// The largest datagram read; anything longer is cut and then fails to parse (§18.1.1).
 const MAX_DATAGRAM: usize = 65_535;
@@ -34,7 +35,9 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<Arc<UdpSocket>> {
 /// Reads datagrams and hands them to the core until the core goes away. A full core queue
 /// drops the datagram (counted): the sender retransmits, and shedding here keeps a burst
 /// from turning into a backlog that every later message waits behind.
-pub async fn run(socket: Arc<UdpSocket>, core: mpsc::Sender<Inbound>) {
+///
+/// What a banned source sends is dropped here, before it costs the core anything.
+pub async fn run(socket: Arc<UdpSocket>, core: mpsc::Sender<Inbound>, shield: Arc<Shield>) {
     // One receive buffer, reused; each datagram is copied out at its own size, so that what
     // a transaction keeps (its branch, its request) pins ~1 KB and not a shared 64 KB block.
     let mut buf = vec![0u8; MAX_DATAGRAM];
@@ -47,6 +50,9 @@ pub async fn run(socket: Arc<UdpSocket>, core: mpsc::Sender<Inbound>) {
                 continue;
             }
         };
+        if !shield.admit(addr.ip()) {
+            continue;
+        }
         let data = Bytes::copy_from_slice(&buf[..len]);
         let inbound = Inbound {
             data,

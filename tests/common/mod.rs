@@ -4,6 +4,7 @@
 
 pub mod process;
 pub mod sipp;
+pub mod uac;
 
 use std::path::PathBuf;
 

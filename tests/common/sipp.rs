@@ -71,11 +71,15 @@ impl Sipp<'_> {
             _ => "u1",
         };
         let mut cmd = tokio::process::Command::new("sipp");
+        // The local address is loopback unless the test picks another (`-i` in `extra`).
+        if !self.extra.iter().any(|a| a == "-i") {
+            cmd.args(["-i", "127.0.0.1"]);
+        }
         cmd.current_dir(self.dir)
             .arg("-nostdin")
             .args(["-sf", &self.scenario.display().to_string()])
             .args(["-inf", &inf.display().to_string()])
-            .args(["-i", "127.0.0.1", "-p", "0"])
+            .args(["-p", "0"])
             .args(["-t", transport])
             .args(["-m", &self.calls.to_string()])
             .args(["-r", &self.rate.to_string()])
