@@ -103,6 +103,11 @@ pub struct Settings {
     /// Seconds a digest nonce stays valid; older ones get `stale=true` [default: 30].
     #[arg(long, env = "VCA_NONCE_TTL_SECS", value_name = "SECONDS")]
     pub nonce_ttl_secs: Option<String>,
+    /// Comma-separated User-Agent fragments that ban a source outside every trunk network
+    /// at once; an empty value disables the check [default: friendly-scanner, sipvicious,
+    /// sipcli, and other known scanners].
+    #[arg(long, env = "VCA_SCANNER_AGENTS", value_name = "LIST")]
+    pub scanner_agents: Option<String>,
 }
 
 /// The keys a `--config` file may hold.
@@ -124,6 +129,7 @@ struct FileSettings {
     flood_window_ms: Option<u64>,
     ban_secs: Option<u64>,
     nonce_ttl_secs: Option<u64>,
+    scanner_agents: Option<String>,
 }
 
 /// The resolved, validated configuration.
@@ -288,6 +294,14 @@ impl Config {
             gate: GateConfig {
                 unadmitted,
                 nonce_ttl_secs: positive("nonce_ttl_secs", nonce_ttl)?,
+                scanner_agents: match settings.scanner_agents.clone().or(file.scanner_agents) {
+                    Some(list) => list
+                        .split(',')
+                        .map(|s| s.trim().to_ascii_lowercase())
+                        .filter(|s| !s.is_empty())
+                        .collect(),
+                    None => GateConfig::default().scanner_agents,
+                },
                 ..GateConfig::default()
             },
             flood: FloodConfig {

@@ -110,8 +110,9 @@ pub struct FloodGuard {
     sources: HashMap<IpAddr, Source>,
 }
 
-/// User-Agent fragments of SIP scanners and crackers (case-insensitive).
-const SCANNER_AGENTS: &[&str] = &[
+/// User-Agent fragments of SIP scanners and crackers (case-insensitive): the default of
+/// the `scanner_agents` setting.
+pub const SCANNER_AGENTS: &[&str] = &[
     "friendly-scanner",
     "sipvicious",
     "sipcli",
@@ -125,10 +126,13 @@ const SCANNER_AGENTS: &[&str] = &[
     "sipscan",
 ];
 
-/// Whether `user_agent` names a known scanner.
-pub fn is_scanner(user_agent: &str) -> bool {
+/// Whether `user_agent` holds one of `signatures` (lower case), ignoring case.
+pub fn is_scanner(user_agent: &str, signatures: &[String]) -> bool {
+    if signatures.is_empty() {
+        return false;
+    }
     let lower = user_agent.to_ascii_lowercase();
-    SCANNER_AGENTS.iter().any(|s| lower.contains(s))
+    signatures.iter().any(|s| lower.contains(s.as_str()))
 }
 
 impl FloodGuard {
@@ -351,13 +355,15 @@ mod tests {
 
     #[test]
     fn scanner_agents_are_recognised() {
+        let list: Vec<String> = SCANNER_AGENTS.iter().map(|s| (*s).to_owned()).collect();
         for ua in [
             "friendly-scanner",
             "SIPVicious 0.3.4",
             "sipcli/v1.8",
             "VaxSIPUserAgent/3.1",
         ] {
-            assert!(is_scanner(ua), "{ua}");
+            assert!(is_scanner(ua, &list), "{ua}");
+            assert!(!is_scanner(ua, &[]), "an empty list matches nothing");
         }
         for ua in [
             "baresip v3.0.0 (x86_64/linux)",
@@ -365,7 +371,7 @@ mod tests {
             "Tata IMS",
             "Asterisk PBX 20",
         ] {
-            assert!(!is_scanner(ua), "{ua}");
+            assert!(!is_scanner(ua, &list), "{ua}");
         }
         let mut g = FloodGuard::new(FloodConfig::default());
         let now = Instant::now();

@@ -162,6 +162,7 @@ pub struct Gate {
     key: NonceKey,
     nonce_ttl_secs: u64,
     unadmitted: Unadmitted,
+    scanner_agents: Vec<String>,
     digests: HashMap<TrunkId, TrunkDigest>,
     generation: u64,
     lockout: Lockout,
@@ -173,6 +174,8 @@ pub struct GateConfig {
     pub unadmitted: Unadmitted,
     pub nonce_ttl_secs: u64,
     pub lockout: LockoutConfig,
+    /// User-Agent fragments (lower case) that ban a source at once; empty disables.
+    pub scanner_agents: Vec<String>,
 }
 
 impl Default for GateConfig {
@@ -181,6 +184,10 @@ impl Default for GateConfig {
             unadmitted: Unadmitted::Drop,
             nonce_ttl_secs: 30,
             lockout: LockoutConfig::default(),
+            scanner_agents: flood::SCANNER_AGENTS
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
         }
     }
 }
@@ -192,6 +199,7 @@ impl Gate {
             key,
             nonce_ttl_secs: config.nonce_ttl_secs,
             unadmitted: config.unadmitted,
+            scanner_agents: config.scanner_agents,
             digests: HashMap::new(),
             generation: u64::MAX,
             lockout: Lockout::new(config.lockout),
@@ -315,7 +323,7 @@ impl Gate {
         if request
             .headers()
             .user_agent()
-            .is_some_and(flood::is_scanner)
+            .is_some_and(|ua| flood::is_scanner(ua, &self.scanner_agents))
         {
             self.shield.ban(source, BanReason::Signature);
             return true;
