@@ -139,6 +139,7 @@ async fn answered_calls_survive_sigkill(backend: Backend) {
             "-buff_size".into(),
             "4194304".into(),
         ],
+        trace_messages: true,
     };
     let crash = async {
         tokio::time::sleep(Duration::from_millis(2500)).await;
@@ -199,6 +200,7 @@ async fn sigterm_drains_and_exits_cleanly(backend: Backend) {
         pause_ms: 2000,
         dir: db.dir.path(),
         extra: Vec::new(),
+        trace_messages: true,
     };
     let pid = served.child.id().to_string();
     let refused_scenario = common::sipp::variant(
@@ -217,6 +219,7 @@ async fn sigterm_drains_and_exits_cleanly(backend: Backend) {
         pause_ms: 0,
         dir: db.dir.path(),
         extra: Vec::new(),
+        trace_messages: true,
     };
     let draining = async {
         wait_for_call(&served.http, &tenant, "answered").await;

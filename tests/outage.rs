@@ -92,6 +92,7 @@ async fn database_outage_gives_503_in_time_and_recovers() {
         pause_ms: 100,
         dir: s.db.dir.path(),
         extra: Vec::new(),
+        trace_messages: true,
     };
 
     set_database_online(&name, false).await;
@@ -222,6 +223,7 @@ async fn a_slow_database_does_not_delay_100_trying() {
         pause_ms: 100,
         dir: s.db.dir.path(),
         extra: Vec::new(),
+        trace_messages: true,
     };
     let (run, released) = tokio::join!(call.run(), release);
     assert!(

@@ -69,6 +69,7 @@ impl Env {
             pause_ms: 200,
             dir: self.s.db.dir.path(),
             extra: Vec::new(),
+            trace_messages: true,
         }
     }
 

@@ -73,6 +73,7 @@ impl Env {
             pause_ms: 100,
             dir: self.s.db.dir.path(),
             extra: vec!["-i".to_owned(), TRUNK_IP.to_owned()],
+            trace_messages: true,
         }
         .run()
         .await

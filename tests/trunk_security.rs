@@ -86,6 +86,7 @@ impl Env {
             pause_ms: 100,
             dir: self.s.db.dir.path(),
             extra: Vec::new(),
+            trace_messages: true,
         }
     }
 

@@ -8,6 +8,11 @@
 #
 #   sip-fixtures/sipp/load.sh --rate 2000 --duration 30
 #   sip-fixtures/sipp/load.sh --rate 100 --duration 60 --hold 60000   # many concurrent calls
+#   sip-fixtures/sipp/load.sh --rate 2000 --auth tata:Secret123   # digest on every call
+#
+# With --auth USER:PASSWORD every call is challenged and answered with MD5 credentials; when
+# provisioning, an ip+digest platform trunk for the source address (--source, default
+# 127.0.0.1) with those credentials is created first.
 #
 # Exit status 0 only when every call was answered with no retransmission.
 set -euo pipefail
@@ -23,8 +28,10 @@ hold=500
 transport=u1
 provision=1
 limit=""
+credentials=""
+source_ip=127.0.0.1
 
-usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --sip) sip=$2; shift 2 ;;
@@ -36,6 +43,8 @@ while [ $# -gt 0 ]; do
         --hold) hold=$2; shift 2 ;;
         --transport) transport=$2; shift 2 ;;
         --limit) limit=$2; shift 2 ;;
+        --auth) credentials=$2; shift 2 ;;
+        --source) source_ip=$2; shift 2 ;;
         --no-provision) provision=0; shift ;;
         -h|--help) usage ;;
         *) echo "load.sh: unknown option $1" >&2; usage ;;
@@ -60,6 +69,18 @@ if [ "$provision" = 1 ]; then
     tenant=$(curl -fsS -H "$auth" -H 'content-type: application/json' \
         -d '{"name":"load test","max_concurrent_calls":100000}' "$api/api/tenants" |
         python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+    if [ -n "$credentials" ]; then
+        python3 - "$credentials" "$source_ip" > "$work/trunk.json" <<'PY'
+import json, sys
+user, _, password = sys.argv[1].partition(":")
+print(json.dumps({"name": "load test", "provider": "sipp", "auth": "ip+digest",
+                  "allowed_cidrs": [sys.argv[2]], "realm": "vca-sip.load", "username": user,
+                  "password": password, "digest_algorithms": ["MD5"]}))
+PY
+        curl -fsS -o /dev/null -H "$auth" -H 'content-type: application/json' \
+            -d @"$work/trunk.json" "$api/api/trunks"
+        echo "load.sh: created an ip+digest trunk for $source_ip"
+    fi
     echo "load.sh: provisioning $numbers numbers for tenant $tenant"
     tail -n +2 "$work/dids.csv" | cut -d';' -f1 |
         xargs -P 8 -I{} curl -sS -o /dev/null -w '%{http_code}\n' -H "$auth" \
@@ -68,14 +89,20 @@ if [ "$provision" = 1 ]; then
 fi
 
 calls=$((rate * duration))
-echo "load.sh: $calls calls at $rate/s, hold ${hold} ms, transport $transport, to $sip"
+scenario=call.xml
+auth_args=()
+if [ -n "$credentials" ]; then
+    scenario=auth_call.xml
+    auth_args=(-au "${credentials%%:*}" -ap "${credentials#*:}")
+fi
+echo "load.sh: $calls calls at $rate/s, hold ${hold} ms, transport $transport, to $sip${credentials:+, with digest}"
 set +e
-(cd "$work" && sipp -nostdin -sf "$here/call.xml" -inf dids.csv \
+(cd "$work" && sipp -nostdin -sf "$here/$scenario" -inf dids.csv "${auth_args[@]}" \
     -r "$rate" -m "$calls" -d "$hold" -t "$transport" ${limit:+-l "$limit"} \
     -buff_size 4194304 -max_socket 10000 \
     -timeout "$((duration + hold / 1000 + 30))s" -timeout_error \
     -trace_stat -stf stat.csv -fd 1 -trace_screen -screen_file screen.log \
-    -i 127.0.0.1 -p 0 "$sip" >/dev/null 2>"$work/sipp.err")
+    -i "$source_ip" -p 0 "$sip" >/dev/null 2>"$work/sipp.err")
 status=$?
 set -e
 python3 - "$work/stat.csv" "$status" <<'PY'

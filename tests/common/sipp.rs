@@ -36,6 +36,8 @@ pub struct Sipp<'a> {
     pub pause_ms: u64,
     pub dir: &'a Path,
     pub extra: Vec<String>,
+    /// Log every message (off for floods, whose log would be huge).
+    pub trace_messages: bool,
 }
 
 /// What sipp did: its exit code, the messages it exchanged, its final screen.
@@ -85,11 +87,15 @@ impl Sipp<'_> {
             .args(["-r", &self.rate.to_string()])
             .args(["-d", &self.pause_ms.to_string()])
             .args(["-timeout", "30s", "-timeout_error"])
-            .args([
-                "-trace_msg",
-                "-message_file",
-                &messages.display().to_string(),
-            ])
+            .args(if self.trace_messages {
+                vec![
+                    "-trace_msg".to_owned(),
+                    "-message_file".to_owned(),
+                    messages.display().to_string(),
+                ]
+            } else {
+                Vec::new()
+            })
             .args([
                 "-trace_screen",
                 "-screen_file",
