@@ -24,7 +24,15 @@ use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 
-on_both_backends!(baresip_hears_its_own_voice_back);
+on_both_backends!(
+    baresip_hears_its_own_voice_back,
+    baresip_calls_a_digest_trunk_with_its_password,
+);
+
+/// The account of a phone that calls without credentials (loopback is the development
+/// trunk while no trunk is configured).
+const PLAIN_ACCOUNT: &str =
+    "<sip:caller@127.0.0.1>;regint=0;answermode=manual;audio_codecs=PCMA,PCMU";
 
 /// Where Debian's baresip keeps its modules.
 const MODULES: &str = "/usr/lib/baresip/modules";
@@ -81,7 +89,7 @@ async fn baresip_hears_its_own_voice_back(backend: Backend) {
     std::fs::write(&source, wav_bytes(&sent)).expect("write source WAV");
 
     // 3. The call.
-    let mut phone = Baresip::start(&baresip, dir.path(), &source).await;
+    let mut phone = Baresip::start(&baresip, dir.path(), &source, PLAIN_ACCOUNT).await;
     let target = format!("sip:09876543210@{sip}");
     let answer = phone.ctrl.command("dial", &target).await;
     assert_eq!(
@@ -208,6 +216,111 @@ async fn baresip_hears_its_own_voice_back(backend: Backend) {
 
 /// Waits until the tenant has a call with a final status and returns it, checking that it
 /// is the only call (records are written in batches just after the call ends).
+/// baresip on a digest-only trunk: challenged, it answers with the trunk's username and
+/// password over UDP and over TCP, and the call comes up on that trunk.
+async fn baresip_calls_a_digest_trunk_with_its_password(backend: Backend) {
+    let baresip = common::sipp::which("baresip").unwrap_or_else(|| {
+        panic!(
+            "baresip is not installed: install the Debian package baresip (apt-get install baresip)"
+        )
+    });
+    let db = TestDb::new(backend).await;
+    let s = TestServer::start_with(test_config(&db), db).await;
+    let tenant = s.tenant("Acme").await;
+    let (status, number) = s
+        .admin_call(
+            Method::POST,
+            &format!("/api/tenants/{tenant}/phone-numbers"),
+            Some(json!({"did_number": "09876543210"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{number}");
+    let (status, trunk) = s
+        .admin_call(
+            Method::POST,
+            "/api/trunks",
+            Some(json!({
+                "name": "Softphones", "provider": "baresip", "auth": "digest",
+                "realm": "vca.test", "username": "phone", "password": "CorrectHorse42",
+                // Debian's baresip 1.0.0 answers only the first challenge, and only MD5.
+                "digest_algorithms": ["MD5"],
+            })),
+        )
+        .await;
+    assert_eq!(status, 201, "{trunk}");
+    let server = s.server.as_ref().expect("running");
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let source = dir.path().join("source.wav");
+    std::fs::write(
+        &source,
+        wav_bytes(&noise_bursts(SEED, SOURCE_SECONDS * RATE)),
+    )
+    .expect("write source WAV");
+    for (transport, addr) in [("udp", server.sip_udp_addr), ("tcp", server.sip_tcp_addr)] {
+        let account = format!(
+            "<sip:phone@127.0.0.1;transport={transport}>;auth_pass=CorrectHorse42;regint=0;\
+             answermode=manual;audio_codecs=PCMA,PCMU"
+        );
+        let phone_dir = dir.path().join(transport);
+        std::fs::create_dir_all(&phone_dir).expect("phone dir");
+        let mut phone = Baresip::start(&baresip, &phone_dir, &source, &account).await;
+        // The account adds `;transport=...` to the dialled URI.
+        let target = format!("sip:09876543210@{addr}");
+        let answer = phone.ctrl.command("dial", &target).await;
+        assert_eq!(
+            answer["ok"],
+            true,
+            "dial refused: {answer}\n{}",
+            phone.log()
+        );
+        phone
+            .ctrl
+            .event("CALL_ESTABLISHED", Duration::from_secs(5))
+            .await;
+        phone.ctrl.hold(Duration::from_secs(1)).await;
+        let answer = phone.ctrl.command("hangup", "").await;
+        assert_eq!(
+            answer["ok"],
+            true,
+            "hangup refused: {answer}\n{}",
+            phone.log()
+        );
+        phone
+            .ctrl
+            .event("CALL_CLOSED", Duration::from_secs(5))
+            .await;
+        phone.quit().await;
+    }
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let calls = loop {
+        let (_, list) = s
+            .admin_call(
+                Method::GET,
+                &format!("/api/tenants/{tenant}/calls?limit=10"),
+                None,
+            )
+            .await;
+        let calls = list["items"].as_array().expect("items").clone();
+        if calls.iter().filter(|c| c["status"] == "ended").count() == 2 {
+            break calls;
+        }
+        assert!(Instant::now() < deadline, "two ended calls: {calls:#?}");
+        sleep(Duration::from_millis(50)).await;
+    };
+    let mut transports: Vec<&str> = calls
+        .iter()
+        .map(|c| c["transport"].as_str().unwrap_or(""))
+        .collect();
+    transports.sort_unstable();
+    assert_eq!(transports, ["tcp", "udp"], "{calls:#?}");
+    for call in &calls {
+        assert_eq!(call["trunk_id"], trunk["id"], "{call}");
+        assert_eq!(call["hangup_cause"], "caller_bye", "{call}");
+    }
+}
+
 async fn finished_call(s: &TestServer, tenant: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
@@ -247,16 +360,21 @@ impl Baresip {
     /// control socket. The control port is picked free just before; should another process
     /// take it first, baresip says so and runs on without it, and is started again on
     /// another port.
-    async fn start(program: &Path, dir: &Path, source: &Path) -> Baresip {
+    async fn start(program: &Path, dir: &Path, source: &Path, account: &str) -> Baresip {
         for _ in 0..3 {
-            if let Some(phone) = Baresip::try_start(program, dir, source).await {
+            if let Some(phone) = Baresip::try_start(program, dir, source, account).await {
                 return phone;
             }
         }
         panic!("baresip could not listen on a control port in 3 attempts");
     }
 
-    async fn try_start(program: &Path, dir: &Path, source: &Path) -> Option<Baresip> {
+    async fn try_start(
+        program: &Path,
+        dir: &Path,
+        source: &Path,
+        account: &str,
+    ) -> Option<Baresip> {
         assert!(
             Path::new(MODULES).join("aufile.so").is_file(),
             "baresip's modules are not in {MODULES}: install the Debian package baresip"
@@ -293,11 +411,7 @@ impl Baresip {
         .join("\n");
         std::fs::write(conf.join("config"), config + "\n").expect("baresip config");
         // No registration (regint=0); the call is dialled with a full SIP URI.
-        std::fs::write(
-            conf.join("accounts"),
-            "<sip:caller@127.0.0.1>;regint=0;answermode=manual;audio_codecs=PCMA,PCMU\n",
-        )
-        .expect("baresip accounts");
+        std::fs::write(conf.join("accounts"), format!("{account}\n")).expect("baresip accounts");
         std::fs::write(conf.join("contacts"), "").expect("baresip contacts");
 
         let log_path = dir.join("baresip.log");
