@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::sipp::{Sipp, scenario};
-use common::uac::{Uac, authorization, sample, status};
+use common::uac::{Uac, authorization, authorization_in, sample, status};
 use common::{Backend, TestDb, TestServer, test_config};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -21,6 +21,7 @@ on_both_backends!(
     a_digest_trunk_admits_sipp_with_its_password_over_udp_and_tcp,
     an_ip_trunk_admits_its_network_and_nobody_else,
     a_tenant_trunk_reaches_only_its_own_numbers,
+    tenants_with_the_same_username_have_separate_credentials,
 );
 
 const DID: &str = "+919876543210";
@@ -103,6 +104,22 @@ impl Env {
         list["items"].as_array().unwrap().clone()
     }
 
+    /// The calls, once `n` of them are over (the batching writer may lag a little).
+    async fn finished_calls(&self, n: usize) -> Vec<Value> {
+        for _ in 0..100 {
+            let calls = self.calls().await;
+            let over = calls
+                .iter()
+                .filter(|c| c["status"] == "ended" || c["status"] == "failed")
+                .count();
+            if over >= n {
+                return calls;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("fewer than {n} calls over: {:#?}", self.calls().await);
+    }
+
     async fn metrics(&self) -> String {
         self.s
             .send(Method::GET, "/metrics", None, None)
@@ -150,7 +167,7 @@ async fn a_digest_trunk_admits_sipp_with_its_password_over_udp_and_tcp(backend: 
             "challenged first"
         );
     }
-    let calls = env.calls().await;
+    let calls = env.finished_calls(6).await;
     assert_eq!(calls.len(), 6);
     for call in &calls {
         assert_eq!(call["trunk_id"], trunk.as_str(), "{call}");
@@ -512,4 +529,103 @@ async fn password_guessing_is_locked_out_per_username_and_source() {
     let after = env.metrics().await;
     let key = "vca_sip_auth_lockouts_total";
     assert!(sample(&after, key) > sample(&before, key), "{after}");
+}
+
+async fn tenants_with_the_same_username_have_separate_credentials(backend: Backend) {
+    let env = Env::start(backend, |_| {}).await;
+    let a = env.tenant.clone();
+    let b = env.s.tenant("Bravo").await;
+    let (code, body) = env
+        .s
+        .admin_call(
+            Method::POST,
+            &format!("/api/tenants/{b}/phone-numbers"),
+            Some(json!({"did_number": "+919876500000"})),
+        )
+        .await;
+    assert_eq!(code, 201, "{body}");
+    let trunk = |realm: &str, password: &str| {
+        json!({
+            "name": "Own PBX", "provider": "pbx", "auth": "digest", "realm": realm,
+            "username": "pbx", "password": password, "digest_algorithms": ["MD5"],
+        })
+    };
+    for (tenant, realm, password) in [
+        (&a, "a.vca.test", "PasswordA1"),
+        (&b, "b.vca.test", "PasswordB1"),
+    ] {
+        let key = env.s.key(tenant).await;
+        let (code, body) = env
+            .s
+            .call(
+                Method::POST,
+                &format!("/api/tenants/{tenant}/trunks"),
+                &key,
+                Some(trunk(realm, password)),
+            )
+            .await;
+        assert_eq!(code, 201, "{body}");
+    }
+    // B cannot take A's realm and username: a digest identity names one trunk.
+    let key_b = env.s.key(&b).await;
+    let (code, body) = env
+        .s
+        .call(
+            Method::POST,
+            &format!("/api/tenants/{b}/trunks"),
+            &key_b,
+            Some(trunk("a.vca.test", "PasswordB1")),
+        )
+        .await;
+    assert_eq!(code, 409, "{body}");
+    assert_eq!(body["field"], "username", "{body}");
+
+    let mut pbx = Uac::bind("127.0.0.11", env.udp()).await;
+    let offer = "v=0\r\no=- 1 1 IN IP4 127.0.0.11\r\ns=-\r\nc=IN IP4 127.0.0.11\r\nt=0 0\r\n\
+                 m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+    let mut call = async |did: &str, realm: &str, password: &str, call_id: &str| -> u16 {
+        let uri = format!("sip:{did}@{}", env.udp());
+        let challenge = pbx.ask("INVITE", did, call_id, "").await.expect("401");
+        assert_eq!(status(&challenge), 401, "{challenge}");
+        assert!(challenge.contains("a.vca.test") && challenge.contains("b.vca.test"));
+        let auth = authorization_in(&challenge, realm, "INVITE", &uri, "pbx", password, 1);
+        let invite = pbx
+            .request(
+                "INVITE",
+                did,
+                call_id,
+                &format!("{auth}Content-Type: application/sdp\r\n"),
+            )
+            .replace(
+                "Content-Length: 0\r\n\r\n",
+                &format!("Content-Length: {}\r\n\r\n{offer}", offer.len()),
+            );
+        pbx.send(&invite).await;
+        let answer = pbx
+            .final_matching(&format!("Call-ID: {call_id}"), Duration::from_secs(5))
+            .await
+            .expect("answer");
+        status(&answer)
+    };
+    // A's credentials reach A's number and never B's; A's password is not B's.
+    assert_eq!(
+        call("+919876500000", "a.vca.test", "PasswordA1", "x-1").await,
+        404
+    );
+    assert_eq!(
+        call("+919876500000", "b.vca.test", "PasswordA1", "x-2").await,
+        401
+    );
+    assert_eq!(
+        call("+919876543210", "b.vca.test", "PasswordB1", "x-3").await,
+        404
+    );
+    assert_eq!(
+        call("+919876543210", "a.vca.test", "PasswordA1", "x-4").await,
+        200
+    );
+    assert_eq!(
+        call("+919876500000", "b.vca.test", "PasswordB1", "x-5").await,
+        200
+    );
 }

@@ -225,7 +225,11 @@ impl Store {
             .bind(Json(new.ha1.to_json()))
             .fetch_one(pool)
             .await)
-        .map_err(|e| StoreError::from_sqlx(e, "tenant_id"))
+        .map_err(|e| match StoreError::from_sqlx(e, "tenant_id") {
+            // The one uniqueness rule: another trunk has this realm and username.
+            StoreError::Conflict(_) => StoreError::Conflict("username"),
+            other => other,
+        })
     }
 
     pub async fn trunk(&self, owner: TrunkOwner, id: TrunkId) -> Result<Trunk> {
@@ -321,7 +325,11 @@ impl Store {
             .bind(new.enabled)
             .bind(Json(new.ha1.to_json()))
             .fetch_optional(pool)
-            .await)?
+            .await)
+        .map_err(|e| match StoreError::from_sqlx(e, "value") {
+            StoreError::Conflict(_) => StoreError::Conflict("username"),
+            other => other,
+        })?
         .ok_or(StoreError::NotFound)
     }
 

@@ -133,10 +133,28 @@ pub fn authorization(
     password: &str,
     nc: u32,
 ) -> String {
+    authorization_in(response, "", method, uri, user, password, nc)
+}
+
+/// Like [`authorization`], answering the MD5 challenge for `realm` (any when empty).
+pub fn authorization_in(
+    response: &str,
+    realm: &str,
+    method: &str,
+    uri: &str,
+    user: &str,
+    password: &str,
+    nc: u32,
+) -> String {
+    let wanted = format!("realm=\"{realm}\"");
     let challenge = response
         .lines()
-        .find(|l| l.starts_with("WWW-Authenticate:") && l.contains("algorithm=MD5"))
-        .expect("an MD5 challenge");
+        .find(|l| {
+            l.starts_with("WWW-Authenticate:")
+                && l.contains("algorithm=MD5")
+                && (realm.is_empty() || l.contains(&wanted))
+        })
+        .expect("an MD5 challenge for the realm");
     let realm = param(challenge, "realm");
     let nonce = param(challenge, "nonce");
     let ha1 = md5_hex(&format!("{user}:{realm}:{password}"));

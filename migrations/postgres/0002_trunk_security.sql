@@ -5,3 +5,8 @@ CREATE TABLE node_secrets (
     value TEXT NOT NULL,
     created_at TIMESTAMPTZ NOT NULL
 );
+
+-- A digest identity names one trunk: two trunks with the same realm and username could not
+-- be told apart when a request answers a challenge. (NULLs, for trunks without
+-- credentials, never collide.)
+CREATE UNIQUE INDEX sip_trunks_digest_identity ON sip_trunks (realm, username);
