@@ -519,7 +519,8 @@ async fn an_invite_without_sdp_gets_our_offer(backend: Backend) {
 }
 
 async fn session_timers_are_honoured(backend: Backend) {
-    let env = Env::start(backend, |_| {}).await;
+    // No media timeout: the only thing that may end the last call is its session timer.
+    let env = Env::start(backend, |c| c.media_timeout = Duration::ZERO).await;
     let dir = env.s.db.dir.path();
     let timer = variant(
         dir,
@@ -555,4 +556,28 @@ async fn session_timers_are_honoured(backend: Backend) {
         "{}",
         run.messages
     );
+
+    // A caller that is the refresher and never refreshes: at the smallest interval (90 s)
+    // the server ends the call with a BYE a third of the interval before it runs out (§10).
+    let lapsing = variant(
+        dir,
+        "server_bye.xml",
+        "lapsing.xml",
+        &[(
+            "      User-Agent: vca-sip-loadtest\n",
+            "      Session-Expires: 90;refresher=uac\n      Supported: timer\n",
+        )],
+    );
+    let mut sipp = env.sipp(lapsing, "udp", &["9876543210;x"]);
+    sipp.extra = vec!["-timeout".into(), "120s".into()];
+    let run = sipp.run().await;
+    assert!(run.succeeded(), "{}\n{}", run.screen, run.messages);
+    let calls = env.finished_calls(3).await;
+    let lapsed = calls
+        .iter()
+        .find(|c| c["hangup_cause"] == "timeout")
+        .unwrap_or_else(|| panic!("no call ended by its session timer: {calls:#?}"));
+    assert_eq!(lapsed["status"], "ended", "{lapsed}");
+    let duration = lapsed["duration_s"].as_i64().unwrap_or(0);
+    assert!((59..=61).contains(&duration), "{lapsed}");
 }

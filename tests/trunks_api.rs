@@ -463,7 +463,10 @@ async fn passwords_are_write_only_and_stored_as_ha1(backend: Backend) {
         };
         assert_eq!(t.ha1.get(DigestAlgorithm::Md5), Some(md5.as_str()));
         assert_eq!(t.ha1.get(DigestAlgorithm::Sha256), Some(sha.as_str()));
-        assert!(!format!("{t:?}").contains(md5.as_str()), "Debug shows a hash");
+        assert!(
+            !format!("{t:?}").contains(md5.as_str()),
+            "Debug shows a hash"
+        );
     }
     // Known MD5 HA1 vector for the formula itself (RFC 2617 §3.5).
     assert_eq!(

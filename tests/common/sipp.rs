@@ -105,9 +105,9 @@ impl Sipp<'_> {
             .args(&self.extra)
             .arg(self.target.to_string())
             .kill_on_drop(true);
-        let output = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        let output = tokio::time::timeout(Duration::from_secs(150), cmd.output())
             .await
-            .expect("sipp finished within 60 s")
+            .expect("sipp finished within 150 s")
             .expect("sipp ran");
         SippRun {
             output,
