@@ -1,13 +1,14 @@
 //! SIP over TCP (RFC 3261 §18.3): an accept loop with connection caps, and one task per
 //! connection that frames messages by Content-Length and writes replies back on the same
-//! connection.
+//! connection. The accept loop and the connection task take any byte stream.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
@@ -42,6 +43,22 @@ impl Default for TcpLimits {
     }
 }
 
+/// The metric names of one kind of stream listener.
+pub(super) struct StreamMetrics {
+    /// Gauge of open connections.
+    pub connections: &'static str,
+    /// Connections refused at accept, by `reason` (global_cap, source_cap).
+    pub refused: &'static str,
+    /// Connections the server closed, by `reason` (deadline).
+    pub closed: &'static str,
+}
+
+const TCP_METRICS: StreamMetrics = StreamMetrics {
+    connections: "vca_sip_tcp_connections",
+    refused: "vca_sip_tcp_refused_total",
+    closed: "vca_sip_tcp_closed_total",
+};
+
 /// Accepts connections until the core goes away.
 ///
 /// A banned source's connection is closed at once, and so is a connection whose source is
@@ -52,6 +69,45 @@ pub async fn run(
     limits: TcpLimits,
     shield: Arc<Shield>,
 ) {
+    let guard = shield.clone();
+    accept_loop(
+        listener,
+        core,
+        limits,
+        shield,
+        &TCP_METRICS,
+        move |stream, addr, core| {
+            let _ = stream.set_nodelay(true);
+            serve_connection(
+                stream,
+                Connection {
+                    addr,
+                    transport: Transport::Tcp,
+                },
+                core,
+                limits,
+                guard.clone(),
+                &TCP_METRICS,
+            )
+        },
+    )
+    .await;
+}
+
+/// Accepts connections within `limits`' caps and runs `serve` for each on a task of its
+/// own, until the core goes away. A connection from a source that `shield` bans, or over
+/// a cap, is closed at once (the latter counted).
+pub(super) async fn accept_loop<F, Fut>(
+    listener: TcpListener,
+    core: mpsc::Sender<Inbound>,
+    limits: TcpLimits,
+    shield: Arc<Shield>,
+    names: &'static StreamMetrics,
+    serve: F,
+) where
+    F: Fn(TcpStream, SocketAddr, mpsc::Sender<Inbound>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let per_source: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
     loop {
@@ -59,7 +115,7 @@ pub async fn run(
             Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors, most likely: back off instead of spinning.
-                tracing::warn!(error = %e, "TCP accept failed");
+                tracing::warn!(error = %e, "stream accept failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
@@ -71,26 +127,24 @@ pub async fn run(
             continue;
         }
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            metrics::counter!("vca_sip_tcp_refused_total", "reason" => "global_cap").increment(1);
+            metrics::counter!(names.refused, "reason" => "global_cap").increment(1);
             continue;
         };
         {
             let mut counts = per_source.lock().unwrap_or_else(|e| e.into_inner());
             let count = counts.entry(addr.ip()).or_default();
             if *count >= limits.max_per_source {
-                metrics::counter!("vca_sip_tcp_refused_total", "reason" => "source_cap")
-                    .increment(1);
+                metrics::counter!(names.refused, "reason" => "source_cap").increment(1);
                 continue;
             }
             *count += 1;
         }
-        let core = core.clone();
+        let connection = serve(stream, addr, core.clone());
         let per_source = per_source.clone();
-        let shield = shield.clone();
         tokio::spawn(async move {
-            metrics::gauge!("vca_sip_tcp_connections").increment(1.0);
-            serve_connection(stream, addr, core, limits, shield).await;
-            metrics::gauge!("vca_sip_tcp_connections").decrement(1.0);
+            metrics::gauge!(names.connections).increment(1.0);
+            connection.await;
+            metrics::gauge!(names.connections).decrement(1.0);
             let mut counts = per_source.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(count) = counts.get_mut(&addr.ip()) {
                 *count -= 1;
@@ -103,37 +157,54 @@ pub async fn run(
     }
 }
 
+/// What a connection tells the core about where its messages came from.
+pub(super) struct Connection {
+    pub addr: SocketAddr,
+    pub transport: Transport,
+}
+
 /// How long a connection that is being closed still writes the answers to the messages
 /// it carried before it failed.
 const CLOSE_GRACE: Duration = Duration::from_millis(300);
 
+/// Writes `data` and pushes it onto the wire: a TLS stream holds written bytes in its
+/// record layer until flushed (for TCP the flush does nothing).
+async fn write<S: AsyncWrite + Unpin>(stream: &mut S, data: &[u8]) -> std::io::Result<()> {
+    stream.write_all(data).await?;
+    stream.flush().await
+}
+
 /// Writes whatever the core sends for this connection during `grace`.
-async fn flush_for(
-    writer: &mut tokio::net::tcp::OwnedWriteHalf,
+async fn flush_for<S: AsyncWrite + Unpin>(
+    stream: &mut S,
     outbound: &mut mpsc::Receiver<bytes::Bytes>,
     grace: Duration,
 ) {
     let deadline = Instant::now() + grace;
     while let Ok(Some(data)) = tokio::time::timeout_at(deadline, outbound.recv()).await {
-        if writer.write_all(&data).await.is_err() {
+        if write(stream, &data).await.is_err() {
             return;
         }
     }
 }
 
-async fn serve_connection(
-    stream: TcpStream,
-    addr: SocketAddr,
+/// Serves one connection until the peer closes it, it fails, a deadline passes, or
+/// `shield` bans its source.
+pub(super) async fn serve_connection<S>(
+    mut stream: S,
+    connection: Connection,
     core: mpsc::Sender<Inbound>,
     limits: TcpLimits,
     shield: Arc<Shield>,
-) {
-    let _ = stream.set_nodelay(true);
-    let (mut reader, mut writer) = stream.into_split();
+    names: &'static StreamMetrics,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let Connection { addr, transport } = connection;
     let (tx, mut outbound) = mpsc::channel::<bytes::Bytes>(256);
     let peer = Peer::Stream {
         addr,
-        transport: Transport::Tcp,
+        transport,
         conn: tx,
     };
     let mut decoder = StreamDecoder::new(Limits::default());
@@ -143,7 +214,7 @@ async fn serve_connection(
     let mut message_started: Option<Instant> = None;
     loop {
         tokio::select! {
-            read = reader.read_buf(decoder.read_buf()) => {
+            read = stream.read_buf(decoder.read_buf()) => {
                 match read {
                     Ok(0) | Err(_) => return,
                     Ok(_) => {}
@@ -165,7 +236,7 @@ async fn serve_connection(
                         }
                         Ok(Some(Frame::Ping)) => {
                             // RFC 5626 §3.5.1: a CRLFCRLF ping gets a CRLF pong.
-                            if writer.write_all(b"\r\n").await.is_err() {
+                            if write(&mut stream, b"\r\n").await.is_err() {
                                 return;
                             }
                         }
@@ -174,13 +245,13 @@ async fn serve_connection(
                             metrics::counter!("vca_sip_dropped_total", "reason" => "framing")
                                 .increment(1);
                             // Answers to the messages framed before the error go out first.
-                            flush_for(&mut writer, &mut outbound, CLOSE_GRACE).await;
+                            flush_for(&mut stream, &mut outbound, CLOSE_GRACE).await;
                             if let Triage::Reject(rejection) = triage_frame_error(&err) {
                                 let response = rejection
                                     .response()
                                     .received(addr.ip(), addr.port())
                                     .build();
-                                let _ = writer.write_all(&response).await;
+                                let _ = write(&mut stream, &response).await;
                             }
                             return;
                         }
@@ -199,7 +270,7 @@ async fn serve_connection(
             out = outbound.recv() => {
                 match out {
                     Some(data) => {
-                        if writer.write_all(&data).await.is_err() {
+                        if write(&mut stream, &data).await.is_err() {
                             return;
                         }
                     }
@@ -207,7 +278,7 @@ async fn serve_connection(
                 }
             }
             () = tokio::time::sleep_until(deadline) => {
-                metrics::counter!("vca_sip_tcp_closed_total", "reason" => "deadline").increment(1);
+                metrics::counter!(names.closed, "reason" => "deadline").increment(1);
                 return;
             }
         }
