@@ -628,6 +628,23 @@ mod tests {
     }
 
     #[test]
+    fn sips_request_uris_are_served_over_tls() {
+        for method in ["INVITE", "OPTIONS"] {
+            let message = format!(
+                "{method} sips:+919876543210@vca.example:5061 SIP/2.0\r\n\
+                 Via: SIP/2.0/TLS 192.0.2.1:5061;branch=z9hG4bK1\r\n\
+                 From: <sips:carrier@192.0.2.1>;tag=1\r\nTo: <sips:+919876543210@vca.example>\r\n\
+                 Call-ID: x\r\nCSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n"
+            );
+            let t = triage(Bytes::from(message), Transport::Tls);
+            let Triage::Accept(req, MethodClass::Served) = &t else {
+                panic!("{method} sips: over TLS not accepted: {t:?}");
+            };
+            assert_eq!(req.uri().scheme(), Scheme::Sips, "{method}");
+        }
+    }
+
+    #[test]
     fn stream_frame_without_content_length_is_400() {
         let t = triage(
             Bytes::from_static(b"OPTIONS sip:u@h SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:u@h>\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\n\r\n"),

@@ -1,14 +1,16 @@
 //! Transport: sockets and framing only (RFC 3261 §18). Datagrams and stream frames go to
 //! the endpoint core as [`Inbound`]; replies go back the way the request came (RFC 3581):
-//! to the datagram's source address and port, or down the same TCP connection.
+//! to the datagram's source address and port, or down the same TCP or TLS connection.
 
 pub mod tcp;
+pub mod tls;
 pub mod udp;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use rustls::pki_types::CertificateDer;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
@@ -33,6 +35,12 @@ pub enum Peer {
         addr: SocketAddr,
         transport: Transport,
         conn: mpsc::Sender<Bytes>,
+        /// Over TLS with `--tls-client-ca` set: the end-entity certificate the client
+        /// presented, which verified against that CA bundle; `None` when the client
+        /// presented none, and always over TCP. The handshake lets clients without one
+        /// through: whether a trunk requires one, and for which name (e.g. with
+        /// webpki's `verify_is_valid_for_subject_name`), is admission's decision.
+        client_cert: Option<Arc<CertificateDer<'static>>>,
     },
 }
 

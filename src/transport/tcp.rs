@@ -1,6 +1,7 @@
 //! SIP over TCP (RFC 3261 §18.3): an accept loop with connection caps, and one task per
 //! connection that frames messages by Content-Length and writes replies back on the same
-//! connection. The accept loop and the connection task take any byte stream.
+//! connection. The accept loop and the connection task serve TLS too ([`super::tls`]):
+//! they take any byte stream.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -8,6 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rustls::pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
@@ -18,7 +20,8 @@ use crate::gate::Shield;
 use crate::sip::framing::{Frame, Limits, StreamDecoder};
 use crate::sip::triage::{Triage, triage_frame_error};
 
-/// Abuse limits of the TCP listener.
+/// Abuse limits of a stream listener: the TCP one, and the TLS one, which counts its own
+/// connections against caps of the same size.
 #[derive(Debug, Clone, Copy)]
 pub struct TcpLimits {
     /// Open connections in all; stops a connection flood from taking every file descriptor.
@@ -30,6 +33,9 @@ pub struct TcpLimits {
     pub message_deadline: Duration,
     /// How long a connection may stay silent before it is closed.
     pub idle_timeout: Duration,
+    /// TLS only: how long the handshake may take before the connection is closed; stops
+    /// a peer that opens connections and never finishes the handshake from holding slots.
+    pub handshake_timeout: Duration,
 }
 
 impl Default for TcpLimits {
@@ -39,6 +45,7 @@ impl Default for TcpLimits {
             max_per_source: 512,
             message_deadline: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(600),
+            handshake_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -83,6 +90,7 @@ pub async fn run(
                 Connection {
                     addr,
                     transport: Transport::Tcp,
+                    client_cert: None,
                 },
                 core,
                 limits,
@@ -161,6 +169,8 @@ pub(super) async fn accept_loop<F, Fut>(
 pub(super) struct Connection {
     pub addr: SocketAddr,
     pub transport: Transport,
+    /// The verified client certificate (TLS only); see [`Peer::Stream`].
+    pub client_cert: Option<Arc<CertificateDer<'static>>>,
 }
 
 /// How long a connection that is being closed still writes the answers to the messages
@@ -200,12 +210,17 @@ pub(super) async fn serve_connection<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let Connection { addr, transport } = connection;
+    let Connection {
+        addr,
+        transport,
+        client_cert,
+    } = connection;
     let (tx, mut outbound) = mpsc::channel::<bytes::Bytes>(256);
     let peer = Peer::Stream {
         addr,
         transport,
         conn: tx,
+        client_cert,
     };
     let mut decoder = StreamDecoder::new(Limits::default());
     let mut deadline = Instant::now() + limits.idle_timeout;
