@@ -18,6 +18,7 @@ use crate::gate::{GateConfig, Unadmitted};
 use crate::routing::e164::CountryCode;
 use crate::store::DatabaseUrl;
 use crate::transport::tcp::TcpLimits;
+use crate::transport::tls::{TlsCerts, TlsFiles};
 
 /// The command line.
 #[derive(Debug, Parser)]
@@ -63,6 +64,25 @@ pub struct Settings {
     /// Address to receive SIP over TCP [default: 0.0.0.0:5060].
     #[arg(long, env = "VCA_SIP_TCP", value_name = "ADDR")]
     pub sip_tcp: Option<String>,
+    /// Address to receive SIP over TLS, e.g. 0.0.0.0:5061; needs --tls-cert and
+    /// --tls-key [default: none, TLS is off].
+    #[arg(long, env = "VCA_SIP_TLS", value_name = "ADDR")]
+    pub sip_tls: Option<String>,
+    /// PEM certificate chain served over TLS, end-entity certificate first; re-read on
+    /// SIGHUP.
+    #[arg(long, env = "VCA_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of the TLS certificate (PKCS#8, PKCS#1 or SEC1); re-read on SIGHUP.
+    #[arg(long, env = "VCA_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA bundle: TLS clients are asked for a certificate, and one they present must
+    /// verify against it; clients without one still connect [default: none, not asked].
+    #[arg(long, env = "VCA_TLS_CLIENT_CA", value_name = "FILE")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Milliseconds a TLS handshake may take before the connection is closed
+    /// [default: 5000].
+    #[arg(long, env = "VCA_TLS_HANDSHAKE_TIMEOUT_MS", value_name = "MS")]
+    pub tls_handshake_timeout_ms: Option<String>,
     /// RTP port range, LOW-HIGH; each call takes an even port and the odd one above it
     /// [default: 16384-32767].
     #[arg(long, env = "VCA_RTP_PORTS", value_name = "LOW-HIGH")]
@@ -118,6 +138,11 @@ struct FileSettings {
     http: Option<String>,
     sip_udp: Option<String>,
     sip_tcp: Option<String>,
+    sip_tls: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
+    tls_handshake_timeout_ms: Option<u64>,
     rtp_ports: Option<String>,
     public_ip: Option<String>,
     ring_ms: Option<u64>,
@@ -139,6 +164,8 @@ pub struct Config {
     pub http: SocketAddr,
     pub sip_udp: SocketAddr,
     pub sip_tcp: SocketAddr,
+    /// SIP over TLS; `None` when TLS is off.
+    pub tls: Option<TlsSettings>,
     pub rtp_ports: RangeInclusive<u16>,
     /// The address advertised in SDP and Contact.
     pub public_ip: IpAddr,
@@ -148,7 +175,8 @@ pub struct Config {
     /// Zero disables the limit.
     pub max_call_duration: Duration,
     pub default_country_code: CountryCode,
-    /// Caps and deadlines of SIP over TCP.
+    /// Caps and deadlines of SIP over TCP, and of SIP over TLS (which counts its own
+    /// connections against caps of the same size).
     pub tcp_limits: TcpLimits,
     /// Trunk admission, digest authentication and flood limits.
     pub gate: GateConfig,
@@ -156,6 +184,13 @@ pub struct Config {
     /// The platform admin's bearer token, from `VCA_ADMIN_TOKEN`; when unset it is kept
     /// in [`Config::admin_token_file`].
     pub admin_token: Option<String>,
+}
+
+/// Where SIP over TLS is received and the files it is served from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    pub addr: SocketAddr,
+    pub files: TlsFiles,
 }
 
 /// A setting that cannot be used, with the reason; printed as one line.
@@ -185,6 +220,7 @@ impl Config {
             Some(path) => read_file(path)?,
             None => FileSettings::default(),
         };
+        let tls = tls_settings(settings, &file)?;
         let pick = |flag: &Option<String>, file: Option<String>, default: &str| {
             flag.clone().or(file).unwrap_or_else(|| default.to_owned())
         };
@@ -259,6 +295,20 @@ impl Config {
             file.nonce_ttl_secs,
             30,
         )?;
+        let defaults = TcpLimits::default();
+        let handshake_ms = number(
+            "tls_handshake_timeout_ms",
+            &settings.tls_handshake_timeout_ms,
+            file.tls_handshake_timeout_ms,
+            defaults.handshake_timeout.as_millis() as u64,
+        )?;
+        let tcp_limits = TcpLimits {
+            handshake_timeout: Duration::from_millis(positive(
+                "tls_handshake_timeout_ms",
+                handshake_ms,
+            )?),
+            ..defaults
+        };
         Ok(Config {
             database,
             http: socket_addr("http", &pick(&settings.http, file.http, DEFAULT_HTTP))?,
@@ -267,6 +317,7 @@ impl Config {
                 "sip_tcp",
                 &pick(&settings.sip_tcp, file.sip_tcp, DEFAULT_SIP),
             )?,
+            tls,
             rtp_ports: port_range(&pick(
                 &settings.rtp_ports,
                 file.rtp_ports,
@@ -290,7 +341,7 @@ impl Config {
                 setting: "default_country_code",
                 reason: e.to_string(),
             })?,
-            tcp_limits: TcpLimits::default(),
+            tcp_limits,
             gate: GateConfig {
                 unadmitted,
                 nonce_ttl_secs: positive("nonce_ttl_secs", nonce_ttl)?,
@@ -323,6 +374,52 @@ impl Config {
     pub fn admin_token_file(&self) -> PathBuf {
         self.database.data_dir().join("vca-sip.admin-token")
     }
+}
+
+/// The TLS settings: off without `sip_tls`; with it, the certificate and key are required
+/// and every file is read now, so that a missing, unreadable or mismatched one stops the
+/// start instead of the first handshake.
+fn tls_settings(
+    settings: &Settings,
+    file: &FileSettings,
+) -> Result<Option<TlsSettings>, ConfigError> {
+    let cert = settings.tls_cert.clone().or(file.tls_cert.clone());
+    let key = settings.tls_key.clone().or(file.tls_key.clone());
+    let client_ca = settings
+        .tls_client_ca
+        .clone()
+        .or(file.tls_client_ca.clone());
+    let Some(addr) = settings.sip_tls.clone().or(file.sip_tls.clone()) else {
+        let stray = [
+            ("tls_cert", cert.is_some()),
+            ("tls_key", key.is_some()),
+            ("tls_client_ca", client_ca.is_some()),
+        ];
+        return match stray.iter().find(|(_, set)| *set) {
+            Some((setting, _)) => Err(ConfigError {
+                setting,
+                reason: "is set but sip_tls is not: set sip_tls to serve SIP over TLS".to_owned(),
+            }),
+            None => Ok(None),
+        };
+    };
+    let addr = socket_addr("sip_tls", &addr)?;
+    let required = |setting: &'static str, value: Option<PathBuf>| {
+        value.ok_or_else(|| ConfigError {
+            setting,
+            reason: "is required when sip_tls is set".to_owned(),
+        })
+    };
+    let files = TlsFiles {
+        cert: required("tls_cert", cert)?,
+        key: required("tls_key", key)?,
+        client_ca,
+    };
+    TlsCerts::load(files.clone()).map_err(|e| ConfigError {
+        setting: e.setting(),
+        reason: e.to_string(),
+    })?;
+    Ok(Some(TlsSettings { addr, files }))
 }
 
 fn read_file(path: &Path) -> Result<FileSettings, ConfigError> {
@@ -390,6 +487,7 @@ mod tests {
         );
         assert_eq!(config.http, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(config.sip_udp, "0.0.0.0:5060".parse().unwrap());
+        assert_eq!(config.tls, None, "TLS is off unless asked for");
         assert_eq!(
             config.admin_token_file(),
             PathBuf::from("./vca-sip.admin-token")

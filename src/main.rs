@@ -75,6 +75,9 @@ async fn serve_until_signal(config: &Config) -> anyhow::Result<()> {
         "vca-sip: SIP on udp/{} and tcp/{}",
         server.sip_udp_addr, server.sip_tcp_addr
     );
+    if let Some(addr) = server.sip_tls_addr {
+        eprintln!("vca-sip: SIP over TLS on tls/{addr} (SIGHUP reloads its certificate)");
+    }
     eprintln!("vca-sip: HTTP API on http://{}", server.http_addr);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {

@@ -11,6 +11,7 @@ use anyhow::Context;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use rand::RngCore;
 use tokio::net::TcpListener;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -26,12 +27,15 @@ use crate::routing::trunks::TrunkBook;
 use crate::sip::auth::NonceKey;
 use crate::store::{AttemptLog, CallWriter, Store};
 use crate::transport;
+use crate::transport::tls::TlsCerts;
 
 /// A running vca-sip: its bound addresses, and the handle that stops it.
 pub struct Server {
     pub http_addr: SocketAddr,
     pub sip_udp_addr: SocketAddr,
     pub sip_tcp_addr: SocketAddr,
+    /// `None` when TLS is off.
+    pub sip_tls_addr: Option<SocketAddr>,
     pub store: Store,
     pub directory: Directory,
     context: Arc<CallContext>,
@@ -96,6 +100,25 @@ impl Server {
             .await
             .with_context(|| format!("cannot listen for SIP on tcp/{}", config.sip_tcp))?;
         let sip_tcp_addr = tcp.local_addr()?;
+        let tls = match &config.tls {
+            Some(settings) => {
+                let certs = TlsCerts::load(settings.files.clone()).with_context(|| {
+                    format!("cannot load the TLS certificate for tls/{}", settings.addr)
+                })?;
+                let listener = TcpListener::bind(settings.addr)
+                    .await
+                    .with_context(|| format!("cannot listen for SIP on tls/{}", settings.addr))?;
+                // Registered before the start returns: from then on a SIGHUP reloads the
+                // certificate instead of ending the process.
+                let hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+                Some((listener, Arc::new(certs), hangup))
+            }
+            None => None,
+        };
+        let sip_tls_addr = match &tls {
+            Some((listener, ..)) => Some(listener.local_addr()?),
+            None => None,
+        };
 
         let (writer, writer_task) = CallWriter::start(store.clone(), WRITER_QUEUE);
         let attempts = AttemptLog::default();
@@ -109,6 +132,7 @@ impl Server {
                 public_ip: config.public_ip,
                 udp_port: sip_udp_addr.port(),
                 tcp_port: sip_tcp_addr.port(),
+                tls_port: sip_tls_addr.map_or(0, |addr| addr.port()),
                 ring: config.ring,
                 media_timeout: config.media_timeout,
                 max_call_duration: config.max_call_duration,
@@ -116,7 +140,7 @@ impl Server {
             },
         });
         let (core, handle) = Core::new(context.clone(), gate);
-        let background = vec![
+        let mut background = vec![
             tokio::spawn(core.run()),
             tokio::spawn(transport::udp::run(
                 udp,
@@ -135,6 +159,16 @@ impl Server {
             tokio::spawn(attempts.clone().run(store.clone(), ATTEMPTS_FLUSH)),
             writer_task,
         ];
+        if let Some((listener, certs, hangup)) = tls {
+            background.push(tokio::spawn(transport::tls::run(
+                listener,
+                handle.inbound.clone(),
+                config.tcp_limits,
+                shield.clone(),
+                certs.clone(),
+            )));
+            background.push(tokio::spawn(reload_on_hangup(certs, hangup)));
+        }
 
         let state = AppState {
             store: store.clone(),
@@ -156,11 +190,12 @@ impl Server {
                 })
                 .await
         });
-        tracing::info!(%http_addr, %sip_udp_addr, %sip_tcp_addr, backend = store.backend(), "vca-sip serving");
+        tracing::info!(%http_addr, %sip_udp_addr, %sip_tcp_addr, ?sip_tls_addr, backend = store.backend(), "vca-sip serving");
         Ok(Server {
             http_addr,
             sip_udp_addr,
             sip_tcp_addr,
+            sip_tls_addr,
             store,
             directory,
             context,
@@ -198,6 +233,24 @@ impl Server {
         self.store.close().await;
         flushed.context("call records not written at shutdown")?;
         Ok(())
+    }
+}
+
+/// Re-reads the TLS files on every SIGHUP. New connections get the new certificate;
+/// connections already up, and their calls, keep theirs. A reload that fails says so in
+/// one line and leaves the current certificate in place.
+async fn reload_on_hangup(certs: Arc<TlsCerts>, mut hangup: Signal) {
+    while hangup.recv().await.is_some() {
+        match certs.reload() {
+            Ok(()) => tracing::info!(
+                cert = %certs.files().cert.display(),
+                "TLS certificate reloaded: new connections use it"
+            ),
+            Err(e) => tracing::error!(
+                setting = e.setting(),
+                "TLS certificate not reloaded, the current one stays: {e}"
+            ),
+        }
     }
 }
 

@@ -51,6 +51,8 @@ pub struct CallSettings {
     pub public_ip: IpAddr,
     pub udp_port: u16,
     pub tcp_port: u16,
+    /// The SIP over TLS port; 0 when TLS is off (no call arrives over TLS then).
+    pub tls_port: u16,
     pub ring: Duration,
     pub media_timeout: Duration,
     pub max_call_duration: Duration,
@@ -643,7 +645,8 @@ impl Call {
         let s = &self.ctx.settings;
         let addr = match self.peer.transport() {
             Transport::Udp => SocketAddr::new(s.public_ip, s.udp_port),
-            _ => SocketAddr::new(s.public_ip, s.tcp_port),
+            Transport::Tls => SocketAddr::new(s.public_ip, s.tls_port),
+            Transport::Tcp | Transport::Ws => SocketAddr::new(s.public_ip, s.tcp_port),
         };
         match self.peer.transport() {
             Transport::Udp => format!("<sip:vca@{addr}>"),
@@ -720,7 +723,7 @@ impl Call {
         let (transport, port) = match self.peer.transport() {
             Transport::Udp => ("UDP", s.udp_port),
             Transport::Tcp => ("TCP", s.tcp_port),
-            Transport::Tls => ("TLS", s.tcp_port),
+            Transport::Tls => ("TLS", s.tls_port),
             Transport::Ws => ("WS", s.tcp_port),
         };
         let sent_by = SocketAddr::new(s.public_ip, port).to_string();
