@@ -16,6 +16,10 @@ pub fn command(dir: &Path) -> Command {
         .env_remove("DATABASE_URL")
         .env_remove("VCA_HTTP")
         .env_remove("VCA_CONFIG")
+        .env_remove("VCA_SIP_TLS")
+        .env_remove("VCA_TLS_CERT")
+        .env_remove("VCA_TLS_KEY")
+        .env_remove("VCA_TLS_CLIENT_CA")
         .env("RUST_LOG", "warn");
     cmd
 }
@@ -25,6 +29,8 @@ pub struct Served {
     pub child: Child,
     pub http: String,
     pub sip_udp: SocketAddr,
+    /// Where it takes SIP over TLS, when it was started with `--sip-tls`.
+    pub sip_tls: Option<SocketAddr>,
     pub lines: Vec<String>,
     /// What it says after the start.
     pub later: std::sync::mpsc::Receiver<String>,
@@ -66,10 +72,14 @@ pub fn serve(mut cmd: Command, extra: &[&str]) -> Served {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut lines = Vec::new();
     let mut sip_udp = None;
+    let mut sip_tls = None;
     while Instant::now() < deadline {
         if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
             if let Some(rest) = line.strip_prefix("vca-sip: SIP on udp/") {
                 sip_udp = rest.split_whitespace().next().and_then(|a| a.parse().ok());
+            }
+            if let Some(rest) = line.strip_prefix("vca-sip: SIP over TLS on tls/") {
+                sip_tls = rest.split_whitespace().next().and_then(|a| a.parse().ok());
             }
             if let Some(url) = line.strip_prefix("vca-sip: HTTP API on ") {
                 let http = url.to_owned();
@@ -79,6 +89,7 @@ pub fn serve(mut cmd: Command, extra: &[&str]) -> Served {
                     child,
                     http,
                     sip_udp,
+                    sip_tls,
                     lines,
                     later: rx,
                 };
