@@ -651,7 +651,12 @@ impl Call {
         match self.peer.transport() {
             Transport::Udp => format!("<sip:vca@{addr}>"),
             Transport::Tcp => format!("<sip:vca@{addr};transport=tcp>"),
-            Transport::Tls => format!("<sips:vca@{addr}>"),
+            // §12.1.1: a dialog begun with a sips: Request-URI gets a sips: Contact; one begun
+            // with sip: over TLS keeps sip:, with the transport named.
+            Transport::Tls if self.invite.uri().scheme() == Scheme::Sips => {
+                format!("<sips:vca@{addr}>")
+            }
+            Transport::Tls => format!("<sip:vca@{addr};transport=tls>"),
             Transport::Ws => format!("<sip:vca@{addr};transport=ws>"),
         }
     }
