@@ -276,10 +276,13 @@ impl Core {
         }
 
         let source = peer.addr().ip();
-        let trunk = match self
-            .gate
-            .decide(SystemTime::now(), &request, source, peer.transport())
-        {
+        let trunk = match self.gate.decide(
+            SystemTime::now(),
+            &request,
+            source,
+            peer.transport(),
+            peer.client_cert(),
+        ) {
             Decision::Admit(trunk) => trunk,
             Decision::Challenge(challenges) => {
                 let headers: Vec<(&str, &str)> = challenges

@@ -371,6 +371,12 @@ impl Api {
     }
 
     async fn post(&self, path: &str, body: Value) -> Value {
+        let (status, body) = self.try_post(path, body).await;
+        assert_eq!(status, 201, "POST {path}: {body}");
+        body
+    }
+
+    async fn try_post(&self, path: &str, body: Value) -> (u16, Value) {
         let response = self
             .client
             .post(format!("{}{path}", self.base))
@@ -379,8 +385,8 @@ impl Api {
             .send()
             .await
             .expect("POST");
-        assert_eq!(response.status(), 201, "POST {path}");
-        response.json().await.expect("JSON")
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("JSON"))
     }
 
     async fn get(&self, path: &str) -> Value {
@@ -836,4 +842,61 @@ async fn client_certificates_are_verified_and_recorded_on_the_peer() {
         "a message arrived over a connection with an unknown client certificate"
     );
     server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trunk_may_require_a_client_certificate_for_its_host() {
+    let pki = Pki::new();
+    pki.issue("vca-sip A");
+    let clients = Ca::new("trunk client CA");
+    let bundle = pki.path("clients.pem");
+    std::fs::write(&bundle, clients.pem()).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let served = serve_tls(
+        &pki,
+        data.path(),
+        "warn",
+        &[
+            "--tls-client-ca",
+            bundle.to_str().expect("path"),
+            "--unadmitted",
+            "403",
+        ],
+    );
+    let addr = served.sip_tls.unwrap();
+    let api = Api::new(&served);
+    // Only a TLS trunk can require a certificate.
+    let (status, refused) = api
+        .try_post(
+            "/api/trunks",
+            json!({"name": "Plain", "auth": "ip", "allowed_cidrs": ["127.0.0.1/32"],
+                   "require_client_cert": true}),
+        )
+        .await;
+    assert_eq!(status, 400, "{refused}");
+    assert_eq!(refused["field"], "require_client_cert", "{refused}");
+    let trunk = api
+        .post(
+            "/api/trunks",
+            json!({"name": "Carrier", "transport": "tls", "host": "sbc.carrier.example",
+                   "auth": "ip", "allowed_cidrs": ["127.0.0.1/32"],
+                   "require_client_cert": true}),
+        )
+        .await;
+    assert_eq!(trunk["require_client_cert"], true, "{trunk}");
+
+    let ca = pki.ca.der();
+    let carrier = clients.client("sbc.carrier.example");
+    let impostor = clients.client("other.example");
+    for (client, expected) in [(Some(&carrier), 200), (Some(&impostor), 403), (None, 403)] {
+        let config = client_config(&ca, rustls::DEFAULT_VERSIONS, client);
+        let mut conn = SipTls::connect(addr, config).await;
+        assert_eq!(
+            conn.options().await,
+            expected,
+            "client certificate {:?}",
+            client.map(|c| c.der.len())
+        );
+    }
+    stop(served);
 }

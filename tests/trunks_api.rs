@@ -74,7 +74,7 @@ async fn platform_trunks_are_created_read_listed_changed_and_deleted(backend: Ba
         "allowed_cidrs": ["203.0.113.7/32", "2001:db8::/32"], "auth": "ip", "realm": null,
         "username": null, "digest_algorithms": ["SHA-256", "MD5"], "max_concurrent_calls": null,
         "default_country_code": "91", "codecs": ["PCMA", "PCMU"], "enabled": true,
-        "created_at": trunk["created_at"],
+        "created_at": trunk["created_at"], "require_client_cert": false,
     });
     assert_eq!(trunk, expected);
     assert!(trunk["id"].is_string() && trunk["created_at"].is_string());
@@ -92,6 +92,7 @@ async fn platform_trunks_are_created_read_listed_changed_and_deleted(backend: Ba
         "realm": "tata", "username": "acme", "password": PASSWORD,
         "digest_algorithms": ["MD5"], "max_concurrent_calls": 300,
         "default_country_code": "44", "codecs": ["PCMU"], "enabled": false,
+        "require_client_cert": true,
     });
     let (status, changed) = s.admin_call(Method::PATCH, &path, Some(full)).await;
     assert_eq!(status, 200, "{changed}");
@@ -110,6 +111,7 @@ async fn platform_trunks_are_created_read_listed_changed_and_deleted(backend: Ba
         ("default_country_code", json!("44")),
         ("codecs", json!(["PCMU"])),
         ("enabled", json!(false)),
+        ("require_client_cert", json!(true)),
         ("created_at", trunk["created_at"].clone()),
         ("tenant_id", Value::Null),
     ] {

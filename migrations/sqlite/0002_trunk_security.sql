@@ -10,3 +10,7 @@ CREATE TABLE node_secrets (
 -- be told apart when a request answers a challenge. (NULLs, for trunks without
 -- credentials, never collide.)
 CREATE UNIQUE INDEX sip_trunks_digest_identity ON sip_trunks (realm, username);
+
+-- A TLS trunk may require its carrier to present a certificate, verified against the
+-- configured client CA and, when the trunk names a host, valid for that host.
+ALTER TABLE sip_trunks ADD COLUMN require_client_cert BOOLEAN NOT NULL DEFAULT 0;

@@ -19,7 +19,7 @@
 //! A trunk that phone numbers still name cannot be deleted: 409 naming `trunk_id`, until
 //! the numbers are deleted.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
 use axum::Json;
 use axum::extract::State;
@@ -31,6 +31,7 @@ use super::extract::{ApiJson, ApiPath, ApiQuery, Principal};
 use super::{AppState, List, ListQuery, Problem, TenantPath, double_option};
 use crate::ids::{TenantId, TrunkId};
 use crate::routing::e164::CountryCode;
+use crate::routing::trunks::Cidr;
 use crate::store::model::{Codec, DigestAlgorithm, Trunk, TrunkAuth, TrunkTransport};
 use crate::store::{Ha1Set, StoreError, TrunkOwner, TrunkSettings};
 
@@ -91,6 +92,9 @@ pub struct CreateTrunk {
     pub codecs: Option<Vec<String>>,
     /// Default true.
     pub enabled: Option<bool>,
+    /// Default false. Needs transport "tls": the carrier must present a certificate that
+    /// the client CA verifies and, when `host` is set, that is valid for `host`.
+    pub require_client_cert: Option<bool>,
 }
 
 /// Absent fields stay as they are; `host`, `port`, `realm`, `username` and
@@ -127,6 +131,7 @@ pub struct UpdateTrunk {
     #[schema(value_type = Option<Vec<Codec>>)]
     pub codecs: Option<Vec<String>>,
     pub enabled: Option<bool>,
+    pub require_client_cert: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -316,6 +321,7 @@ async fn create(
             None => vec![Codec::Pcma, Codec::Pcmu],
         },
         enabled: body.enabled.unwrap_or(true),
+        require_client_cert: body.require_client_cert.unwrap_or(false),
     };
     let settings = finish(settings, body.password, false)?;
     let trunk = state.store.create_trunk(owner, settings).await?;
@@ -390,6 +396,9 @@ async fn update(
     if let Some(v) = body.enabled {
         s.enabled = v;
     }
+    if let Some(v) = body.require_client_cert {
+        s.require_client_cert = v;
+    }
     let settings = finish(s, body.password, identity_changed)?;
     let trunk = state.store.update_trunk(owner, id, settings).await?;
     state.reload_trunks().await;
@@ -419,6 +428,12 @@ fn finish(
     password: Option<Password>,
     identity_changed: bool,
 ) -> Result<TrunkSettings, Problem> {
+    if s.require_client_cert && s.transport != TrunkTransport::Tls {
+        return Err(Problem::invalid(
+            "require_client_cert",
+            "require_client_cert needs transport \"tls\"",
+        ));
+    }
     let needs_ip = matches!(s.auth, TrunkAuth::Ip | TrunkAuth::IpDigest);
     let needs_digest = matches!(s.auth, TrunkAuth::Digest | TrunkAuth::IpDigest);
     if needs_ip && s.allowed_cidrs.is_empty() {
@@ -623,12 +638,13 @@ fn cidrs(list: Vec<String>, principal: Principal) -> Result<Vec<String>, Problem
     }
     let mut out: Vec<String> = Vec::with_capacity(list.len());
     for text in &list {
-        let (net, prefix) = parse_cidr(text).ok_or_else(|| {
+        let cidr = Cidr::parse(text).ok_or_else(|| {
             Problem::invalid(
                 "allowed_cidrs",
                 format!("{text:?} is not an IPv4 or IPv6 address or network"),
             )
         })?;
+        let (net, prefix) = (cidr.network(), cidr.prefix());
         if let Principal::Tenant(_) = principal {
             let min = match net {
                 IpAddr::V4(_) => TENANT_MIN_PREFIX_V4,
@@ -644,49 +660,12 @@ fn cidrs(list: Vec<String>, principal: Principal) -> Result<Vec<String>, Problem
                 ));
             }
         }
-        let normal = format!("{net}/{prefix}");
+        let normal = cidr.to_string();
         if !out.contains(&normal) {
             out.push(normal);
         }
     }
     Ok(out)
-}
-
-/// Reads `address[/prefix]` into its network address and prefix length.
-fn parse_cidr(text: &str) -> Option<(IpAddr, u8)> {
-    let (addr, prefix) = match text.trim().split_once('/') {
-        Some((addr, prefix)) => (addr, Some(prefix)),
-        None => (text.trim(), None),
-    };
-    let addr: IpAddr = addr.parse().ok()?;
-    let max = if addr.is_ipv4() { 32 } else { 128 };
-    let prefix: u8 = match prefix {
-        None => max,
-        Some(p) if (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()) => {
-            p.parse().ok()?
-        }
-        Some(_) => return None,
-    };
-    if prefix > max {
-        return None;
-    }
-    Some(match addr {
-        IpAddr::V4(v4) => (IpAddr::V4(mask_v4(v4, prefix)), prefix),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) if prefix >= 96 => (IpAddr::V4(mask_v4(v4, prefix - 96)), prefix - 96),
-            _ => (IpAddr::V6(mask_v6(v6, prefix)), prefix),
-        },
-    })
-}
-
-fn mask_v4(addr: Ipv4Addr, prefix: u8) -> Ipv4Addr {
-    let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
-    Ipv4Addr::from(u32::from(addr) & mask)
-}
-
-fn mask_v6(addr: Ipv6Addr, prefix: u8) -> Ipv6Addr {
-    let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
-    Ipv6Addr::from(u128::from(addr) & mask)
 }
 
 #[cfg(test)]
@@ -705,8 +684,8 @@ mod tests {
             ("::ffff:192.0.2.9/120", "192.0.2.0/24"),
         ];
         for (input, expected) in cases {
-            let (net, prefix) = parse_cidr(input).unwrap();
-            assert_eq!(format!("{net}/{prefix}"), expected, "{input}");
+            let cidr = Cidr::parse(input).unwrap();
+            assert_eq!(cidr.to_string(), expected, "{input}");
         }
         for bad in [
             "",
@@ -719,7 +698,7 @@ mod tests {
             "10.0.0.0/08x",
             "1.2.3.4/+8",
         ] {
-            assert!(parse_cidr(bad).is_none(), "{bad}");
+            assert!(Cidr::parse(bad).is_none(), "{bad}");
         }
     }
 

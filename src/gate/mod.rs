@@ -21,6 +21,8 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
+use rustls::pki_types::CertificateDer;
+
 use crate::ids::TrunkId;
 use crate::routing::trunks::{TrunkBook, TrunkEntry, TrunkSet, is_loopback};
 use crate::sip::auth::{
@@ -225,13 +227,15 @@ impl Gate {
         }
     }
 
-    /// Decides on a new (out-of-dialog) request from `source` over `transport` at `now`.
+    /// Decides on a new (out-of-dialog) request from `source` over `transport`, whose TLS
+    /// client presented `client_cert` (verified), at `now`.
     pub fn decide(
         &mut self,
         now: SystemTime,
         request: &Request,
         source: IpAddr,
         transport: Transport,
+        client_cert: Option<&CertificateDer<'_>>,
     ) -> Decision {
         let set = self.shield.trunks.snapshot();
         self.sync(&set);
@@ -239,13 +243,21 @@ impl Gate {
             return Decision::Admit(None);
         }
         if let Some(trunk) = set.by_source(source, transport) {
-            return Decision::Admit(Some(trunk.clone()));
+            if trunk.accepts_client(client_cert) {
+                return Decision::Admit(Some(trunk.clone()));
+            }
+            metrics::counter!("vca_sip_auth_failures_total", "reason" => "client_certificate")
+                .increment(1);
+            return self.unadmitted();
         }
         let allow_listed = set.allow_listed(source);
         if !allow_listed && self.scanner(request, source) {
             return Decision::Drop;
         }
-        let candidates: Vec<&Arc<TrunkEntry>> = set.digest_candidates(source, transport).collect();
+        let candidates: Vec<&Arc<TrunkEntry>> = set
+            .digest_candidates(source, transport)
+            .filter(|t| t.accepts_client(client_cert))
+            .collect();
         if candidates.is_empty() {
             return self.unadmitted();
         }

@@ -12,6 +12,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use rustls::pki_types::{CertificateDer, ServerName};
+
 use super::e164::CountryCode;
 use crate::ids::{TenantId, TrunkId};
 use crate::store::model::{DigestAlgorithm, TrunkAuth, TrunkTransport};
@@ -117,6 +119,9 @@ pub struct TrunkEntry {
     pub algorithms: Vec<DigestAlgorithm>,
     pub max_concurrent_calls: Option<i64>,
     pub country: CountryCode,
+    /// The carrier's host name, which its client certificate must be valid for.
+    pub host: Option<String>,
+    pub require_client_cert: bool,
 }
 
 impl TrunkEntry {
@@ -147,6 +152,8 @@ impl TrunkEntry {
             algorithms: t.digest_algorithms.0,
             max_concurrent_calls: t.max_concurrent_calls,
             country,
+            host: t.host,
+            require_client_cert: t.require_client_cert,
         })
     }
 
@@ -173,6 +180,26 @@ impl TrunkEntry {
             TrunkTransport::Tls => transport == Transport::Tls,
             TrunkTransport::Udp | TrunkTransport::Tcp => true,
         }
+    }
+
+    /// Whether a request with this client certificate (verified against the client CA by
+    /// the TLS layer) may come from this trunk: always, unless the trunk requires one; then
+    /// it must be present and, when the trunk names a host, valid for that host.
+    pub fn accepts_client(&self, cert: Option<&CertificateDer<'_>>) -> bool {
+        if !self.require_client_cert {
+            return true;
+        }
+        let Some(cert) = cert else {
+            return false;
+        };
+        let Some(host) = &self.host else {
+            return true;
+        };
+        let Ok(name) = ServerName::try_from(host.as_str()) else {
+            return false;
+        };
+        webpki::EndEntityCert::try_from(cert)
+            .is_ok_and(|ee| ee.verify_is_valid_for_subject_name(&name).is_ok())
     }
 
     /// Whether the trunk admits requests by source address alone.
@@ -367,6 +394,8 @@ mod tests {
             algorithms: vec![DigestAlgorithm::Md5],
             max_concurrent_calls: None,
             country: CountryCode::parse("91").unwrap(),
+            host: None,
+            require_client_cert: false,
         }
     }
 

@@ -281,4 +281,6 @@ pub struct Trunk {
     pub codecs: sqlx::types::Json<Vec<Codec>>,
     pub enabled: bool,
     pub created_at: DateTime<Utc>,
+    /// Over TLS, the carrier must present a verified certificate (valid for `host` when set).
+    pub require_client_cert: bool,
 }

@@ -22,7 +22,7 @@ macro_rules! columns {
     () => {
         "id, tenant_id, name, provider, transport, host, port, allowed_cidrs, auth, realm, \
          username, digest_algorithms, max_concurrent_calls, default_country_code, codecs, \
-         enabled, created_at"
+         enabled, created_at, require_client_cert"
     };
 }
 
@@ -145,6 +145,7 @@ pub struct TrunkSettings {
     pub default_country_code: String,
     pub codecs: Vec<Codec>,
     pub enabled: bool,
+    pub require_client_cert: bool,
 }
 
 /// A trunk with its HA1 hashes: what the SIP layer needs to admit the trunk's requests.
@@ -174,6 +175,7 @@ impl TrunkCredentials {
             default_country_code: t.default_country_code.clone(),
             codecs: t.codecs.0.clone(),
             enabled: t.enabled,
+            require_client_cert: t.require_client_cert,
         }
     }
 }
@@ -201,7 +203,7 @@ impl Store {
             "INSERT INTO sip_trunks (",
             columns!(),
             ", ha1) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
-             $16, $17, $18) RETURNING ",
+             $16, $17, $18, $19) RETURNING ",
             columns!()
         );
         on_pool!(self, |pool| sqlx::query_as(SQL)
@@ -222,6 +224,7 @@ impl Store {
             .bind(Json(&new.codecs))
             .bind(new.enabled)
             .bind(now())
+            .bind(new.require_client_cert)
             .bind(Json(new.ha1.to_json()))
             .fetch_one(pool)
             .await)
@@ -301,7 +304,8 @@ impl Store {
             "UPDATE sip_trunks SET name = $3, provider = $4, transport = $5, host = $6, \
              port = $7, allowed_cidrs = $8, auth = $9, realm = $10, username = $11, \
              digest_algorithms = $12, max_concurrent_calls = $13, default_country_code = $14, \
-             codecs = $15, enabled = $16, ha1 = $17 WHERE id = $1 AND ",
+             codecs = $15, enabled = $16, ha1 = $17, require_client_cert = $18 \
+             WHERE id = $1 AND ",
             owned_by!(),
             " RETURNING ",
             columns!()
@@ -324,6 +328,7 @@ impl Store {
             .bind(Json(&new.codecs))
             .bind(new.enabled)
             .bind(Json(new.ha1.to_json()))
+            .bind(new.require_client_cert)
             .fetch_optional(pool)
             .await)
         .map_err(|e| match StoreError::from_sqlx(e, "value") {

@@ -58,6 +58,14 @@ impl Peer {
         }
     }
 
+    /// The verified certificate a TLS client presented, if any.
+    pub fn client_cert(&self) -> Option<&CertificateDer<'static>> {
+        match self {
+            Peer::Stream { client_cert, .. } => client_cert.as_deref(),
+            Peer::Udp { .. } => None,
+        }
+    }
+
     /// Whether the transport retransmits by itself (§17: no Timers G, E, ...).
     pub fn is_reliable(&self) -> bool {
         !matches!(self, Peer::Udp { .. })
