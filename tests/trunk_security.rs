@@ -529,6 +529,40 @@ async fn password_guessing_is_locked_out_per_username_and_source() {
     let after = env.metrics().await;
     let key = "vca_sip_auth_lockouts_total";
     assert!(sample(&after, key) > sample(&before, key), "{after}");
+
+    // A source in a trunk's networks is never locked out: a carrier that mistypes its
+    // password a dozen times gets in once it is right.
+    env.platform_trunk(json!({
+        "name": "Carrier", "provider": "tata", "auth": "ip+digest",
+        "allowed_cidrs": ["127.0.0.12/32"], "realm": "both.test", "username": "both",
+        "password": PASSWORD, "digest_algorithms": ["MD5"],
+    }))
+    .await;
+    let mut trunk = Uac::bind("127.0.0.12", env.udp()).await;
+    let attempts = (0..12)
+        .map(|i| ("Mistyped", format!("t-{i}"), 401))
+        .chain([(PASSWORD, "t-right".to_owned(), 200)]);
+    for (password, call, expected) in attempts {
+        let challenge = trunk.ask("INVITE", "09876543210", &call, "").await.unwrap();
+        let auth = authorization_in(&challenge, "both.test", "INVITE", &uri, "both", password, 1);
+        let invite = trunk
+            .request(
+                "INVITE",
+                "09876543210",
+                &call,
+                &format!("{auth}Content-Type: application/sdp\r\n"),
+            )
+            .replace(
+                "Content-Length: 0\r\n\r\n",
+                &format!("Content-Length: {}\r\n\r\n{offer}", offer.len()),
+            );
+        trunk.send(&invite).await;
+        let response = trunk
+            .final_matching(&format!("Call-ID: {call}"), Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(status(&response), expected, "{call}: {response}");
+    }
 }
 
 async fn tenants_with_the_same_username_have_separate_credentials(backend: Backend) {
