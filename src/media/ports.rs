@@ -4,6 +4,11 @@
 //! Even ports wait in a ring (least recently freed first), so taking one is a pop and giving
 //! one back is a push: no scan of the range, whatever the call rate. Reusing the port that has
 //! been free longest also keeps a late packet of an ended call away from the next call.
+//!
+//! A returned pair keeps its two sockets bound (up to [`MAX_IDLE_BOUND`] idle pairs), so that
+//! the next call on it skips binding, closing and registering two sockets, the largest
+//! kernel cost of a call. Whatever reached an idle pair is read and thrown away when it is
+//! handed out again, so the next call starts as if on freshly bound sockets.
 //! A pair whose bind fails (another process holds a port) goes to the back of the ring and the
 //! next pair is tried, up to [`MAX_BIND_ATTEMPTS`] times.
 //!
@@ -28,6 +33,13 @@ pub const DEFAULT_RANGE: RangeInclusive<u16> = 16384..=32767;
 /// How many pairs one allocation tries before giving up.
 pub const MAX_BIND_ATTEMPTS: usize = 16;
 
+/// How many free pairs keep their sockets bound (two file descriptors each); pairs freed
+/// beyond this are closed.
+pub const MAX_IDLE_BOUND: usize = 2048;
+
+/// Most datagrams thrown away from an idle pair when it is handed out.
+const MAX_DRAINED: usize = 256;
+
 /// Why no port pair could be handed out. Every variant is node-wide overload: the SIP edge
 /// answers it with 503 and `Retry-After` (see [`PortError::sip_status`]).
 #[derive(Debug, thiserror::Error)]
@@ -51,17 +63,39 @@ impl PortError {
     }
 }
 
+/// A free pair: its even port, and its sockets while they stay bound.
+#[derive(Debug)]
+struct FreePair {
+    port: u16,
+    sockets: Option<(UdpSocket, UdpSocket)>,
+}
+
+#[derive(Debug)]
+struct FreeList {
+    ring: VecDeque<FreePair>,
+    /// Pairs in the ring that hold bound sockets.
+    bound: usize,
+}
+
 #[derive(Debug)]
 struct Shared {
     ip: IpAddr,
     capacity: usize,
-    free: Mutex<VecDeque<u16>>,
+    free: Mutex<FreeList>,
 }
 
 impl Shared {
-    fn free_list(&self) -> std::sync::MutexGuard<'_, VecDeque<u16>> {
-        // The list is a plain ring of integers and stays consistent across a panic.
+    fn free_list(&self) -> std::sync::MutexGuard<'_, FreeList> {
+        // The list stays consistent across a panic: every change is one push or one pop.
         self.free.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Puts a pair at the back of the ring, keeping its sockets while few enough are idle.
+    fn give_back(&self, port: u16, sockets: Option<(UdpSocket, UdpSocket)>) {
+        let mut free = self.free_list();
+        let sockets = sockets.filter(|_| free.bound < MAX_IDLE_BOUND);
+        free.bound += usize::from(sockets.is_some());
+        free.ring.push_back(FreePair { port, sockets });
     }
 }
 
@@ -77,12 +111,18 @@ impl PortPool {
     pub fn new(ip: IpAddr, range: RangeInclusive<u16>) -> Self {
         let (start, end) = (*range.start(), *range.end());
         let first_even = start.saturating_add(start % 2);
-        let free: VecDeque<u16> = (first_even..end).step_by(2).collect();
+        let ring: VecDeque<FreePair> = (first_even..end)
+            .step_by(2)
+            .map(|port| FreePair {
+                port,
+                sockets: None,
+            })
+            .collect();
         PortPool {
             shared: Arc::new(Shared {
                 ip,
-                capacity: free.len(),
-                free: Mutex::new(free),
+                capacity: ring.len(),
+                free: Mutex::new(FreeList { ring, bound: 0 }),
             }),
         }
     }
@@ -94,7 +134,12 @@ impl PortPool {
 
     /// How many pairs are free now.
     pub fn available(&self) -> usize {
-        self.shared.free_list().len()
+        self.shared.free_list().ring.len()
+    }
+
+    /// How many free pairs hold bound sockets now.
+    pub fn idle_bound(&self) -> usize {
+        self.shared.free_list().bound
     }
 
     /// Takes a free pair and binds both sockets. Must run inside a tokio runtime.
@@ -104,17 +149,38 @@ impl PortPool {
         }
         let mut last_error = None;
         for _ in 0..MAX_BIND_ATTEMPTS {
-            let Some(port) = self.shared.free_list().pop_front() else {
+            let pair = {
+                let mut free = self.shared.free_list();
+                let pair = free.ring.pop_front();
+                if pair.as_ref().is_some_and(|p| p.sockets.is_some()) {
+                    free.bound -= 1;
+                }
+                pair
+            };
+            let Some(FreePair { port, sockets }) = pair else {
                 break;
             };
-            let lease = PortLease {
-                port,
-                shared: Arc::clone(&self.shared),
+            let bound = match sockets {
+                Some((rtp, rtcp)) => {
+                    drain(&rtp);
+                    drain(&rtcp);
+                    Ok((rtp, rtcp))
+                }
+                None => bind_pair(self.shared.ip, port),
             };
-            match bind_pair(self.shared.ip, port) {
-                Ok((rtp, rtcp)) => return Ok(RtpPorts { rtp, rtcp, lease }),
-                // Dropping the lease puts the pair at the back of the ring.
-                Err(e) => last_error = Some(e),
+            match bound {
+                Ok(sockets) => {
+                    return Ok(RtpPorts {
+                        sockets: Some(sockets),
+                        port,
+                        shared: Arc::clone(&self.shared),
+                    });
+                }
+                Err(e) => {
+                    // The pair goes to the back of the ring, to be tried again later.
+                    self.shared.give_back(port, None);
+                    last_error = Some(e);
+                }
             }
         }
         Err(last_error.map_or(PortError::Exhausted, PortError::Io))
@@ -127,50 +193,58 @@ fn bind_pair(ip: IpAddr, port: u16) -> io::Result<(UdpSocket, UdpSocket)> {
     Ok((rtp, rtcp))
 }
 
+/// Reads and throws away what reached an idle socket.
+fn drain(socket: &UdpSocket) {
+    let mut buf = [0u8; 1500];
+    for _ in 0..MAX_DRAINED {
+        if socket.try_recv_from(&mut buf).is_err() {
+            break;
+        }
+    }
+}
+
 fn bind_one(addr: SocketAddr) -> io::Result<UdpSocket> {
     let socket = std::net::UdpSocket::bind(addr)?;
     socket.set_nonblocking(true)?;
     UdpSocket::from_std(socket)
 }
 
-/// Returns its pair to the pool when dropped.
-#[derive(Debug)]
-struct PortLease {
-    port: u16,
-    shared: Arc<Shared>,
-}
-
-impl Drop for PortLease {
-    fn drop(&mut self) {
-        self.shared.free_list().push_back(self.port);
-    }
-}
-
-/// A bound RTP/RTCP socket pair held by one call. Dropping it closes both sockets and then
-/// returns the pair to its pool.
+/// A bound RTP/RTCP socket pair held by one call. Dropping it returns the pair, with its
+/// sockets still bound, to its pool.
 #[derive(Debug)]
 pub struct RtpPorts {
-    // Fields drop in declaration order: the sockets close before the lease frees the port,
-    // so the next call to get this pair can bind it.
-    rtp: UdpSocket,
-    rtcp: UdpSocket,
-    lease: PortLease,
+    /// Always `Some` until dropped.
+    sockets: Option<(UdpSocket, UdpSocket)>,
+    port: u16,
+    shared: Arc<Shared>,
 }
 
 impl RtpPorts {
     /// The RTP port, to put in the SDP answer's m= line (RTCP is this + 1).
     pub fn rtp_port(&self) -> u16 {
-        self.lease.port
+        self.port
+    }
+
+    fn pair(&self) -> &(UdpSocket, UdpSocket) {
+        self.sockets
+            .as_ref()
+            .expect("an RtpPorts holds its sockets until it is dropped")
     }
 
     /// The RTP socket.
     pub fn rtp(&self) -> &UdpSocket {
-        &self.rtp
+        &self.pair().0
     }
 
     /// The RTCP socket.
     pub fn rtcp(&self) -> &UdpSocket {
-        &self.rtcp
+        &self.pair().1
+    }
+}
+
+impl Drop for RtpPorts {
+    fn drop(&mut self) {
+        self.shared.give_back(self.port, self.sockets.take());
     }
 }
 
@@ -220,15 +294,47 @@ mod tests {
         assert!(matches!(err, PortError::Exhausted));
         assert_eq!(err.sip_status(), 503);
 
-        // Returned pairs go to the back of the ring and can be bound again at once.
+        // Returned pairs go to the back of the ring, still bound, and are handed out again.
         let second = held.remove(1);
         drop(second);
         assert_eq!(pool.available(), 1);
+        assert_eq!(pool.idle_bound(), 1);
         let again = pool.allocate().unwrap();
         assert_eq!(again.rtp_port(), 31002);
+        assert_eq!(pool.idle_bound(), 0);
         drop(again);
         drop(held);
         assert_eq!(pool.available(), 4);
+        assert_eq!(pool.idle_bound(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_reused_pair_starts_empty() {
+        let pool = PortPool::new(LOOPBACK, 31200..=31201);
+        let ports = pool.allocate().unwrap();
+        let rtp = ports.rtp().local_addr().unwrap();
+        drop(ports);
+        // A late packet of the ended call reaches the idle pair.
+        let late = std::net::UdpSocket::bind((LOOPBACK, 0)).unwrap();
+        late.send_to(b"late rtp", rtp).unwrap();
+        late.send_to(b"late rtcp", (LOOPBACK, 31201)).unwrap();
+        // Let the reactor see the packets arrive.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let ports = pool.allocate().unwrap();
+        assert_eq!(ports.rtp_port(), 31200);
+        let mut buf = [0u8; 64];
+        assert!(
+            ports.rtp().try_recv_from(&mut buf).is_err(),
+            "a stale packet was kept"
+        );
+        assert!(
+            ports.rtcp().try_recv_from(&mut buf).is_err(),
+            "a stale packet was kept"
+        );
+        // What comes now is delivered.
+        late.send_to(b"new", rtp).unwrap();
+        let (n, _) = ports.rtp().recv_from(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"new");
     }
 
     #[tokio::test]
