@@ -42,6 +42,10 @@ async fn first_start_needs_no_setup_and_the_admin_token_is_kept() {
         lines.iter().any(|l| l.contains("vca-sip.admin-token")),
         "the first start does not say where the token is: {lines:?}"
     );
+    assert!(
+        lines.iter().any(|l| l.contains("development trunk")),
+        "the start does not say that loopback is the development trunk: {lines:?}"
+    );
     let token = std::fs::read_to_string(&token_file)
         .unwrap()
         .trim()
