@@ -217,7 +217,8 @@ impl FloodGuard {
         let Some(entry) = self.entry(now, source) else {
             return false;
         };
-        if entry.banned(now) {
+        if entry.banned(now) || entry.trusted_until.is_some_and(|until| now < until) {
+            // A source that proved its credentials dials whatever numbers its calls need.
             return false;
         }
         if now.duration_since(entry.users_since) >= window {
@@ -344,6 +345,10 @@ mod tests {
         g.trust(t0, src);
         for i in 0..1_000u64 {
             assert_eq!(g.check(t0 + Duration::from_millis(i), src), Verdict::Pass);
+        }
+        // Nor is it taken for a scanner, however many numbers it dials.
+        for i in 0..200 {
+            assert!(!g.observe_user(t0, src, &format!("{i}")));
         }
         // Trust ends with the ban length; the limit applies again.
         let later = t0 + Duration::from_secs(301);
