@@ -1,7 +1,7 @@
 //! Fuzz target for the message parser, datagram triage and stream framing
 //! (RFC 3261 §7, §18.3): none of them may panic, hang or allocate without bound.
 //!
-//! Run: `cargo +nightly fuzz run parse` from the repository root. Commit any crash input
+//! Run: `RUSTC_BOOTSTRAP=1 cargo fuzz run parse` from the repository root (see README). Commit any crash input
 //! to `sip-fixtures/regress/` with an expected outcome.
 
 #![no_main]
