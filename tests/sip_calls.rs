@@ -6,11 +6,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::sipp::{Sipp, scenario, variant};
-use common::{Backend, TestDb, TestServer, test_config};
+use common::Backend;
+use common::sipp::{scenario, variant};
 use reqwest::Method;
 use serde_json::{Value, json};
-use vca_sip::config::Config;
 
 on_both_backends!(
     calls_in_every_number_form_are_answered_and_recorded,
@@ -23,86 +22,9 @@ on_both_backends!(
     session_timers_are_honoured,
 );
 
-struct Env {
-    s: TestServer,
-    tenant: String,
-    number: String,
-}
+type Env = common::calls::CallEnv;
 
 impl Env {
-    async fn start(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Env {
-        let db = TestDb::new(backend).await;
-        let mut config = test_config(&db);
-        tweak(&mut config);
-        let s = TestServer::start_with(config, db).await;
-        let tenant = s.tenant("Acme").await;
-        let (status, number) = s
-            .admin_call(
-                Method::POST,
-                &format!("/api/tenants/{tenant}/phone-numbers"),
-                Some(json!({"did_number": "09876543210"})),
-            )
-            .await;
-        assert_eq!(status, 201, "{number}");
-        let number = number["id"].as_str().unwrap().to_owned();
-        Env { s, tenant, number }
-    }
-
-    fn sipp<'a>(
-        &'a self,
-        scenario: std::path::PathBuf,
-        transport: &'a str,
-        rows: &[&str],
-    ) -> Sipp<'a> {
-        let server = self.s.server.as_ref().unwrap();
-        Sipp {
-            scenario,
-            target: if transport == "tcp" {
-                server.sip_tcp_addr
-            } else {
-                server.sip_udp_addr
-            },
-            transport,
-            rows: rows.iter().map(|r| (*r).to_owned()).collect(),
-            calls: rows.len(),
-            rate: 10,
-            pause_ms: 200,
-            dir: self.s.db.dir.path(),
-            extra: Vec::new(),
-            trace_messages: true,
-        }
-    }
-
-    async fn calls(&self) -> Vec<Value> {
-        let (status, list) = self
-            .s
-            .admin_call(
-                Method::GET,
-                &format!("/api/tenants/{}/calls?limit=500", self.tenant),
-                None,
-            )
-            .await;
-        assert_eq!(status, 200, "{list}");
-        list["items"].as_array().unwrap().clone()
-    }
-
-    /// Waits until `n` calls are recorded with a final status (records are written in
-    /// batches just after the call ends).
-    async fn finished_calls(&self, n: usize) -> Vec<Value> {
-        for _ in 0..100 {
-            let calls = self.calls().await;
-            let done = calls
-                .iter()
-                .filter(|c| c["status"] == "ended" || c["status"] == "failed")
-                .count();
-            if done >= n {
-                return calls;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("fewer than {n} finished calls: {:#?}", self.calls().await);
-    }
-
     async fn events(&self, call: &Value) -> Vec<String> {
         let (status, call) = self
             .s

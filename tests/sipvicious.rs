@@ -6,104 +6,51 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::sipp::{Sipp, SippRun, scenario, which};
+use common::Backend;
+use common::sipp::{SippRun, scenario, which};
 use common::uac::sample;
-use common::{Backend, TestDb, TestServer, test_config};
-use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::json;
 use vca_sip::config::Config;
 
 const TRUNK_IP: &str = "127.0.0.10";
 const PASSWORD: &str = "CorrectHorse42";
 
-struct Env {
-    s: TestServer,
-    tenant: String,
+type Env = common::calls::CallEnv;
+
+/// A server whose only trunk admits 127.0.0.10 by address.
+async fn start(tweak: impl FnOnce(&mut Config)) -> Env {
+    let env = Env::start(Backend::Sqlite, tweak).await;
+    env.platform_trunk(json!({
+        "name": "Tata", "provider": "tata", "auth": "ip",
+        "allowed_cidrs": [format!("{TRUNK_IP}/32")],
+    }))
+    .await;
+    env
 }
 
 impl Env {
-    async fn start(tweak: impl FnOnce(&mut Config)) -> Env {
-        let db = TestDb::new(Backend::Sqlite).await;
-        let mut config = test_config(&db);
-        tweak(&mut config);
-        let s = TestServer::start_with(config, db).await;
-        let tenant = s.tenant("Acme").await;
-        let (status, number) = s
-            .admin_call(
-                Method::POST,
-                &format!("/api/tenants/{tenant}/phone-numbers"),
-                Some(json!({"did_number": "+919876543210"})),
-            )
-            .await;
-        assert_eq!(status, 201, "{number}");
-        let env = Env { s, tenant };
-        env.trunk(json!({
-            "name": "Tata", "provider": "tata", "auth": "ip",
-            "allowed_cidrs": [format!("{TRUNK_IP}/32")],
-        }))
-        .await;
-        env
-    }
-
-    async fn trunk(&self, body: Value) {
-        let (status, trunk) = self
-            .s
-            .admin_call(Method::POST, "/api/trunks", Some(body))
-            .await;
-        assert_eq!(status, 201, "{trunk}");
-    }
-
-    fn udp(&self) -> SocketAddr {
-        self.s.server.as_ref().unwrap().sip_udp_addr
-    }
-
     /// The trunk's calls: `n` basic calls at 5 per second from the trunk's address.
     async fn trunk_calls(&self, n: usize) -> SippRun {
-        Sipp {
-            scenario: scenario("call.xml"),
-            target: self.udp(),
-            transport: "udp",
-            rows: vec!["09876543210;919000000001".to_owned(); n],
-            calls: n,
-            rate: 5,
-            pause_ms: 100,
-            dir: self.s.db.dir.path(),
-            extra: vec!["-i".to_owned(), TRUNK_IP.to_owned()],
-            trace_messages: true,
-        }
-        .run()
-        .await
+        let mut sipp = self.sipp(
+            scenario("call.xml"),
+            "udp",
+            &vec!["09876543210;919000000001"; n],
+        );
+        sipp.rate = 5;
+        sipp.pause_ms = 100;
+        sipp.extra = vec!["-i".to_owned(), TRUNK_IP.to_owned()];
+        sipp.run().await
     }
 
     async fn answered_calls(&self) -> usize {
-        let (status, list) = self
-            .s
-            .admin_call(
-                Method::GET,
-                &format!("/api/tenants/{}/calls?limit=500", self.tenant),
-                None,
-            )
-            .await;
-        assert_eq!(status, 200, "{list}");
-        list["items"]
-            .as_array()
-            .unwrap()
+        self.calls()
+            .await
             .iter()
             .filter(|c| !c["answered_at"].is_null())
             .count()
-    }
-
-    async fn metrics(&self) -> String {
-        self.s
-            .send(Method::GET, "/metrics", None, None)
-            .await
-            .text()
-            .await
-            .unwrap()
     }
 }
 
@@ -138,7 +85,7 @@ fn args(list: &[&str]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn svmap_and_svwar_from_outside_find_nothing_while_the_trunk_calls() {
-    let env = Env::start(|_| {}).await;
+    let env = start(|_| {}).await;
     let dir = env.s.db.dir.path().to_path_buf();
     let port = env.udp().port().to_string();
     let trunk = env.trunk_calls(30);
@@ -197,9 +144,9 @@ async fn svmap_and_svwar_from_outside_find_nothing_while_the_trunk_calls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn svwar_against_a_digest_trunk_cannot_tell_numbers_apart() {
-    let env = Env::start(|_| {}).await;
+    let env = start(|_| {}).await;
     // A digest-only trunk may admit any source, so everybody is challenged alike.
-    env.trunk(json!({
+    env.platform_trunk(json!({
         "name": "Byoc", "provider": "byoc", "auth": "digest", "realm": "vca.test",
         "username": "byoc", "password": PASSWORD, "digest_algorithms": ["MD5"],
     }))
@@ -232,18 +179,18 @@ async fn svwar_against_a_digest_trunk_cannot_tell_numbers_apart() {
 async fn svcrack_cracks_nothing_while_the_trunk_calls() {
     // Neither rates nor the scanner's User-Agent are held against it here, so that what
     // stops the cracker is the lockout itself (a real cracker hides its User-Agent).
-    let env = Env::start(|c| {
+    let env = start(|c| {
         c.flood.max_requests = 100_000;
         c.gate.scanner_agents.clear();
     })
     .await;
-    env.trunk(json!({
+    env.platform_trunk(json!({
         "name": "Both", "provider": "tata", "auth": "ip+digest",
         "allowed_cidrs": ["127.0.0.20/32"], "realm": "both.test", "username": "both",
         "password": PASSWORD, "digest_algorithms": ["MD5"],
     }))
     .await;
-    env.trunk(json!({
+    env.platform_trunk(json!({
         "name": "Byoc", "provider": "byoc", "auth": "digest", "realm": "vca.test",
         "username": "byoc", "password": PASSWORD, "digest_algorithms": ["MD5"],
     }))

@@ -6,15 +6,13 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::sipp::{Sipp, scenario};
+use common::Backend;
+use common::sipp::scenario;
 use common::uac::{Uac, authorization, authorization_in, sample, status};
-use common::{Backend, TestDb, TestServer, test_config};
 use reqwest::Method;
-use serde_json::{Value, json};
-use vca_sip::config::Config;
+use serde_json::json;
 use vca_sip::gate::Unadmitted;
 
 on_both_backends!(
@@ -24,111 +22,9 @@ on_both_backends!(
     tenants_with_the_same_username_have_separate_credentials,
 );
 
-const DID: &str = "+919876543210";
 const PASSWORD: &str = "CorrectHorse42";
 
-struct Env {
-    s: TestServer,
-    tenant: String,
-}
-
-impl Env {
-    async fn start(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Env {
-        let db = TestDb::new(backend).await;
-        let mut config = test_config(&db);
-        tweak(&mut config);
-        let s = TestServer::start_with(config, db).await;
-        let tenant = s.tenant("Acme").await;
-        let (status, number) = s
-            .admin_call(
-                Method::POST,
-                &format!("/api/tenants/{tenant}/phone-numbers"),
-                Some(json!({"did_number": DID})),
-            )
-            .await;
-        assert_eq!(status, 201, "{number}");
-        Env { s, tenant }
-    }
-
-    fn udp(&self) -> SocketAddr {
-        self.s.server.as_ref().unwrap().sip_udp_addr
-    }
-
-    fn tcp(&self) -> SocketAddr {
-        self.s.server.as_ref().unwrap().sip_tcp_addr
-    }
-
-    async fn platform_trunk(&self, body: Value) -> String {
-        let (status, trunk) = self
-            .s
-            .admin_call(Method::POST, "/api/trunks", Some(body))
-            .await;
-        assert_eq!(status, 201, "{trunk}");
-        trunk["id"].as_str().unwrap().to_owned()
-    }
-
-    fn sipp(
-        &self,
-        scenario: std::path::PathBuf,
-        transport: &'static str,
-        rows: &[String],
-    ) -> Sipp<'_> {
-        Sipp {
-            scenario,
-            target: if transport == "tcp" {
-                self.tcp()
-            } else {
-                self.udp()
-            },
-            transport,
-            rows: rows.to_vec(),
-            calls: rows.len(),
-            rate: 10,
-            pause_ms: 100,
-            dir: self.s.db.dir.path(),
-            extra: Vec::new(),
-            trace_messages: true,
-        }
-    }
-
-    async fn calls(&self) -> Vec<Value> {
-        let (status, list) = self
-            .s
-            .admin_call(
-                Method::GET,
-                &format!("/api/tenants/{}/calls?limit=500", self.tenant),
-                None,
-            )
-            .await;
-        assert_eq!(status, 200, "{list}");
-        list["items"].as_array().unwrap().clone()
-    }
-
-    /// The calls, once `n` of them are over (the batching writer may lag a little).
-    async fn finished_calls(&self, n: usize) -> Vec<Value> {
-        for _ in 0..100 {
-            let calls = self.calls().await;
-            let over = calls
-                .iter()
-                .filter(|c| c["status"] == "ended" || c["status"] == "failed")
-                .count();
-            if over >= n {
-                return calls;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("fewer than {n} calls over: {:#?}", self.calls().await);
-    }
-
-    async fn metrics(&self) -> String {
-        self.s
-            .send(Method::GET, "/metrics", None, None)
-            .await
-            .text()
-            .await
-            .unwrap()
-    }
-}
+type Env = common::calls::CallEnv;
 
 fn rows(n: usize) -> Vec<String> {
     (0..n)

@@ -2,6 +2,7 @@
 //! PostgreSQL database of its own.
 #![allow(dead_code)]
 
+pub mod calls;
 pub mod pki;
 pub mod process;
 pub mod sipp;
