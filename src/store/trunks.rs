@@ -33,6 +33,47 @@ macro_rules! owned_by {
     };
 }
 
+/// The columns a trunk's settings are written to, in [`bind_settings!`]'s order.
+macro_rules! settings_columns {
+    () => {
+        "name, provider, transport, host, port, allowed_cidrs, auth, realm, username, \
+         digest_algorithms, max_concurrent_calls, default_country_code, codecs, enabled, \
+         require_client_cert, ha1"
+    };
+}
+
+/// Binds a [`TrunkSettings`] to the next 16 parameters, in [`settings_columns!`]'s order.
+macro_rules! bind_settings {
+    ($query:expr, $s:expr) => {
+        $query
+            .bind(&$s.name)
+            .bind(&$s.provider)
+            .bind($s.transport)
+            .bind(&$s.host)
+            .bind($s.port)
+            .bind(Json(&$s.allowed_cidrs))
+            .bind($s.auth)
+            .bind(&$s.realm)
+            .bind(&$s.username)
+            .bind(Json(&$s.digest_algorithms))
+            .bind($s.max_concurrent_calls)
+            .bind(&$s.default_country_code)
+            .bind(Json(&$s.codecs))
+            .bind($s.enabled)
+            .bind($s.require_client_cert)
+            .bind(Json($s.ha1.to_json()))
+    };
+}
+
+/// A write's error, where the one uniqueness rule of trunks (another trunk has this realm
+/// and username) names `username`; other constraint errors name `field`.
+fn identity_conflict(e: sqlx::Error, field: &'static str) -> StoreError {
+    match StoreError::from_sqlx(e, field) {
+        StoreError::Conflict(_) => StoreError::Conflict("username"),
+        other => other,
+    }
+}
+
 /// Who owns a trunk; every query on trunks is filtered by it, so that one owner cannot
 /// reach another's trunks by id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,39 +241,22 @@ impl From<CredentialsRow> for TrunkCredentials {
 impl Store {
     pub async fn create_trunk(&self, owner: TrunkOwner, new: TrunkSettings) -> Result<Trunk> {
         const SQL: &str = concat!(
-            "INSERT INTO sip_trunks (",
-            columns!(),
-            ", ha1) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
-             $16, $17, $18, $19) RETURNING ",
+            "INSERT INTO sip_trunks (id, tenant_id, ",
+            settings_columns!(),
+            ", created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
+             $15, $16, $17, $18, $19) RETURNING ",
             columns!()
         );
-        on_pool!(self, |pool| sqlx::query_as(SQL)
-            .bind(TrunkId::new())
-            .bind(owner.tenant())
-            .bind(&new.name)
-            .bind(&new.provider)
-            .bind(new.transport)
-            .bind(&new.host)
-            .bind(new.port)
-            .bind(Json(&new.allowed_cidrs))
-            .bind(new.auth)
-            .bind(&new.realm)
-            .bind(&new.username)
-            .bind(Json(&new.digest_algorithms))
-            .bind(new.max_concurrent_calls)
-            .bind(&new.default_country_code)
-            .bind(Json(&new.codecs))
-            .bind(new.enabled)
-            .bind(now())
-            .bind(new.require_client_cert)
-            .bind(Json(new.ha1.to_json()))
-            .fetch_one(pool)
-            .await)
-        .map_err(|e| match StoreError::from_sqlx(e, "tenant_id") {
-            // The one uniqueness rule: another trunk has this realm and username.
-            StoreError::Conflict(_) => StoreError::Conflict("username"),
-            other => other,
-        })
+        on_pool!(self, |pool| bind_settings!(
+            sqlx::query_as(SQL)
+                .bind(TrunkId::new())
+                .bind(owner.tenant()),
+            new
+        )
+        .bind(now())
+        .fetch_one(pool)
+        .await)
+        .map_err(|e| identity_conflict(e, "tenant_id"))
     }
 
     pub async fn trunk(&self, owner: TrunkOwner, id: TrunkId) -> Result<Trunk> {
@@ -301,40 +325,21 @@ impl Store {
         new: TrunkSettings,
     ) -> Result<Trunk> {
         const SQL: &str = concat!(
-            "UPDATE sip_trunks SET name = $3, provider = $4, transport = $5, host = $6, \
-             port = $7, allowed_cidrs = $8, auth = $9, realm = $10, username = $11, \
-             digest_algorithms = $12, max_concurrent_calls = $13, default_country_code = $14, \
-             codecs = $15, enabled = $16, ha1 = $17, require_client_cert = $18 \
+            "UPDATE sip_trunks SET (",
+            settings_columns!(),
+            ") = ($3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
              WHERE id = $1 AND ",
             owned_by!(),
             " RETURNING ",
             columns!()
         );
-        on_pool!(self, |pool| sqlx::query_as(SQL)
-            .bind(id)
-            .bind(owner.tenant())
-            .bind(&new.name)
-            .bind(&new.provider)
-            .bind(new.transport)
-            .bind(&new.host)
-            .bind(new.port)
-            .bind(Json(&new.allowed_cidrs))
-            .bind(new.auth)
-            .bind(&new.realm)
-            .bind(&new.username)
-            .bind(Json(&new.digest_algorithms))
-            .bind(new.max_concurrent_calls)
-            .bind(&new.default_country_code)
-            .bind(Json(&new.codecs))
-            .bind(new.enabled)
-            .bind(Json(new.ha1.to_json()))
-            .bind(new.require_client_cert)
-            .fetch_optional(pool)
-            .await)
-        .map_err(|e| match StoreError::from_sqlx(e, "value") {
-            StoreError::Conflict(_) => StoreError::Conflict("username"),
-            other => other,
-        })?
+        on_pool!(self, |pool| bind_settings!(
+            sqlx::query_as(SQL).bind(id).bind(owner.tenant()),
+            new
+        )
+        .fetch_optional(pool)
+        .await)
+        .map_err(|e| identity_conflict(e, "value"))?
         .ok_or(StoreError::NotFound)
     }
 
