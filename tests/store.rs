@@ -4,7 +4,7 @@
 mod common;
 
 use common::{Backend, TestDb};
-use vca_sip::ids::{AiProfileId, PhoneNumberId, TenantId};
+use vca_sip::ids::{AiProfileId, CallEventId, CallId, PhoneNumberId, TenantId};
 use vca_sip::store::model::{Plan, TenantStatus};
 use vca_sip::store::{NewTenant, Store};
 
@@ -14,6 +14,7 @@ on_both_backends!(
     database_refuses_invalid_enum_values,
     database_keeps_did_numbers_unique_and_in_e164,
     database_ties_rows_to_their_owning_tenant,
+    call_events_survive_the_move_to_one_index,
 );
 
 async fn store(backend: Backend) -> (Store, TestDb) {
@@ -182,4 +183,70 @@ async fn database_ties_rows_to_their_owning_tenant(backend: Backend) {
         now
     );
     assert!(orphan.is_err(), "a profile without a tenant was stored");
+}
+
+/// Migration 3 rebuilds call_events around its (tenant, call, event) key: events recorded
+/// before it are still there afterwards, in order.
+async fn call_events_survive_the_move_to_one_index(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = Store::connect(&db.url).await.expect("connect");
+    let mut before = match backend {
+        Backend::Sqlite => sqlx::migrate!("./migrations/sqlite"),
+        Backend::Postgres => sqlx::migrate!("./migrations/postgres"),
+    };
+    let up_to_2: Vec<_> = before
+        .migrations
+        .iter()
+        .filter(|m| m.version <= 2)
+        .cloned()
+        .collect();
+    assert_eq!(up_to_2.len(), 2);
+    before.migrations = up_to_2.into();
+    match &store {
+        Store::Sqlite(pool) => before.run(pool).await,
+        Store::Postgres(pool) => before.run(pool).await,
+    }
+    .expect("migrations 1 and 2");
+    let tenant = tenant(&store).await;
+    let call = CallId::new();
+    let now = chrono::Utc::now();
+    exec!(
+        &store,
+        "INSERT INTO calls (id, tenant_id, direction, caller, called, called_raw, sip_call_id, \
+         transport, remote_addr, status, started_at) VALUES ($1, $2, 'inbound', '+919876543210', \
+         '+914446001234', '04446001234', 'a@b', 'udp', '127.0.0.1:5060', 'ended', $3)",
+        call,
+        tenant,
+        now
+    )
+    .expect("call at version 2");
+    let kinds = ["initiated", "answered", "ended"];
+    for (i, kind) in kinds.iter().enumerate() {
+        exec!(
+            &store,
+            "INSERT INTO call_events (id, call_id, tenant_id, kind, at) VALUES ($1, $2, $3, $4, $5)",
+            CallEventId::new(),
+            call,
+            tenant,
+            *kind,
+            now + chrono::Duration::milliseconds(i as i64)
+        )
+        .expect("event at version 2");
+    }
+
+    store.migrate().await.expect("migration 3 over recorded events");
+    let latest: i64 = match &store {
+        Store::Sqlite(pool) => sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
+            .fetch_one(pool)
+            .await,
+        Store::Postgres(pool) => sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
+            .fetch_one(pool)
+            .await,
+    }
+    .expect("applied migrations");
+    assert_eq!(latest, 3);
+    let events = store.call_events(tenant, call).await.expect("events");
+    let got: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(got, kinds);
+    assert!(events.iter().all(|e| e.call_id == call && e.tenant_id == tenant));
 }

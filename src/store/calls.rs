@@ -96,9 +96,10 @@ impl Store {
         Ok(Page::from_rows(rows, limit, |c| c.id))
     }
 
-    /// Writes a batch of call changes in one transaction, as a few multi-row statements:
-    /// one statement per [`CALLS_PER_STATEMENT`] calls (the latest state of each) and one
-    /// per [`EVENTS_PER_STATEMENT`] events.
+    /// Writes a batch of call changes in one transaction, as a few multi-row statements
+    /// (the latest state of each call, then the events). Rows go in chunks of the sizes in
+    /// [`ROWS_PER_STATEMENT`], so that only a handful of distinct statements exist and each
+    /// stays prepared in the connection's cache instead of being parsed again per batch.
     async fn write_batch(&self, batch: &[CallWrite]) -> Result<()> {
         // A call changed twice in one batch is written once, as it stands last (an upsert
         // cannot touch the same row twice in one statement).
@@ -110,7 +111,7 @@ impl Store {
         let events: Vec<&CallEvent> = batch.iter().flat_map(|w| &w.events).collect();
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await.map_err(StoreError::from)?;
-            for chunk in calls.chunks(CALLS_PER_STATEMENT) {
+            for chunk in fixed_chunks(&calls) {
                 let mut query =
                     QueryBuilder::new(concat!("INSERT INTO calls (", call_columns!(), ") "));
                 query.push_values(chunk, |mut row, c| {
@@ -138,7 +139,7 @@ impl Store {
                 query.push(UPSERT_TAIL);
                 query.build().execute(&mut *tx).await?;
             }
-            for chunk in events.chunks(EVENTS_PER_STATEMENT) {
+            for chunk in fixed_chunks(&events) {
                 let mut query = QueryBuilder::new(
                     "INSERT INTO call_events (id, call_id, tenant_id, kind, at, detail) ",
                 );
@@ -157,10 +158,22 @@ impl Store {
     }
 }
 
-/// Calls per multi-row statement: 20 parameters each, well under both backends' limits.
-const CALLS_PER_STATEMENT: usize = 500;
-/// Events per multi-row statement: 6 parameters each.
-const EVENTS_PER_STATEMENT: usize = 1000;
+/// Rows per multi-row statement, largest first: a call has 20 parameters, so the largest
+/// statement binds 5,120, well under both backends' limits.
+const ROWS_PER_STATEMENT: [usize; 4] = [256, 32, 4, 1];
+
+/// Splits `rows` into chunks whose lengths all come from [`ROWS_PER_STATEMENT`], largest
+/// first.
+fn fixed_chunks<T>(mut rows: &[T]) -> impl Iterator<Item = &[T]> {
+    std::iter::from_fn(move || {
+        let size = ROWS_PER_STATEMENT
+            .into_iter()
+            .find(|&size| size <= rows.len())?;
+        let (chunk, rest) = rows.split_at(size);
+        rows = rest;
+        Some(chunk)
+    })
+}
 
 /// One change to a call: its whole record as it now stands, and the events that led there.
 #[derive(Debug, Clone)]
@@ -314,5 +327,23 @@ async fn run_writer(store: Store, mut rx: mpsc::Receiver<Queued>) {
                 let _ = done.send(result);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixed_chunks_cover_every_row_in_order_with_known_sizes() {
+        for n in [0usize, 1, 3, 4, 5, 31, 32, 33, 255, 256, 257, 1000, 1024] {
+            let rows: Vec<usize> = (0..n).collect();
+            let chunks: Vec<&[usize]> = fixed_chunks(&rows).collect();
+            assert!(chunks.iter().all(|c| ROWS_PER_STATEMENT.contains(&c.len())));
+            let joined: Vec<usize> = chunks.concat();
+            assert_eq!(joined, rows, "{n} rows");
+        }
+        let sizes: Vec<usize> = fixed_chunks(&[0u8; 297]).map(<[u8]>::len).collect();
+        assert_eq!(sizes, [256, 32, 4, 4, 1]);
     }
 }
