@@ -14,11 +14,12 @@
 //! ```
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Instant, SystemTime};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 
 use crate::call::{self, CallContext, CallEvent};
@@ -580,13 +581,20 @@ fn tx_method(method: Method<'_>) -> transaction::Method {
 
 /// The §17.2.3 key of a received request: top Via branch, sent-by and method (or, for an
 /// RFC 2543 request without the magic cookie, the whole top Via plus Call-ID and CSeq).
+///
+/// Branch and sent-by are copied into one small buffer of their own: a key lives as long as
+/// its transaction (32 s after the final response over UDP) and must not keep the whole
+/// message alive.
 pub fn server_key(request: &Request) -> Option<TransactionKey> {
-    let buf = request.as_bytes();
     let via = request.headers().top_via().ok()?;
     let method = tx_method(request.method());
-    let sent_by = Bytes::from(format!("{}:{}", via.host, via.port.unwrap_or(5060)));
     if let Some(branch) = via.branch() {
-        let branch = slice_of(buf, branch);
+        let mut id = BytesMut::with_capacity(branch.len() + 48);
+        id.extend_from_slice(branch.as_bytes());
+        // Writing into a BytesMut cannot fail.
+        let _ = write!(id, "{}:{}", via.host, via.port.unwrap_or(5060));
+        let mut sent_by = id.freeze();
+        let branch = sent_by.split_to(branch.len());
         if let Some(key) = TransactionKey::server(branch, sent_by, method.clone()) {
             return Some(key);
         }

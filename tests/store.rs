@@ -234,19 +234,30 @@ async fn call_events_survive_the_move_to_one_index(backend: Backend) {
         .expect("event at version 2");
     }
 
-    store.migrate().await.expect("migration 3 over recorded events");
+    store
+        .migrate()
+        .await
+        .expect("migration 3 over recorded events");
     let latest: i64 = match &store {
-        Store::Sqlite(pool) => sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
-            .fetch_one(pool)
-            .await,
-        Store::Postgres(pool) => sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
-            .fetch_one(pool)
-            .await,
+        Store::Sqlite(pool) => {
+            sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
+                .fetch_one(pool)
+                .await
+        }
+        Store::Postgres(pool) => {
+            sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
+                .fetch_one(pool)
+                .await
+        }
     }
     .expect("applied migrations");
     assert_eq!(latest, 3);
     let events = store.call_events(tenant, call).await.expect("events");
     let got: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(got, kinds);
-    assert!(events.iter().all(|e| e.call_id == call && e.tenant_id == tenant));
+    assert!(
+        events
+            .iter()
+            .all(|e| e.call_id == call && e.tenant_id == tenant)
+    );
 }
