@@ -971,6 +971,14 @@ impl std::fmt::Display for Host<'_> {
 /// Parses `host [":" port]` (whitespace around the colon tolerated, §7.3.1).
 fn parse_hostport(s: &str) -> Result<(Host<'_>, Option<u16>), ()> {
     let s = s.trim_ascii();
+    match ipv4_port(s.as_bytes()) {
+        Some(parsed) => Ok(parsed),
+        None => parse_hostport_general(s),
+    }
+}
+
+fn parse_hostport_general(s: &str) -> Result<(Host<'_>, Option<u16>), ()> {
+    let s = s.trim_ascii();
     let (host, rest) = if let Some(inner) = s.strip_prefix('[') {
         let close = find_b(inner, b']').ok_or(())?;
         let addr: Ipv6Addr = inner.get(..close).ok_or(())?.parse().map_err(|_| ())?;
@@ -987,6 +995,53 @@ fn parse_hostport(s: &str) -> Result<(Host<'_>, Option<u16>), ()> {
         .and_then(|p| u16::try_from(p).ok())
         .ok_or(())?;
     Ok((host, Some(port)))
+}
+
+/// The common `a.b.c.d[:port]` with nothing around it, in one pass. `None` leaves
+/// everything else (names, IPv6, blanks, long or out-of-range parts) to the general path,
+/// which also decides what is an error.
+fn ipv4_port(s: &[u8]) -> Option<(Host<'static>, Option<u16>)> {
+    let mut quad = [0u8; 4];
+    let mut part = 0usize;
+    let mut digits = 0u8;
+    let mut value = 0u16;
+    let mut i = 0;
+    while let Some(&b) = s.get(i) {
+        match b {
+            b'0'..=b'9' if digits < 3 => {
+                value = value * 10 + u16::from(b - b'0');
+                digits += 1;
+            }
+            b'.' if digits > 0 => {
+                *quad.get_mut(part)? = u8::try_from(value).ok()?;
+                part += 1;
+                digits = 0;
+                value = 0;
+            }
+            b':' => break,
+            _ => return None,
+        }
+        i += 1;
+    }
+    if part != 3 || digits == 0 {
+        return None;
+    }
+    quad[3] = u8::try_from(value).ok()?;
+    let port = match s.get(i + 1..) {
+        None => None,
+        Some(p) if (1..=5).contains(&p.len()) => {
+            let mut n = 0u32;
+            for &b in p {
+                if !b.is_ascii_digit() {
+                    return None;
+                }
+                n = n * 10 + u32::from(b - b'0');
+            }
+            Some(u16::try_from(n).ok()?)
+        }
+        Some(_) => return None,
+    };
+    Some((Host::Ipv4(Ipv4Addr::from(quad)), port))
 }
 
 /// A host name or dotted-quad IPv4 address (leading zeros accepted) at the start of `s`,
@@ -2411,6 +2466,50 @@ impl ToTag {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ipv4_fast_path_agrees_with_the_general_host_parser() {
+        let taken = [
+            "1.2.3.4",
+            "198.51.100.20:5060",
+            "010.001.000.255:0",
+            "203.0.113.10:65535",
+            "0.0.0.0:00001",
+        ];
+        for s in taken {
+            let fast = ipv4_port(s.as_bytes()).expect(s);
+            assert_eq!(Ok(fast), parse_hostport_general(s), "{s}");
+        }
+        // Left to the general path, which accepts or refuses them itself.
+        let declined = [
+            " 1.2.3.4",
+            "1.2.3.4 : 5060",
+            "256.1.1.1",
+            "1.2.3",
+            "1.2.3.4.5",
+            "0001.2.3.4",
+            "1.2.3.4:",
+            "1.2.3.4:65536",
+            "1.2.3.4:123456",
+            "1.2.3.4x",
+            "a.example.com:5060",
+            "[2001:db8::1]:5060",
+            "",
+        ];
+        for s in declined {
+            assert_eq!(ipv4_port(s.as_bytes()), None, "{s:?}");
+        }
+        assert_eq!(
+            parse_hostport(" 1.2.3.4 : 5060"),
+            Ok((Host::Ipv4(Ipv4Addr::new(1, 2, 3, 4)), Some(5060)))
+        );
+        assert_eq!(
+            parse_hostport("256.1.1.1"),
+            Ok((Host::Name("256.1.1.1"), None))
+        );
+        assert_eq!(parse_hostport("1.2.3.4:65536"), Err(()));
+        assert_eq!(parse_hostport("1.2.3.4:"), Err(()));
+    }
 
     const INVITE: &str = "INVITE sip:+919876543210@vca.example.com;user=phone SIP/2.0\r\n\
 Via: SIP/2.0/UDP 203.0.113.7:5060;branch=z9hG4bK776asdhds;rport\r\n\
