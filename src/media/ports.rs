@@ -1,14 +1,17 @@
 //! The RTP port pool: an even port for RTP and the next odd one for RTCP (RFC 3550 §11,
 //! RFC 3264 §5.1), both bound on the media IP, handed out per call and returned on drop.
 //!
-//! Even ports wait in a ring (least recently freed first), so taking one is a pop and giving
-//! one back is a push: no scan of the range, whatever the call rate. Reusing the port that has
-//! been free longest also keeps a late packet of an ended call away from the next call.
+//! Free pairs wait in two queues, least recently freed first: pairs that keep their sockets
+//! bound (up to [`MAX_IDLE_BOUND`]) and bare ports. Taking one is a pop and giving one back
+//! is a push: no scan of the range, whatever the call rate. A bound pair skips binding,
+//! closing and registering two sockets, the largest kernel cost of a call, so it is taken
+//! first, but only once it has been free for [`QUARANTINE`]: a carrier sends every call
+//! from the same address, and a late packet of an ended call must not be latched by the
+//! next call on its port. Whatever reached an idle pair is read and thrown away when it is
+//! handed out again, so the next call starts as if on freshly bound sockets. While no bound
+//! pair has waited long enough a bare port is bound instead; only when there is none is a
+//! younger bound pair used, rather than refusing the call.
 //!
-//! A returned pair keeps its two sockets bound (up to [`MAX_IDLE_BOUND`] idle pairs), so that
-//! the next call on it skips binding, closing and registering two sockets, the largest
-//! kernel cost of a call. Whatever reached an idle pair is read and thrown away when it is
-//! handed out again, so the next call starts as if on freshly bound sockets.
 //! A pair whose bind fails (another process holds a port) goes to the back of the ring and the
 //! next pair is tried, up to [`MAX_BIND_ATTEMPTS`] times.
 //!
@@ -24,6 +27,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
 
@@ -34,8 +38,14 @@ pub const DEFAULT_RANGE: RangeInclusive<u16> = 16384..=32767;
 pub const MAX_BIND_ATTEMPTS: usize = 16;
 
 /// How many free pairs keep their sockets bound (two file descriptors each); pairs freed
-/// beyond this are closed.
-pub const MAX_IDLE_BOUND: usize = 2048;
+/// beyond this are closed. Enough for [`QUARANTINE`] at 16,000 calls per second, so that a
+/// bound pair is ripe by the time it reaches the front; idle or in use, a pool never holds
+/// more than two descriptors per pair of its range.
+pub const MAX_IDLE_BOUND: usize = 4096;
+
+/// How long a freed pair stays unused before its bound sockets are handed out again: longer
+/// than a packet of the ended call takes to arrive.
+pub const QUARANTINE: Duration = Duration::from_millis(250);
 
 /// Most datagrams thrown away from an idle pair when it is handed out.
 const MAX_DRAINED: usize = 256;
@@ -63,18 +73,61 @@ impl PortError {
     }
 }
 
-/// A free pair: its even port, and its sockets while they stay bound.
+/// A free pair that kept its sockets, and when it was freed.
 #[derive(Debug)]
-struct FreePair {
+struct IdlePair {
+    freed: Instant,
     port: u16,
-    sockets: Option<(UdpSocket, UdpSocket)>,
+    sockets: (UdpSocket, UdpSocket),
 }
 
 #[derive(Debug)]
 struct FreeList {
-    ring: VecDeque<FreePair>,
-    /// Pairs in the ring that hold bound sockets.
-    bound: usize,
+    /// Pairs with bound sockets, least recently freed first.
+    bound: VecDeque<IdlePair>,
+    /// Even ports without sockets, least recently freed first.
+    bare: VecDeque<u16>,
+}
+
+impl FreeList {
+    /// The next pair to hand out at `now`: a bound pair past its quarantine, else a bare
+    /// port, else the bound pair freed longest ago.
+    fn take(&mut self, now: Instant) -> Option<(u16, Option<(UdpSocket, UdpSocket)>)> {
+        let ripe = self
+            .bound
+            .front()
+            .is_some_and(|p| now.saturating_duration_since(p.freed) >= QUARANTINE);
+        if !ripe && let Some(port) = self.bare.pop_front() {
+            return Some((port, None));
+        }
+        self.bound
+            .pop_front()
+            .map(|p| (p.port, Some(p.sockets)))
+            .or_else(|| self.bare.pop_front().map(|port| (port, None)))
+    }
+
+    /// Queues a freed pair; returns the sockets to close when enough pairs are idle already.
+    fn give_back(
+        &mut self,
+        now: Instant,
+        port: u16,
+        sockets: Option<(UdpSocket, UdpSocket)>,
+    ) -> Option<(UdpSocket, UdpSocket)> {
+        match sockets {
+            Some(sockets) if self.bound.len() < MAX_IDLE_BOUND => {
+                self.bound.push_back(IdlePair {
+                    freed: now,
+                    port,
+                    sockets,
+                });
+                None
+            }
+            other => {
+                self.bare.push_back(port);
+                other
+            }
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -86,16 +139,15 @@ struct Shared {
 
 impl Shared {
     fn free_list(&self) -> std::sync::MutexGuard<'_, FreeList> {
-        // The list stays consistent across a panic: every change is one push or one pop.
+        // The lists stay consistent across a panic: every change is one push or one pop.
         self.free.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Puts a pair at the back of the ring, keeping its sockets while few enough are idle.
+    /// Returns a pair to the pool, keeping its sockets while few enough are idle.
     fn give_back(&self, port: u16, sockets: Option<(UdpSocket, UdpSocket)>) {
-        let mut free = self.free_list();
-        let sockets = sockets.filter(|_| free.bound < MAX_IDLE_BOUND);
-        free.bound += usize::from(sockets.is_some());
-        free.ring.push_back(FreePair { port, sockets });
+        let closed = self.free_list().give_back(Instant::now(), port, sockets);
+        // Closing deregisters from the reactor: done outside the lock.
+        drop(closed);
     }
 }
 
@@ -111,18 +163,15 @@ impl PortPool {
     pub fn new(ip: IpAddr, range: RangeInclusive<u16>) -> Self {
         let (start, end) = (*range.start(), *range.end());
         let first_even = start.saturating_add(start % 2);
-        let ring: VecDeque<FreePair> = (first_even..end)
-            .step_by(2)
-            .map(|port| FreePair {
-                port,
-                sockets: None,
-            })
-            .collect();
+        let bare: VecDeque<u16> = (first_even..end).step_by(2).collect();
         PortPool {
             shared: Arc::new(Shared {
                 ip,
-                capacity: ring.len(),
-                free: Mutex::new(FreeList { ring, bound: 0 }),
+                capacity: bare.len(),
+                free: Mutex::new(FreeList {
+                    bound: VecDeque::new(),
+                    bare,
+                }),
             }),
         }
     }
@@ -134,12 +183,13 @@ impl PortPool {
 
     /// How many pairs are free now.
     pub fn available(&self) -> usize {
-        self.shared.free_list().ring.len()
+        let free = self.shared.free_list();
+        free.bound.len() + free.bare.len()
     }
 
     /// How many free pairs hold bound sockets now.
     pub fn idle_bound(&self) -> usize {
-        self.shared.free_list().bound
+        self.shared.free_list().bound.len()
     }
 
     /// Takes a free pair and binds both sockets. Must run inside a tokio runtime.
@@ -149,15 +199,8 @@ impl PortPool {
         }
         let mut last_error = None;
         for _ in 0..MAX_BIND_ATTEMPTS {
-            let pair = {
-                let mut free = self.shared.free_list();
-                let pair = free.ring.pop_front();
-                if pair.as_ref().is_some_and(|p| p.sockets.is_some()) {
-                    free.bound -= 1;
-                }
-                pair
-            };
-            let Some(FreePair { port, sockets }) = pair else {
+            let taken = self.shared.free_list().take(Instant::now());
+            let Some((port, sockets)) = taken else {
                 break;
             };
             let bound = match sockets {
@@ -177,7 +220,7 @@ impl PortPool {
                     });
                 }
                 Err(e) => {
-                    // The pair goes to the back of the ring, to be tried again later.
+                    // The port goes to the back of its queue, to be tried again later.
                     self.shared.give_back(port, None);
                     last_error = Some(e);
                 }
@@ -306,6 +349,32 @@ mod tests {
         drop(held);
         assert_eq!(pool.available(), 4);
         assert_eq!(pool.idle_bound(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_bound_pair_waits_out_its_quarantine_while_bare_ports_remain() {
+        let sockets = bind_pair(LOOPBACK, 31300).unwrap();
+        let t0 = Instant::now();
+        let mut free = FreeList {
+            bound: VecDeque::new(),
+            bare: VecDeque::from([31302, 31304]),
+        };
+        assert!(free.give_back(t0, 31300, Some(sockets)).is_none());
+
+        let young = t0 + QUARANTINE - Duration::from_millis(1);
+        let (port, sockets) = free.take(young).unwrap();
+        assert_eq!((port, sockets.is_some()), (31302, false));
+        free.give_back(young, port, None);
+
+        let (port, sockets) = free.take(t0 + QUARANTINE).unwrap();
+        assert_eq!((port, sockets.is_some()), (31300, true));
+        free.give_back(t0 + QUARANTINE, port, sockets);
+
+        // With no bare port left, a young bound pair is used rather than refusing the call.
+        free.bare.clear();
+        let (port, sockets) = free.take(t0 + QUARANTINE).unwrap();
+        assert_eq!((port, sockets.is_some()), (31300, true));
+        assert!(free.take(t0 + QUARANTINE).is_none());
     }
 
     #[tokio::test]
