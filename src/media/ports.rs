@@ -9,8 +9,8 @@
 //! from the same address, and a late packet of an ended call must not be latched by the
 //! next call on its port. Whatever reached an idle pair is read and thrown away when it is
 //! handed out again, so the next call starts as if on freshly bound sockets. While no bound
-//! pair has waited long enough a bare port is bound instead; only when there is none is a
-//! younger bound pair used, rather than refusing the call.
+//! pair has waited long enough a bare port is bound instead; only when there is none, or
+//! binding one failed, is a younger bound pair used, rather than refusing the call.
 //!
 //! A pair whose bind fails (another process holds a port) goes to the back of the ring and the
 //! next pair is tried, up to [`MAX_BIND_ATTEMPTS`] times.
@@ -100,10 +100,13 @@ impl FreeList {
         if !ripe && let Some(port) = self.bare.pop_front() {
             return Some((port, None));
         }
-        self.bound
-            .pop_front()
-            .map(|p| (p.port, Some(p.sockets)))
+        self.take_bound()
             .or_else(|| self.bare.pop_front().map(|port| (port, None)))
+    }
+
+    /// The bound pair freed longest ago, whatever its age.
+    fn take_bound(&mut self) -> Option<(u16, Option<(UdpSocket, UdpSocket)>)> {
+        self.bound.pop_front().map(|p| (p.port, Some(p.sockets)))
     }
 
     /// Queues a freed pair; returns the sockets to close when enough pairs are idle already.
@@ -199,7 +202,15 @@ impl PortPool {
         }
         let mut last_error = None;
         for _ in 0..MAX_BIND_ATTEMPTS {
-            let taken = self.shared.free_list().take(Instant::now());
+            let taken = {
+                let mut free = self.shared.free_list();
+                // After a failed bind (a squatted port, or no file descriptors left) a
+                // bound pair, however recently freed, beats refusing the call.
+                match last_error {
+                    Some(_) => free.take_bound().or_else(|| free.take(Instant::now())),
+                    None => free.take(Instant::now()),
+                }
+            };
             let Some((port, sockets)) = taken else {
                 break;
             };
@@ -375,6 +386,20 @@ mod tests {
         let (port, sockets) = free.take(t0 + QUARANTINE).unwrap();
         assert_eq!((port, sockets.is_some()), (31300, true));
         assert!(free.take(t0 + QUARANTINE).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_failed_bind_falls_back_to_a_young_bound_pair() {
+        let pool = PortPool::new(LOOPBACK, 31400..=31403);
+        let first = pool.allocate().unwrap();
+        assert_eq!(first.rtp_port(), 31400);
+        drop(first);
+        // 31400 is bound but in quarantine; the bare 31402 cannot be bound.
+        let squatter = std::net::UdpSocket::bind((LOOPBACK, 31403)).unwrap();
+        let ports = pool.allocate().unwrap();
+        assert_eq!(ports.rtp_port(), 31400);
+        assert_eq!((pool.available(), pool.idle_bound()), (1, 0));
+        drop(squatter);
     }
 
     #[tokio::test]
