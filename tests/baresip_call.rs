@@ -16,7 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{Backend, TestDb, TestServer, test_config};
+use common::calls::CallEnv;
+use common::{Backend, TestServer};
 use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -70,18 +71,7 @@ async fn baresip_hears_its_own_voice_back(backend: Backend) {
     });
 
     // 1. A server on loopback with a tenant and its number.
-    let db = TestDb::new(backend).await;
-    let config = test_config(&db);
-    let s = TestServer::start_with(config, db).await;
-    let tenant = s.tenant("Acme").await;
-    let (status, number) = s
-        .admin_call(
-            Method::POST,
-            &format!("/api/tenants/{tenant}/phone-numbers"),
-            Some(json!({"did_number": "09876543210"})),
-        )
-        .await;
-    assert_eq!(status, 201, "{number}");
+    let CallEnv { s, tenant, .. } = CallEnv::start(backend, |_| {}).await;
     let sip = s.server.as_ref().expect("running").sip_udp_addr;
 
     // 2. The signal, written where baresip reads its microphone.
@@ -228,28 +218,20 @@ async fn baresip_calls_a_digest_trunk_with_its_password(backend: Backend) {
             "baresip is not installed: install the Debian package baresip (apt-get install baresip)"
         )
     });
-    let db = TestDb::new(backend).await;
-    let mut config = test_config(&db);
+    let certs = tempfile::tempdir().expect("temp dir");
     let ca = common::pki::Ca::new("vca-sip test CA");
-    let (cert, key) = ca.server("vca-sip").write(db.dir.path(), "server");
-    config.tls = Some(TlsSettings {
-        addr: "127.0.0.1:0".parse().unwrap(),
-        files: TlsFiles {
-            cert,
-            key,
-            client_ca: None,
-        },
-    });
-    let s = TestServer::start_with(config, db).await;
-    let tenant = s.tenant("Acme").await;
-    let (status, number) = s
-        .admin_call(
-            Method::POST,
-            &format!("/api/tenants/{tenant}/phone-numbers"),
-            Some(json!({"did_number": "09876543210"})),
-        )
-        .await;
-    assert_eq!(status, 201, "{number}");
+    let (cert, key) = ca.server("vca-sip").write(certs.path(), "server");
+    let CallEnv { s, tenant, .. } = CallEnv::start(backend, |config| {
+        config.tls = Some(TlsSettings {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            files: TlsFiles {
+                cert,
+                key,
+                client_ca: None,
+            },
+        });
+    })
+    .await;
     let (status, trunk) = s
         .admin_call(
             Method::POST,
