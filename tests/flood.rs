@@ -124,12 +124,7 @@ async fn a_flood_from_outside_does_not_stop_the_trunk() {
     let mut carrier = Uac::bind(TRUNK_IP, udp).await;
     let answer = carrier.ask("OPTIONS", "ping", "after-flood", "").await;
     assert_eq!(answer.as_deref().map(status), Some(200));
-    let metrics = s
-        .send(Method::GET, "/metrics", None, None)
-        .await
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics().await;
     assert!(
         sample(&metrics, "vca_sip_bans_total{reason=\"rate\"}") >= 1.0,
         "{metrics}"

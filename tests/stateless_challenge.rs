@@ -41,12 +41,7 @@ async fn unauthenticated_invites_from_a_digest_trunk_network_get_one_stateless_4
         uac.final_response(Duration::from_secs(1)).await.is_none(),
         "a 401 was resent"
     );
-    let metrics = s
-        .send(Method::GET, "/metrics", None, None)
-        .await
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics().await;
     assert_eq!(sample(&metrics, "vca_sip_transactions"), 0.0, "{metrics}");
     assert_eq!(sample(&metrics, "vca_sip_dialogs"), 0.0, "{metrics}");
 }

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use common::uac::sample;
 use common::{Backend, TestDb, TestServer, test_config};
-use reqwest::Method;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -59,14 +58,6 @@ async fn options(conn: &mut TcpStream, n: u32) -> Option<u16> {
         .and_then(|s| s.parse().ok())
 }
 
-async fn metrics(s: &TestServer) -> String {
-    s.send(Method::GET, "/metrics", None, None)
-        .await
-        .text()
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_are_capped_per_source_and_in_all() {
     let s = server(|c| {
@@ -75,7 +66,7 @@ async fn connections_are_capped_per_source_and_in_all() {
     })
     .await;
     let tcp = s.server.as_ref().unwrap().sip_tcp_addr;
-    let before = metrics(&s).await;
+    let before = s.metrics().await;
 
     // Three from one source are served; the fourth is refused.
     let mut live = Vec::new();
@@ -125,7 +116,7 @@ async fn connections_are_capped_per_source_and_in_all() {
     }
     assert!(again.is_some(), "a freed place was never given again");
 
-    let after = metrics(&s).await;
+    let after = s.metrics().await;
     for reason in ["source_cap", "global_cap"] {
         let key = format!("vca_sip_tcp_refused_total{{reason=\"{reason}\"}}");
         assert!(
@@ -161,7 +152,7 @@ async fn a_message_trickled_one_byte_at_a_time_is_cut_off() {
     // Others are served as ever.
     let mut other = connect_from("127.0.0.6", tcp).await;
     assert_eq!(options(&mut other, 1).await, Some(200));
-    let metrics = metrics(&s).await;
+    let metrics = s.metrics().await;
     assert!(
         sample(&metrics, "vca_sip_tcp_closed_total{reason=\"deadline\"}") >= 1.0,
         "{metrics}"

@@ -116,11 +116,6 @@ impl CallEnv {
 
     /// The server's Prometheus text.
     pub async fn metrics(&self) -> String {
-        self.s
-            .send(Method::GET, "/metrics", None, None)
-            .await
-            .text()
-            .await
-            .expect("metrics")
+        self.s.metrics().await
     }
 }

@@ -152,6 +152,15 @@ impl TestServer {
         request.send().await.expect("HTTP request")
     }
 
+    /// The server's Prometheus text.
+    pub async fn metrics(&self) -> String {
+        self.send(Method::GET, "/metrics", None, None)
+            .await
+            .text()
+            .await
+            .expect("metrics")
+    }
+
     /// Like [`send`], and returns the status and the JSON body (Null when empty).
     pub async fn call(
         &self,
