@@ -208,14 +208,12 @@ async fn svcrack_cracks_nothing_while_the_trunk_calls() {
 
     let trunk = env.trunk_calls(30);
     // The ip+digest trunk's user from outside its network; then the digest-only trunk's.
-    let outside = tool(
-        dir.clone(),
-        "svcrack",
-        args(&[
+    let crack = |user: &str| {
+        let args = args(&[
             "-p",
             &port,
             "-u",
-            "both",
+            user,
             "-d",
             &list,
             "-m",
@@ -223,25 +221,11 @@ async fn svcrack_cracks_nothing_while_the_trunk_calls() {
             "-e",
             "9876543210",
             "127.0.0.1",
-        ]),
-    );
-    let digest = tool(
-        dir.clone(),
-        "svcrack",
-        args(&[
-            "-p",
-            &port,
-            "-u",
-            "byoc",
-            "-d",
-            &list,
-            "-m",
-            "INVITE",
-            "-e",
-            "9876543210",
-            "127.0.0.1",
-        ]),
-    );
+        ]);
+        tool(dir.clone(), "svcrack", args)
+    };
+    let outside = crack("both");
+    let digest = crack("byoc");
     let (trunk, outside, digest) = tokio::join!(trunk, outside, digest);
     for (name, out) in [("ip+digest", &outside), ("digest", &digest)] {
         assert!(
