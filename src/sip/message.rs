@@ -16,6 +16,7 @@ use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use bytes::{BufMut, Bytes, BytesMut};
+use bytestring::ByteString;
 
 /// Longest header line accepted (§21.5.7 513 territory; also a memory bound).
 pub const MAX_LINE: usize = 8 * 1024;
@@ -280,6 +281,9 @@ struct Entry {
 #[derive(Debug, Clone)]
 pub struct Headers {
     buf: Bytes,
+    /// The start line and header section (`buf` up to the body) when they are UTF-8,
+    /// checked once so that each value is a slice rather than another check.
+    text: Option<ByteString>,
     start: Span,
     entries: Vec<Entry>,
     /// Offset of the first body octet.
@@ -423,6 +427,8 @@ impl Headers {
         let mut bad_line = false;
         let mut folded = false;
         let mut first = true;
+        let mut first_line = [u16::MAX; NAMES];
+        let mut repeated = 0u32;
         let body_start;
         loop {
             let (line_end, next) = match find_byte(data, pos, b'\n') {
@@ -461,24 +467,36 @@ impl Headers {
                 if entries.len() >= MAX_HEADER_LINES {
                     return Err(ParseError::HeadTooLarge);
                 }
-                // One pass over the name: token octets, optional blanks, then ':'.
-                let line = data.get(..line_end).unwrap_or_default();
-                let mut k = pos;
-                while line.get(k).is_some_and(|&b| is_token_byte(b)) {
-                    k += 1;
-                }
-                let name_end = k;
-                while matches!(line.get(k), Some(b' ' | b'\t')) {
-                    k += 1;
-                }
-                if name_end > pos && line.get(k) == Some(&b':') {
-                    entries.push(Entry {
-                        name: Name::classify(line.get(pos..name_end).unwrap_or_default()),
-                        name_span: Span::new(pos, name_end),
-                        value: Span::new(k + 1, line_end),
-                    });
-                } else {
-                    bad_line = true;
+                // The name ends at the first colon (no token octet is one), blanks before
+                // it allowed. A recognised name is a token already; others are checked.
+                let line = data.get(pos..line_end).unwrap_or_default();
+                let entry = find_byte(line, 0, b':').and_then(|colon| {
+                    let mut name = line.get(..colon).unwrap_or_default();
+                    while let [rest @ .., b' ' | b'\t'] = name {
+                        name = rest;
+                    }
+                    let kind = Name::classify(name);
+                    let valid = kind != Name::Other
+                        || (!name.is_empty() && name.iter().all(|&b| is_token_byte(b)));
+                    let (s, t) = trim_span(data, pos + colon + 1, line_end);
+                    valid.then(|| Entry {
+                        name: kind,
+                        name_span: Span::new(pos, pos + name.len()),
+                        value: Span::new(s, t),
+                    })
+                });
+                match entry {
+                    Some(e) => {
+                        if let Some(f) = first_line.get_mut(e.name as usize) {
+                            if *f == u16::MAX {
+                                *f = u16::try_from(entries.len()).unwrap_or(u16::MAX);
+                            } else {
+                                repeated |= 1 << (e.name as usize);
+                            }
+                        }
+                        entries.push(e);
+                    }
+                    None => bad_line = true,
                 }
             }
             if next >= data.len() {
@@ -487,29 +505,26 @@ impl Headers {
             }
             pos = next;
         }
-        let buf = if folded { unfold(&buf, &entries) } else { buf };
-        for e in &mut entries {
-            let (s, t) = trim_span(&buf, e.value.start as usize, e.value.end as usize);
-            e.value = Span::new(s, t);
-        }
-        let mut first = [u16::MAX; NAMES];
-        let mut repeated = 0u32;
-        for (i, e) in entries.iter().enumerate() {
-            if let Some(f) = first.get_mut(e.name as usize) {
-                if *f == u16::MAX {
-                    *f = u16::try_from(i).unwrap_or(u16::MAX);
-                } else {
-                    repeated |= 1 << (e.name as usize);
-                }
+        let buf: Bytes = if folded {
+            // Unfolded, a continuation's blanks and line breaks are spaces: trim again.
+            let buf = unfold(&buf, &entries);
+            for e in &mut entries {
+                let (s, t) = trim_span(&buf, e.value.start as usize, e.value.end as usize);
+                e.value = Span::new(s, t);
             }
-        }
+            buf
+        } else {
+            buf
+        };
+        let text = ByteString::try_from(buf.slice(..body_start.min(buf.len()))).ok();
         Ok(Headers {
             buf,
+            text,
             start,
             entries,
             body_start,
             bad_line,
-            first,
+            first: first_line,
             repeated,
         })
     }
@@ -518,8 +533,17 @@ impl Headers {
         self.buf.get(s.range()).unwrap_or_default()
     }
 
+    /// The text of a span of the start line or header section; `None` when not UTF-8.
+    fn str_at(&self, s: Span) -> Option<&str> {
+        match &self.text {
+            Some(text) => text.get(s.range()),
+            None => std::str::from_utf8(self.slice(s)).ok(),
+        }
+    }
+
     fn value_str(&self, e: &Entry) -> Result<&str, ParseError> {
-        std::str::from_utf8(self.slice(e.value)).map_err(|_| ParseError::BadHeader(e.name_str()))
+        self.str_at(e.value)
+            .ok_or(ParseError::BadHeader(e.name_str()))
     }
 
     /// Entries of one recognised header, starting at its first line and stopping after it
@@ -582,7 +606,7 @@ impl Headers {
                     e.name == n
                 }
             })
-            .filter_map(|e| std::str::from_utf8(self.slice(e.value)).ok())
+            .filter_map(|e| self.str_at(e.value))
     }
 
     /// The value of a single-valued header: missing, repeated with a different value, or
@@ -1962,7 +1986,7 @@ impl Message {
                 Err(e) => Err(fail(head, e)),
             }
         } else {
-            match parse_request_line(line, head.start.start as usize) {
+            match parse_request_line(&head) {
                 Ok((method, uri, uri_layout)) => Ok(Message::Request(Request {
                     head,
                     method,
@@ -2018,7 +2042,9 @@ fn check_version(v: &[u8]) -> Result<(), ParseError> {
     })
 }
 
-fn parse_request_line(line: &[u8], base: usize) -> Result<(Span, Span, UriLayout), ParseError> {
+fn parse_request_line(head: &Headers) -> Result<(Span, Span, UriLayout), ParseError> {
+    let line = head.start_line();
+    let base = head.start.start as usize;
     let sp1 = line
         .iter()
         .position(|&b| b == b' ')
@@ -2039,16 +2065,13 @@ fn parse_request_line(line: &[u8], base: usize) -> Result<(Span, Span, UriLayout
     if uri.contains(&b' ') {
         return Err(ParseError::BadStartLine);
     }
-    let uri_s = std::str::from_utf8(uri).map_err(|_| ParseError::BadRequestUri)?;
+    let uri_span = Span::new(base + sp1 + 1, base + sp2);
+    let uri_s = head.str_at(uri_span).ok_or(ParseError::BadRequestUri)?;
     let parsed = Uri::parse(uri_s)?;
     if parsed.headers().is_some() {
         return Err(ParseError::BadRequestUri);
     }
-    Ok((
-        Span::new(base, base + sp1),
-        Span::new(base + sp1 + 1, base + sp2),
-        parsed.l,
-    ))
+    Ok((Span::new(base, base + sp1), uri_span, parsed.l))
 }
 
 fn parse_status_line(line: &[u8], base: usize) -> Result<(u16, Span), ParseError> {
@@ -2075,12 +2098,12 @@ impl Request {
     }
     /// The method token as received.
     pub fn method_str(&self) -> &str {
-        std::str::from_utf8(self.head.slice(self.method)).unwrap_or_default()
+        self.head.str_at(self.method).unwrap_or_default()
     }
     /// The Request-URI (parsed once, with the request).
     pub fn uri(&self) -> Uri<'_> {
         Uri {
-            raw: std::str::from_utf8(self.head.slice(self.uri)).unwrap_or_default(),
+            raw: self.head.str_at(self.uri).unwrap_or_default(),
             l: self.uri_layout,
         }
     }
@@ -2124,7 +2147,7 @@ impl Response {
     }
     /// The reason phrase (opaque UTF-8, may be empty).
     pub fn reason(&self) -> &str {
-        std::str::from_utf8(self.head.slice(self.reason)).unwrap_or_default()
+        self.head.str_at(self.reason).unwrap_or_default()
     }
     /// The header section.
     pub fn headers(&self) -> &Headers {
