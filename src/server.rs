@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::api::{self, AppState};
-use crate::call::{CallContext, CallSettings};
+use crate::call::{CallContext, CallSettings, Throttle};
 use crate::config::Config;
 use crate::endpoint::{Core, CoreHandle};
 use crate::gate::{Gate, Shield};
@@ -138,6 +138,7 @@ impl Server {
                 max_call_duration: config.max_call_duration,
                 country: config.default_country_code.clone(),
             },
+            port_warnings: Throttle::new(Duration::from_secs(1)),
         });
         let (core, handle) = Core::new(context.clone(), gate);
         let mut background = vec![

@@ -11,6 +11,7 @@
 //! is known is written to the call's record with the status sent.
 
 mod record;
+mod throttle;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -43,6 +44,7 @@ use crate::store::{AttemptLog, CallWriter};
 use crate::transport::{Peer, Transport};
 
 use record::Record;
+pub(crate) use throttle::Throttle;
 
 /// Settings every call reads.
 #[derive(Debug, Clone)]
@@ -67,6 +69,8 @@ pub struct CallContext {
     pub ports: PortPool,
     pub attempts: AttemptLog,
     pub settings: CallSettings,
+    /// Lets the "no RTP ports" warning through once a second when the pool runs dry.
+    pub(crate) port_warnings: Throttle,
 }
 
 /// What the core passes to a call.
@@ -265,7 +269,9 @@ impl Call {
             })?;
         let timer = self.session_timer()?;
         let ports = self.ctx.ports.allocate().map_err(|e| {
-            tracing::warn!(error = %e, "no RTP ports for a call");
+            if let Some(held_back) = self.ctx.port_warnings.admit(Instant::now()) {
+                tracing::warn!(error = %e, held_back, "no RTP ports for a call");
+            }
             congestion("rtp_ports")
         })?;
         let mut session = LocalSession::new(
