@@ -277,14 +277,14 @@ impl Core {
         }
 
         let source = peer.addr().ip();
-        let trunk = match self.gate.decide(
+        let pass = match self.gate.decide(
             SystemTime::now(),
             &request,
             source,
             peer.transport(),
             peer.client_cert(),
         ) {
-            Decision::Admit(trunk) => trunk,
+            Decision::Admit(pass) => pass,
             Decision::Challenge(challenges) => {
                 let headers: Vec<(&str, &str)> = challenges
                     .iter()
@@ -310,12 +310,13 @@ impl Core {
                 } else {
                     (501, "Not Implemented")
                 };
+                self.gate.give_back(&pass);
                 return self.stateless(&request, &peer, status, reason, &[("Allow", ALLOW)]);
             }
         }
         match method {
             Method::Invite if !request.in_dialog() => {
-                self.new_call(now, request, key, call_key, peer, trunk)
+                self.new_call(now, request, key, call_key, peer, pass)
             }
             Method::Cancel => self.cancel(now, request, key, call_key, peer),
             Method::Options if !request.in_dialog() => {
@@ -411,7 +412,7 @@ impl Core {
         key: TransactionKey,
         call_key: CallKey,
         peer: Peer,
-        trunk: gate::Admitted,
+        pass: gate::Pass,
     ) {
         if self.calls.contains_key(&call_key) {
             // The same Call-ID and From-tag on a new branch: a merged request (§8.2.2.2).
@@ -421,6 +422,9 @@ impl Core {
             || QUEUE_CAPACITY - self.handle.inbound.capacity() > HIGH_WATER;
         if overloaded {
             metrics::counter!("vca_sip_overload_rejects_total").increment(1);
+            // No transaction is left to absorb the client's retransmission: it must
+            // authenticate again and get this same answer, not a 401 for a replay.
+            self.gate.give_back(&pass);
             return self.stateless(
                 &request,
                 &peer,
@@ -469,7 +473,7 @@ impl Core {
             key,
             request,
             peer,
-            trunk,
+            pass.trunk,
             events,
         );
         tokio::spawn(call.run());

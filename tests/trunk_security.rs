@@ -559,3 +559,40 @@ async fn tenants_with_the_same_username_have_separate_credentials(backend: Backe
         200
     );
 }
+
+/// A request that passed digest authentication and was then refused statelessly (here a
+/// 405; a 503 for overload takes the same path) leaves no transaction behind: its
+/// retransmission must get the same answer again, not a 401 for a replayed nonce-count.
+/// A request that was acted on keeps its count used (the INVITE replay case above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retransmission_of_an_authenticated_request_refused_statelessly_gets_the_same_answer() {
+    let env = Env::start(Backend::Sqlite, |_| {}).await;
+    env.platform_trunk(json!({
+        "name": "Tata", "provider": "tata", "auth": "ip+digest", "allowed_cidrs": ["127.0.0.0/24"],
+        "realm": "vca.test", "username": "tata", "password": PASSWORD,
+        "digest_algorithms": ["MD5"],
+    }))
+    .await;
+    let uri = format!("sip:09876543210@{}", env.udp());
+    let mut uac = Uac::bind("127.0.0.11", env.udp()).await;
+    let challenge = uac
+        .ask("SUBSCRIBE", "09876543210", "sub-1", "Event: presence\r\n")
+        .await
+        .expect("a challenge");
+    assert_eq!(status(&challenge), 401, "{challenge}");
+    let auth = authorization(&challenge, "SUBSCRIBE", &uri, "tata", PASSWORD, 1);
+    let request = uac.request(
+        "SUBSCRIBE",
+        "09876543210",
+        "sub-1",
+        &format!("Event: presence\r\n{auth}"),
+    );
+    for copy in ["first copy", "retransmission", "second retransmission"] {
+        uac.send(&request).await;
+        let answer = uac
+            .final_response(Duration::from_secs(2))
+            .await
+            .unwrap_or_else(|| panic!("no answer to the {copy}"));
+        assert_eq!(status(&answer), 405, "{copy}: {answer}");
+    }
+}

@@ -26,8 +26,8 @@ use rustls::pki_types::CertificateDer;
 use crate::ids::TrunkId;
 use crate::routing::trunks::{TrunkBook, TrunkEntry, TrunkSet, is_loopback};
 use crate::sip::auth::{
-    self, DigestAuth, DigestConfig, Lockout, LockoutConfig, LockoutEvent, NonceKey, RequestInfo,
-    Verdict as AuthVerdict,
+    self, DigestAuth, DigestConfig, Lockout, LockoutConfig, LockoutEvent, NonceKey, NonceUse,
+    RequestInfo, Verdict as AuthVerdict,
 };
 use crate::sip::message::Request;
 use crate::store::model::DigestAlgorithm;
@@ -140,7 +140,7 @@ pub type Admitted = Option<Arc<TrunkEntry>>;
 /// The gate's decision on a new request.
 #[derive(Debug)]
 pub enum Decision {
-    Admit(Admitted),
+    Admit(Pass),
     /// A stateless 401 with these `WWW-Authenticate` values.
     Challenge(Vec<String>),
     /// A stateless 400: the credentials cannot be parsed.
@@ -149,6 +149,24 @@ pub enum Decision {
     Forbid,
     /// No answer at all.
     Drop,
+}
+
+/// An admitted request: its trunk, and the nonce-count it used when it carried digest
+/// credentials (hand it back with [`Gate::give_back`] when the request is then refused
+/// statelessly).
+#[derive(Debug)]
+pub struct Pass {
+    pub trunk: Admitted,
+    pub nonce_use: Option<NonceUse>,
+}
+
+impl Pass {
+    fn trunk(trunk: Admitted) -> Pass {
+        Pass {
+            trunk,
+            nonce_use: None,
+        }
+    }
 }
 
 /// Digest state of one trunk, kept across reloads while its realm and algorithms stay.
@@ -227,6 +245,16 @@ impl Gate {
         }
     }
 
+    /// Hands back the nonce-count of a request `trunk` admitted and that was then refused
+    /// before anything acted on it, so that its retransmission is not taken for a replay.
+    pub fn give_back(&mut self, pass: &Pass) {
+        if let (Some(trunk), Some(used)) = (&pass.trunk, &pass.nonce_use)
+            && let Some(digest) = self.digests.get_mut(&trunk.id)
+        {
+            digest.auth.give_back(used);
+        }
+    }
+
     /// Decides on a new (out-of-dialog) request from `source` over `transport`, whose TLS
     /// client presented `client_cert` (verified), at `now`.
     pub fn decide(
@@ -240,11 +268,11 @@ impl Gate {
         let set = self.shield.trunks.snapshot();
         self.sync(&set);
         if set.dev_loopback() && is_loopback(source) {
-            return Decision::Admit(None);
+            return Decision::Admit(Pass::trunk(None));
         }
         if let Some(trunk) = set.by_source(source, transport) {
             if trunk.accepts_client(client_cert) {
-                return Decision::Admit(Some(trunk.clone()));
+                return Decision::Admit(Pass::trunk(Some(trunk.clone())));
             }
             metrics::counter!("vca_sip_auth_failures_total", "reason" => "client_certificate")
                 .increment(1);
@@ -307,7 +335,10 @@ impl Gate {
                 if !allow_listed {
                     self.shield.trust(source);
                 }
-                Decision::Admit(Some(trunk))
+                Decision::Admit(Pass {
+                    trunk: Some(trunk),
+                    nonce_use: outcome.nonce_use,
+                })
             }
             AuthVerdict::Challenge { stale, reason } => {
                 let label = match reason {

@@ -246,6 +246,23 @@ pub struct Outcome {
     pub verdict: Verdict,
     /// Lockouts that started with this request, to log as security events and count.
     pub events: Vec<LockoutEvent>,
+    /// The nonce-count an authenticated request used up (`None` unless authenticated).
+    pub nonce_use: Option<NonceUse>,
+}
+
+/// A nonce-count that an authenticated request used up.
+///
+/// When the request is then refused before anything acts on it (a stateless 503 for
+/// overload, a 405), hand it back with [`DigestAuth::give_back`]: the client's
+/// retransmission of the same request then authenticates again and gets the same answer,
+/// instead of reading as a replay. A count is only ever handed back while it is still the
+/// highest accepted on its nonce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NonceUse {
+    nonce: Box<str>,
+    nc: u32,
+    /// The highest count accepted on the nonce before (0: none).
+    previous: u32,
 }
 
 /// The server key under which nonces are signed. All nodes (and restarts) must share it.
@@ -418,16 +435,19 @@ impl DigestAuth {
                         reason: AuthError::Malformed(fault),
                     },
                     events: Vec::new(),
+                    nonce_use: None,
                 };
             }
         };
         let locked = lockout.is_locked(now, creds.username, req.source, req.allow_listed);
         let result = self.check(now, req, &creds, lookup);
         let mut events = Vec::new();
+        let mut nonce_use = None;
         let verdict = match result {
             Ok(_) if locked => challenge_for(AuthError::LockedOut),
-            Ok(algorithm) => {
+            Ok((algorithm, used)) => {
                 lockout.record_success(creds.username, req.source);
+                nonce_use = Some(used);
                 Verdict::Authenticated {
                     username: creds.username.to_owned(),
                     algorithm,
@@ -445,7 +465,17 @@ impl DigestAuth {
                 }
             }
         };
-        Outcome { verdict, events }
+        Outcome {
+            verdict,
+            events,
+            nonce_use,
+        }
+    }
+
+    /// Hands back a nonce-count used by a request that was then refused before anything
+    /// acted on it (see [`NonceUse`]). Does nothing once a higher count was accepted.
+    pub fn give_back(&mut self, used: &NonceUse) {
+        self.replay.give_back(used);
     }
 
     fn check<F>(
@@ -454,7 +484,7 @@ impl DigestAuth {
         req: &RequestInfo<'_>,
         creds: &DigestCredentials<'_>,
         lookup: F,
-    ) -> Result<Algorithm, AuthError>
+    ) -> Result<(Algorithm, NonceUse), AuthError>
     where
         F: FnOnce(&str, Algorithm) -> Option<String>,
     {
@@ -502,13 +532,18 @@ impl DigestAuth {
         }
         // Only a correct answer advances the nonce-count, so forged requests cannot burn a
         // legitimate client's counts.
-        self.replay.observe(
+        let previous = self.replay.observe(
             now,
             creds.nonce,
             creds.nc,
             issued + self.config.nonce_ttl_secs,
         )?;
-        Ok(algorithm)
+        let used = NonceUse {
+            nonce: creds.nonce.into(),
+            nc: creds.nc,
+            previous,
+        };
+        Ok((algorithm, used))
     }
 
     fn nonce_mac(&self, ts: u64, source: IpAddr, call_id: &str) -> HmacSha256 {
@@ -929,15 +964,15 @@ impl ReplayTable {
     }
 
     /// Records `nc` for `nonce`, which is valid until `expires`; fails unless `nc` is
-    /// greater than every count accepted before on this nonce.
-    fn observe(&mut self, now: u64, nonce: &str, nc: u32, expires: u64) -> Result<(), AuthError> {
+    /// greater than every count accepted before on this nonce. Returns the highest count
+    /// accepted before (0 for a nonce not seen yet).
+    fn observe(&mut self, now: u64, nonce: &str, nc: u32, expires: u64) -> Result<u32, AuthError> {
         self.purge(now);
         if let Some(entry) = self.entries.get_mut(nonce) {
             if nc <= entry.0 {
                 return Err(AuthError::Replay);
             }
-            entry.0 = nc;
-            return Ok(());
+            return Ok(std::mem::replace(&mut entry.0, nc));
         }
         if self.entries.len() >= self.capacity {
             return Err(AuthError::ReplayTableFull);
@@ -945,7 +980,16 @@ impl ReplayTable {
         let key: Box<str> = nonce.into();
         self.entries.insert(key.clone(), (nc, expires));
         self.order.push_back((expires, key));
-        Ok(())
+        Ok(0)
+    }
+
+    /// Undoes an [`observe`](Self::observe) while its count is still the highest.
+    fn give_back(&mut self, used: &NonceUse) {
+        if let Some(entry) = self.entries.get_mut(&*used.nonce)
+            && entry.0 == used.nc
+        {
+            entry.0 = used.previous;
+        }
     }
 
     fn len(&self) -> usize {
@@ -1577,6 +1621,50 @@ mod tests {
         assert_eq!(
             verify(&mut a, &mut l, T0 + 2, &r, &second),
             challenged(false, AuthError::Replay)
+        );
+    }
+
+    #[test]
+    fn a_count_handed_back_authenticates_again_until_a_higher_one_is_accepted() {
+        let mut a = auth();
+        let mut l = lockout();
+        let r = req(src(), CALL_ID);
+        let nonce = nonce_of(&a.challenge(T0, src(), CALL_ID, false)[0]);
+        let first = answer(Algorithm::Sha256, &nonce, 1).header();
+        let used = a.verify(T0, &r, &first, &mut l, lookup).nonce_use;
+        let used = used.expect("an authenticated request uses a count");
+        // Refused before anything acted on it: its retransmission authenticates again.
+        a.give_back(&used);
+        assert_eq!(
+            verify(&mut a, &mut l, T0 + 1, &r, &first),
+            authenticated(Algorithm::Sha256)
+        );
+        // Not handed back this time: the same count is a replay.
+        assert_eq!(
+            verify(&mut a, &mut l, T0 + 1, &r, &first),
+            challenged(false, AuthError::Replay)
+        );
+        // A count handed back after a higher one was accepted changes nothing.
+        let third = answer(Algorithm::Sha256, &nonce, 3).header();
+        let third_use = a.verify(T0 + 2, &r, &third, &mut l, lookup).nonce_use;
+        assert!(third_use.is_some());
+        a.give_back(&used);
+        assert_eq!(
+            verify(&mut a, &mut l, T0 + 2, &r, &first),
+            challenged(false, AuthError::Replay)
+        );
+        let second = answer(Algorithm::Sha256, &nonce, 2).header();
+        assert_eq!(
+            verify(&mut a, &mut l, T0 + 2, &r, &second),
+            challenged(false, AuthError::Replay)
+        );
+        // A failed verification uses no count.
+        let mut bad = answer(Algorithm::Sha256, &nonce, 4);
+        bad.password = "guess";
+        assert_eq!(
+            a.verify(T0 + 3, &r, &bad.header(), &mut l, lookup)
+                .nonce_use,
+            None
         );
     }
 
