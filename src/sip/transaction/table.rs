@@ -232,16 +232,14 @@ pub struct TableOutput<P = ()> {
 
 /// A transaction held in the table.
 #[derive(Debug)]
-#[allow(
-    clippy::large_enum_variant,
-    reason = "entries live in a slab of equal slots; boxing the INVITE variant would add an \
-              allocation to every call"
-)]
 enum Machine {
-    /// An INVITE server transaction and, once it sent a 2xx, the UAS core's retransmitter.
+    /// An INVITE server transaction and, from its 2xx until that is acknowledged or given
+    /// up, the UAS core's retransmitter. Boxed and dropped once done, the retransmitter
+    /// costs no slot space through the 32 s an answered INVITE lingers (Timer L), nor in
+    /// the other transactions' slots.
     Invite {
         ist: Ist,
-        ok: Option<Uas2xx>,
+        ok: Option<Box<Uas2xx>>,
     },
     Nist(Nist),
     Nict(Nict),
@@ -251,7 +249,7 @@ impl Machine {
     fn poll_timeout(&self) -> Option<Instant> {
         match self {
             Machine::Invite { ist, ok } => {
-                let ok = ok.as_ref().and_then(Uas2xx::poll_timeout);
+                let ok = ok.as_deref().and_then(Uas2xx::poll_timeout);
                 match (ist.poll_timeout(), ok) {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
@@ -278,7 +276,7 @@ impl Machine {
     fn is_finished(&self) -> bool {
         match self {
             Machine::Invite { ist, ok } => {
-                ist.is_terminated() && ok.as_ref().is_none_or(Uas2xx::is_done)
+                ist.is_terminated() && ok.as_deref().is_none_or(Uas2xx::is_done)
             }
             Machine::Nist(nist) => nist.is_terminated(),
             Machine::Nict(nict) => nict.is_terminated(),
@@ -312,12 +310,15 @@ impl Machine {
                         IstOutput::Terminated => {}
                     }
                 }
-                if let Some(ok) = ok {
-                    while let Some(output) = ok.poll_output() {
+                if let Some(retransmitter) = ok {
+                    while let Some(output) = retransmitter.poll_output() {
                         match output {
                             Uas2xxOutput::Transmit(bytes) => push(Event::Transmit(bytes)),
                             Uas2xxOutput::GiveUp => push(Event::GiveUp),
                         }
+                    }
+                    if retransmitter.is_done() {
+                        *ok = None;
                     }
                 }
             }
@@ -576,7 +577,7 @@ impl<P: Clone> TransactionTable<P> {
                     },
                 );
                 if result.is_ok() && (200..300).contains(&status) {
-                    *ok = Some(Uas2xx::new(now, config, response));
+                    *ok = Some(Box::new(Uas2xx::new(now, config, response)));
                 }
                 result
             }
@@ -719,6 +720,16 @@ impl<P: Clone> TransactionTable<P> {
     #[cfg(test)]
     pub(crate) fn timer_backlog(&self) -> usize {
         self.heap.len()
+    }
+
+    /// INVITE transactions still holding a 2xx retransmitter.
+    #[cfg(test)]
+    pub(crate) fn retransmitters(&self) -> usize {
+        self.slots
+            .iter()
+            .filter_map(|slot| slot.entry.as_ref())
+            .filter(|e| matches!(e.machine, Machine::Invite { ok: Some(_), .. }))
+            .count()
     }
 
     fn entry(&self, key: &TransactionKey) -> Option<&Live<P>> {

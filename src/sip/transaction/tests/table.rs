@@ -243,3 +243,36 @@ fn ack_with_the_invite_branch_in_accepted_goes_to_the_tu() {
     );
     assert!(table.is_empty());
 }
+
+#[test]
+fn an_acknowledged_2xx_lets_go_of_its_retransmitter_while_the_invite_lingers() {
+    let clock = Clock::new();
+    let mut table = TransactionTable::new(TimerConfig::default());
+    let acked = TableDriver::key("a/INVITE");
+    let unacked = TableDriver::key("b/INVITE");
+    for key in [&acked, &unacked] {
+        table
+            .create_ist(clock.now(), key.clone(), Transport::Unreliable, (), None)
+            .expect("new key");
+        table
+            .respond(clock.now(), key, 200, Bytes::from_static(b"200"))
+            .expect("live");
+    }
+    drain(&mut table);
+    assert_eq!(table.retransmitters(), 2);
+    assert!(table.ack_2xx(clock.now(), &acked));
+    drain(&mut table);
+    // The ACKed INVITE stays for Timer L, absorbing retransmissions, without its 2xx.
+    assert_eq!(table.ist_state(&acked), Some(IstState::Accepted));
+    assert_eq!(table.retransmitters(), 1);
+    assert!(!table.ack_2xx(clock.now(), &acked), "nothing left to stop");
+    assert_eq!(
+        table.handle_request(clock.now(), &acked),
+        RequestMatch::Retransmission
+    );
+    assert!(
+        drain(&mut table).is_empty(),
+        "an Accepted INVITE sends nothing"
+    );
+    assert!(table.ack_2xx(clock.now(), &unacked));
+}
