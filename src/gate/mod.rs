@@ -140,6 +140,7 @@ pub type Admitted = Option<Arc<TrunkEntry>>;
 /// The gate's decision on a new request.
 #[derive(Debug)]
 pub enum Decision {
+    /// Serve the request.
     Admit(Pass),
     /// A stateless 401 with these `WWW-Authenticate` values.
     Challenge(Vec<String>),
@@ -245,8 +246,9 @@ impl Gate {
         }
     }
 
-    /// Hands back the nonce-count of a request `trunk` admitted and that was then refused
-    /// before anything acted on it, so that its retransmission is not taken for a replay.
+    /// Hands back the nonce-count an admitted request used, when the request was then
+    /// refused before anything acted on it, so that its retransmission is not taken for a
+    /// replay. Does nothing for a request admitted without digest credentials.
     pub fn give_back(&mut self, pass: &Pass) {
         if let (Some(trunk), Some(used)) = (&pass.trunk, &pass.nonce_use)
             && let Some(digest) = self.digests.get_mut(&trunk.id)
