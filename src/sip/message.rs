@@ -478,11 +478,13 @@ impl Headers {
                     let kind = Name::classify(name);
                     let valid = kind != Name::Other
                         || (!name.is_empty() && name.iter().all(|&b| is_token_byte(b)));
-                    let (s, t) = trim_span(data, pos + colon + 1, line_end);
-                    valid.then(|| Entry {
-                        name: kind,
-                        name_span: Span::new(pos, pos + name.len()),
-                        value: Span::new(s, t),
+                    valid.then(|| {
+                        let (s, t) = trim_span(data, pos + colon + 1, line_end);
+                        Entry {
+                            name: kind,
+                            name_span: Span::new(pos, pos + name.len()),
+                            value: Span::new(s, t),
+                        }
                     })
                 });
                 match entry {
@@ -505,7 +507,7 @@ impl Headers {
             }
             pos = next;
         }
-        let buf: Bytes = if folded {
+        let buf = if folded {
             // Unfolded, a continuation's blanks and line breaks are spaces: trim again.
             let buf = unfold(&buf, &entries);
             for e in &mut entries {
