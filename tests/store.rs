@@ -5,8 +5,10 @@ mod common;
 
 use common::{Backend, TestDb};
 use vca_sip::ids::{AiProfileId, CallEventId, CallId, PhoneNumberId, TenantId};
-use vca_sip::store::model::{Plan, TenantStatus};
-use vca_sip::store::{NewTenant, Store};
+use vca_sip::store::model::{
+    Call, CallEvent, CallStatus, Direction, HangupCause, Plan, SipTransport, TenantStatus,
+};
+use vca_sip::store::{CallWrite, CallWriter, NewTenant, Store};
 
 on_both_backends!(
     migrations_apply_to_an_empty_database_and_reapply_as_a_no_op,
@@ -14,7 +16,8 @@ on_both_backends!(
     database_refuses_invalid_enum_values,
     database_keeps_did_numbers_unique_and_in_e164,
     database_ties_rows_to_their_owning_tenant,
-    call_events_survive_the_move_to_one_index,
+    calls_and_events_survive_the_index_migrations,
+    call_writer_upserts_new_records_and_updates_committed_ones,
 );
 
 async fn store(backend: Backend) -> (Store, TestDb) {
@@ -187,7 +190,7 @@ async fn database_ties_rows_to_their_owning_tenant(backend: Backend) {
 
 /// Migration 3 rebuilds call_events around its (tenant, call, event) key: events recorded
 /// before it are still there afterwards, in order.
-async fn call_events_survive_the_move_to_one_index(backend: Backend) {
+async fn calls_and_events_survive_the_index_migrations(backend: Backend) {
     let db = TestDb::new(backend).await;
     let store = Store::connect(&db.url).await.expect("connect");
     let mut before = match backend {
@@ -237,7 +240,7 @@ async fn call_events_survive_the_move_to_one_index(backend: Backend) {
     store
         .migrate()
         .await
-        .expect("migration 3 over recorded events");
+        .expect("migrations 3 and 4 over recorded calls and events");
     let latest: i64 = match &store {
         Store::Sqlite(pool) => {
             sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
@@ -251,7 +254,30 @@ async fn call_events_survive_the_move_to_one_index(backend: Backend) {
         }
     }
     .expect("applied migrations");
-    assert_eq!(latest, 3);
+    assert_eq!(latest, 4);
+    let call_id_index: i64 = match &store {
+        Store::Sqlite(pool) => {
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM sqlite_master WHERE name = 'calls_sip_call_id'",
+            )
+            .fetch_one(pool)
+            .await
+        }
+        Store::Postgres(pool) => {
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM pg_indexes WHERE indexname = 'calls_sip_call_id'",
+            )
+            .fetch_one(pool)
+            .await
+        }
+    }
+    .expect("index list");
+    assert_eq!(call_id_index, 0, "migration 4 drops the Call-ID index");
+    let recorded = store
+        .call(tenant, call)
+        .await
+        .expect("call after migration 4");
+    assert_eq!(recorded.sip_call_id, "a@b");
     let events = store.call_events(tenant, call).await.expect("events");
     let got: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(got, kinds);
@@ -260,4 +286,117 @@ async fn call_events_survive_the_move_to_one_index(backend: Backend) {
             .iter()
             .all(|e| e.call_id == call && e.tenant_id == tenant)
     );
+}
+
+fn answered_call(tenant: TenantId, n: usize) -> Call {
+    let at = chrono::Utc::now();
+    Call {
+        id: CallId::new(),
+        tenant_id: tenant,
+        phone_number_id: None,
+        ai_profile_id: None,
+        trunk_id: None,
+        direction: Direction::Inbound,
+        caller: format!("+9198765{n:05}"),
+        called: "+914446001234".to_owned(),
+        called_raw: "04446001234".to_owned(),
+        sip_call_id: format!("{n}@writer.test"),
+        transport: SipTransport::Udp,
+        remote_addr: "127.0.0.1:5060".to_owned(),
+        codec: None,
+        status: CallStatus::Answered,
+        sip_status: Some(200),
+        hangup_cause: None,
+        started_at: at,
+        answered_at: Some(at),
+        ended_at: None,
+        duration_s: None,
+    }
+}
+
+fn event(call: &Call, kind: &str) -> CallEvent {
+    CallEvent {
+        id: CallEventId::new(),
+        call_id: call.id,
+        tenant_id: call.tenant_id,
+        kind: kind.to_owned(),
+        at: chrono::Utc::now(),
+        detail: sqlx::types::Json(serde_json::json!({"kind": kind})),
+    }
+}
+
+fn ended(mut call: Call) -> Call {
+    call.codec = Some("PCMA".to_owned());
+    call.status = CallStatus::Ended;
+    call.hangup_cause = Some(HangupCause::CallerBye);
+    call.ended_at = Some(chrono::Utc::now());
+    call.duration_s = Some(3);
+    call
+}
+
+/// The writer's two ways to write a call: a record not known to be committed is upserted
+/// whole (also when its later change lands in the same batch); one after a committed
+/// durable write is updated in place. 300 of each, so that the 256-row statements run.
+async fn call_writer_upserts_new_records_and_updates_committed_ones(backend: Backend) {
+    let (store, _db) = store(backend).await;
+    let tenant = tenant(&store).await;
+    let (writer, _task) = CallWriter::start(store.clone(), 4096);
+
+    let calls: Vec<Call> = (0..300).map(|n| answered_call(tenant, n)).collect();
+    for call in &calls {
+        let events = vec![event(call, "initiated"), event(call, "answered")];
+        let write = CallWrite {
+            call: call.clone(),
+            events,
+            stored: false,
+        };
+        writer.record(write).expect("queued");
+    }
+    writer.flush().await.expect("answers committed");
+    for call in &calls {
+        let write = CallWrite {
+            call: ended(call.clone()),
+            events: vec![event(call, "ended")],
+            stored: true,
+        };
+        writer.record(write).expect("queued");
+    }
+    // One call whose answer and end are queued back to back, without a commit between.
+    let quick = answered_call(tenant, 300);
+    let first = CallWrite {
+        call: quick.clone(),
+        events: vec![event(&quick, "answered")],
+        stored: false,
+    };
+    writer.record(first).expect("queued");
+    let second = CallWrite {
+        call: ended(quick.clone()),
+        events: vec![event(&quick, "ended")],
+        stored: true,
+    };
+    writer.record(second).expect("queued");
+    writer.flush().await.expect("ends committed");
+
+    for (n, call) in calls.iter().chain([&quick]).enumerate() {
+        let got = store.call(tenant, call.id).await.expect("recorded call");
+        assert_eq!(got.status, CallStatus::Ended, "call {n}");
+        assert_eq!(got.hangup_cause, Some(HangupCause::CallerBye), "call {n}");
+        assert_eq!(got.codec.as_deref(), Some("PCMA"), "call {n}");
+        assert_eq!(got.duration_s, Some(3), "call {n}");
+        assert_eq!(got.caller, call.caller, "call {n}");
+        assert_eq!(got.sip_call_id, call.sip_call_id, "call {n}");
+        let kinds: Vec<String> = store
+            .call_events(tenant, call.id)
+            .await
+            .expect("events")
+            .into_iter()
+            .map(|e| e.kind)
+            .collect();
+        let want: &[&str] = if n < 300 {
+            &["initiated", "answered", "ended"]
+        } else {
+            &["answered", "ended"]
+        };
+        assert_eq!(kinds, want, "call {n}");
+    }
 }

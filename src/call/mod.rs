@@ -328,6 +328,7 @@ impl Call {
         {
             return Err(congestion("call_record").into());
         }
+        record.committed();
 
         let mut headers: Vec<(&str, String)> = vec![
             ("Contact", self.contact()),

@@ -12,6 +12,8 @@ use crate::transport::{Peer, Transport};
 pub struct Record {
     call: Call,
     events: Vec<CallEvent>,
+    /// A durable write of the record has been committed.
+    stored: bool,
 }
 
 impl Record {
@@ -67,6 +69,7 @@ impl Record {
         Record {
             call,
             events: Vec::new(),
+            stored: false,
         }
     }
 
@@ -146,7 +149,13 @@ impl Record {
         CallWrite {
             call: self.call.clone(),
             events: std::mem::take(&mut self.events),
+            stored: self.stored,
         }
+    }
+
+    /// The last write was committed: later writes only update the record.
+    pub fn committed(&mut self) {
+        self.stored = true;
     }
 }
 

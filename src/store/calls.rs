@@ -8,10 +8,11 @@
 //! call gets 503) instead of stalling.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::QueryBuilder;
 use tokio::sync::{mpsc, oneshot};
 
 use super::model::{Call, CallEvent, CallStatus, Direction};
@@ -26,11 +27,42 @@ macro_rules! call_columns {
     };
 }
 
+/// The columns a recorded call changes, set the same way by an upsert and an update.
+macro_rules! changed_columns {
+    ($from:literal) => {
+        concat!(
+            "codec = ",
+            $from,
+            ".codec, status = ",
+            $from,
+            ".status, sip_status = ",
+            $from,
+            ".sip_status, hangup_cause = ",
+            $from,
+            ".hangup_cause, answered_at = ",
+            $from,
+            ".answered_at, ended_at = ",
+            $from,
+            ".ended_at, duration_s = ",
+            $from,
+            ".duration_s"
+        )
+    };
+}
+
 /// What an upsert of a call changes when the call is already recorded.
-const UPSERT_TAIL: &str = " ON CONFLICT (id) DO UPDATE SET codec = excluded.codec, \
-     status = excluded.status, sip_status = excluded.sip_status, \
-     hangup_cause = excluded.hangup_cause, answered_at = excluded.answered_at, \
-     ended_at = excluded.ended_at, duration_s = excluded.duration_s";
+const UPSERT_TAIL: &str = concat!(
+    " ON CONFLICT (id) DO UPDATE SET ",
+    changed_columns!("excluded")
+);
+/// The rows of an update of recorded calls: the id, then the columns it sets.
+const UPDATE_HEAD: &str = "WITH changed (id, codec, status, sip_status, hangup_cause, \
+     answered_at, ended_at, duration_s) AS (";
+const UPDATE_TAIL: &str = concat!(
+    ") UPDATE calls SET ",
+    changed_columns!("changed"),
+    " FROM changed WHERE calls.id = changed.id"
+);
 
 /// Filters of the call list.
 #[derive(Debug, Clone, Default)]
@@ -98,60 +130,82 @@ impl Store {
 
     /// Writes a batch of call changes in one transaction, as a few multi-row statements
     /// (the latest state of each call, then the events). Rows go in chunks of the sizes in
-    /// [`ROWS_PER_STATEMENT`], so that only a handful of distinct statements exist and each
-    /// stays prepared in the connection's cache instead of being parsed again per batch.
+    /// [`ROWS_PER_STATEMENT`], whose statement texts are built once: each stays prepared in
+    /// the connection's cache, and a batch only binds values.
     async fn write_batch(&self, batch: &[CallWrite]) -> Result<()> {
-        // A call changed twice in one batch is written once, as it stands last (an upsert
-        // cannot touch the same row twice in one statement).
-        let mut latest: HashMap<CallId, &Call> = HashMap::with_capacity(batch.len());
+        // A call changed twice in one batch is written once, as it stands last (a statement
+        // cannot touch the same row twice). It is upserted whole unless every change of it
+        // here follows a committed write: then only the columns a call changes are set.
+        let mut latest: HashMap<CallId, (&Call, bool)> = HashMap::with_capacity(batch.len());
         for write in batch {
-            latest.insert(write.call.id, &write.call);
+            let stored = latest.get(&write.call.id).is_none_or(|&(_, stored)| stored);
+            latest.insert(write.call.id, (&write.call, stored && write.stored));
         }
-        let calls: Vec<&Call> = latest.into_values().collect();
+        let (updates, upserts): (Vec<_>, Vec<_>) =
+            latest.into_values().partition(|&(_, stored)| stored);
+        let calls: Vec<&Call> = upserts.into_iter().map(|(call, _)| call).collect();
+        let updates: Vec<&Call> = updates.into_iter().map(|(call, _)| call).collect();
         let events: Vec<&CallEvent> = batch.iter().flat_map(|w| &w.events).collect();
+        let statements: &'static Statements = match self {
+            Store::Sqlite(_) => &SQLITE_STATEMENTS,
+            Store::Postgres(_) => &POSTGRES_STATEMENTS,
+        };
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await.map_err(StoreError::from)?;
-            for chunk in fixed_chunks(&calls) {
-                let mut query =
-                    QueryBuilder::new(concat!("INSERT INTO calls (", call_columns!(), ") "));
-                query.push_values(chunk, |mut row, c| {
-                    row.push_bind(c.id)
-                        .push_bind(c.tenant_id)
-                        .push_bind(c.phone_number_id)
-                        .push_bind(c.ai_profile_id)
-                        .push_bind(c.trunk_id)
-                        .push_bind(c.direction)
-                        .push_bind(c.caller.as_str())
-                        .push_bind(c.called.as_str())
-                        .push_bind(c.called_raw.as_str())
-                        .push_bind(c.sip_call_id.as_str())
-                        .push_bind(c.transport)
-                        .push_bind(c.remote_addr.as_str())
-                        .push_bind(c.codec.as_deref())
-                        .push_bind(c.status)
-                        .push_bind(c.sip_status)
-                        .push_bind(c.hangup_cause)
-                        .push_bind(c.started_at)
-                        .push_bind(c.answered_at)
-                        .push_bind(c.ended_at)
-                        .push_bind(c.duration_s);
-                });
-                query.push(UPSERT_TAIL);
-                query.build().execute(&mut *tx).await?;
+            for (size, chunk) in fixed_chunks(&calls) {
+                let mut query = sqlx::query(statements.calls[size].as_str());
+                for c in chunk {
+                    query = query
+                        .bind(c.id)
+                        .bind(c.tenant_id)
+                        .bind(c.phone_number_id)
+                        .bind(c.ai_profile_id)
+                        .bind(c.trunk_id)
+                        .bind(c.direction)
+                        .bind(c.caller.as_str())
+                        .bind(c.called.as_str())
+                        .bind(c.called_raw.as_str())
+                        .bind(c.sip_call_id.as_str())
+                        .bind(c.transport)
+                        .bind(c.remote_addr.as_str())
+                        .bind(c.codec.as_deref())
+                        .bind(c.status)
+                        .bind(c.sip_status)
+                        .bind(c.hangup_cause)
+                        .bind(c.started_at)
+                        .bind(c.answered_at)
+                        .bind(c.ended_at)
+                        .bind(c.duration_s);
+                }
+                query.execute(&mut *tx).await?;
             }
-            for chunk in fixed_chunks(&events) {
-                let mut query = QueryBuilder::new(
-                    "INSERT INTO call_events (id, call_id, tenant_id, kind, at, detail) ",
-                );
-                query.push_values(chunk, |mut row, e| {
-                    row.push_bind(e.id)
-                        .push_bind(e.call_id)
-                        .push_bind(e.tenant_id)
-                        .push_bind(e.kind.as_str())
-                        .push_bind(e.at)
-                        .push_bind(&e.detail);
-                });
-                query.build().execute(&mut *tx).await?;
+            for (size, chunk) in fixed_chunks(&updates) {
+                let mut query = sqlx::query(statements.updates[size].as_str());
+                for c in chunk {
+                    query = query
+                        .bind(c.id)
+                        .bind(c.codec.as_deref())
+                        .bind(c.status)
+                        .bind(c.sip_status)
+                        .bind(c.hangup_cause)
+                        .bind(c.answered_at)
+                        .bind(c.ended_at)
+                        .bind(c.duration_s);
+                }
+                query.execute(&mut *tx).await?;
+            }
+            for (size, chunk) in fixed_chunks(&events) {
+                let mut query = sqlx::query(statements.events[size].as_str());
+                for e in chunk {
+                    query = query
+                        .bind(e.id)
+                        .bind(e.call_id)
+                        .bind(e.tenant_id)
+                        .bind(e.kind.as_str())
+                        .bind(e.at)
+                        .bind(&e.detail);
+                }
+                query.execute(&mut *tx).await?;
             }
             tx.commit().await.map_err(StoreError::from)
         })
@@ -162,16 +216,95 @@ impl Store {
 /// statement binds 5,120, well under both backends' limits.
 const ROWS_PER_STATEMENT: [usize; 4] = [256, 32, 4, 1];
 
+/// The multi-row statements of one backend, one per entry of [`ROWS_PER_STATEMENT`].
+struct Statements {
+    calls: [String; ROWS_PER_STATEMENT.len()],
+    updates: [String; ROWS_PER_STATEMENT.len()],
+    events: [String; ROWS_PER_STATEMENT.len()],
+}
+
+impl Statements {
+    fn new(placeholders: Placeholders) -> Statements {
+        Statements {
+            calls: ROWS_PER_STATEMENT.map(|rows| {
+                values_statement(
+                    concat!("INSERT INTO calls (", call_columns!(), ")"),
+                    20,
+                    rows,
+                    UPSERT_TAIL,
+                    placeholders,
+                )
+            }),
+            updates: ROWS_PER_STATEMENT
+                .map(|rows| values_statement(UPDATE_HEAD, 8, rows, UPDATE_TAIL, placeholders)),
+            events: ROWS_PER_STATEMENT.map(|rows| {
+                values_statement(
+                    "INSERT INTO call_events (id, call_id, tenant_id, kind, at, detail)",
+                    6,
+                    rows,
+                    "",
+                    placeholders,
+                )
+            }),
+        }
+    }
+}
+
+static SQLITE_STATEMENTS: LazyLock<Statements> =
+    LazyLock::new(|| Statements::new(Placeholders::Anonymous));
+static POSTGRES_STATEMENTS: LazyLock<Statements> =
+    LazyLock::new(|| Statements::new(Placeholders::Numbered));
+
+/// How a statement marks its parameters.
+#[derive(Debug, Clone, Copy)]
+enum Placeholders {
+    /// `?`: SQLite finds a named parameter (`$N`) by a walk over every name, which makes
+    /// binding 5,120 of them quadratic.
+    Anonymous,
+    /// `$1`, `$2`, ..: the only form PostgreSQL takes.
+    Numbered,
+}
+
+/// `head VALUES (p, .., p), .. tail`: `rows` rows of `columns` parameters.
+fn values_statement(
+    head: &str,
+    columns: usize,
+    rows: usize,
+    tail: &str,
+    placeholders: Placeholders,
+) -> String {
+    let mut sql = String::with_capacity(head.len() + tail.len() + rows * columns * 7);
+    sql.push_str(head);
+    sql.push_str(" VALUES ");
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for column in 0..columns {
+            if column > 0 {
+                sql.push_str(", ");
+            }
+            match placeholders {
+                Placeholders::Anonymous => sql.push('?'),
+                Placeholders::Numbered => {
+                    let _ = write!(sql, "${}", row * columns + column + 1);
+                }
+            }
+        }
+        sql.push(')');
+    }
+    sql.push_str(tail);
+    sql
+}
+
 /// Splits `rows` into chunks whose lengths all come from [`ROWS_PER_STATEMENT`], largest
-/// first.
-fn fixed_chunks<T>(mut rows: &[T]) -> impl Iterator<Item = &[T]> {
+/// first; each comes with the index of its size there.
+fn fixed_chunks<T>(mut rows: &[T]) -> impl Iterator<Item = (usize, &[T])> {
     std::iter::from_fn(move || {
         let size = ROWS_PER_STATEMENT
             .into_iter()
-            .find(|&size| size <= rows.len())?;
-        let (chunk, rest) = rows.split_at(size);
+            .position(|size| size <= rows.len())?;
+        let (chunk, rest) = rows.split_at(ROWS_PER_STATEMENT[size]);
         rows = rest;
-        Some(chunk)
+        Some((size, chunk))
     })
 }
 
@@ -180,6 +313,9 @@ fn fixed_chunks<T>(mut rows: &[T]) -> impl Iterator<Item = &[T]> {
 pub struct CallWrite {
     pub call: Call,
     pub events: Vec<CallEvent>,
+    /// The call's record is known to be committed (an earlier durable write succeeded), so
+    /// this change updates it instead of upserting it whole.
+    pub stored: bool,
 }
 
 struct Queued {
@@ -351,12 +487,29 @@ mod tests {
     fn fixed_chunks_cover_every_row_in_order_with_known_sizes() {
         for n in [0usize, 1, 3, 4, 5, 31, 32, 33, 255, 256, 257, 1000, 1024] {
             let rows: Vec<usize> = (0..n).collect();
-            let chunks: Vec<&[usize]> = fixed_chunks(&rows).collect();
-            assert!(chunks.iter().all(|c| ROWS_PER_STATEMENT.contains(&c.len())));
-            let joined: Vec<usize> = chunks.concat();
+            let chunks: Vec<(usize, &[usize])> = fixed_chunks(&rows).collect();
+            assert!(
+                chunks
+                    .iter()
+                    .all(|(i, c)| ROWS_PER_STATEMENT[*i] == c.len())
+            );
+            let joined: Vec<usize> = chunks.into_iter().flat_map(|(_, c)| c).copied().collect();
             assert_eq!(joined, rows, "{n} rows");
         }
-        let sizes: Vec<usize> = fixed_chunks(&[0u8; 297]).map(<[u8]>::len).collect();
+        let sizes: Vec<usize> = fixed_chunks(&[0u8; 297]).map(|(_, c)| c.len()).collect();
         assert_eq!(sizes, [256, 32, 4, 4, 1]);
+    }
+
+    #[test]
+    fn values_statement_marks_every_parameter_in_order() {
+        let tail = " ON CONFLICT DO NOTHING";
+        assert_eq!(
+            values_statement("INSERT INTO t (a, b)", 2, 3, tail, Placeholders::Numbered),
+            "INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4), ($5, $6) ON CONFLICT DO NOTHING"
+        );
+        assert_eq!(
+            values_statement("INSERT INTO t (a, b)", 2, 2, "", Placeholders::Anonymous),
+            "INSERT INTO t (a, b) VALUES (?, ?), (?, ?)"
+        );
     }
 }
