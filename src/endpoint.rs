@@ -36,6 +36,13 @@ use crate::transport::{Inbound, Peer};
 pub const QUEUE_CAPACITY: usize = 16_384;
 const HIGH_WATER: usize = QUEUE_CAPACITY * 3 / 4;
 
+/// Transactions the table has room for from the start. A call leaves its INVITE and BYE
+/// transactions alive for Timers L and J (32 s each over UDP), so 8,000 calls/s keep about
+/// 500,000 at once. Growing to that by doubling would copy a hundred megabytes inside the
+/// core, stalls long enough to overflow the socket backlog under load; reserved address
+/// space is only backed by memory once used.
+const TRANSACTIONS_RESERVED: usize = 1 << 19;
+
 /// What a call asks the core to do.
 #[derive(Debug)]
 pub enum Command {
@@ -101,7 +108,10 @@ impl Core {
             draining: Arc::new(AtomicBool::new(false)),
         };
         let core = Core {
-            table: TransactionTable::with_capacity(transaction::TimerConfig::default(), 4096),
+            table: TransactionTable::with_capacity(
+                transaction::TimerConfig::default(),
+                TRANSACTIONS_RESERVED,
+            ),
             calls: HashMap::new(),
             gate,
             context,
