@@ -96,6 +96,9 @@ pub struct Core {
     inbound: mpsc::Receiver<Inbound>,
     commands: mpsc::Receiver<Command>,
     handle: CoreHandle,
+    /// Gauges set on every pass, held so that each set skips the registry lookup.
+    transactions_gauge: metrics::Gauge,
+    dialogs_gauge: metrics::Gauge,
 }
 
 impl Core {
@@ -118,6 +121,8 @@ impl Core {
             inbound,
             commands,
             handle: handle.clone(),
+            transactions_gauge: metrics::gauge!("vca_sip_transactions"),
+            dialogs_gauge: metrics::gauge!("vca_sip_dialogs"),
         };
         (core, handle)
     }
@@ -159,7 +164,7 @@ impl Core {
                 }
             }
             self.drain_table();
-            metrics::gauge!("vca_sip_transactions").set(self.table.len() as f64);
+            self.transactions_gauge.set(self.table.len() as f64);
         }
     }
 
@@ -206,7 +211,7 @@ impl Core {
             }
             Command::Gone { call } => {
                 self.calls.remove(&call);
-                metrics::gauge!("vca_sip_dialogs").set(self.calls.len() as f64);
+                self.dialogs_gauge.set(self.calls.len() as f64);
             }
         }
     }
@@ -474,7 +479,7 @@ impl Core {
                 invite: key.clone(),
             },
         );
-        metrics::gauge!("vca_sip_dialogs").set(self.calls.len() as f64);
+        self.dialogs_gauge.set(self.calls.len() as f64);
         let call = call::Call::new(
             self.context.clone(),
             self.handle.commands.clone(),

@@ -64,6 +64,8 @@ async fn evict_idle_sources(shield: Arc<Shield>) {
 impl Server {
     /// Opens the store, applies pending migrations, and starts serving SIP and HTTP.
     pub async fn start(config: &Config) -> anyhow::Result<Server> {
+        // First: the parts that keep metric handles get live ones only once it is installed.
+        let metrics = metrics_handle();
         let admin_token = admin_token(config)?;
         let store = Store::connect(&config.database)
             .await
@@ -176,7 +178,7 @@ impl Server {
             admin_token: Arc::from(admin_token),
             directory: directory.clone(),
             trunks: trunks.clone(),
-            metrics: metrics_handle(),
+            metrics,
         };
         let listener = TcpListener::bind(config.http)
             .await
