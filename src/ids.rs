@@ -66,7 +66,10 @@ macro_rules! id_type {
 
         impl Encode<'_, Sqlite> for $name {
             fn encode_by_ref(&self, buf: &mut SqliteArgumentsBuffer) -> Result<IsNull, BoxDynError> {
-                <String as Encode<'_, Sqlite>>::encode(self.0.hyphenated().to_string(), buf)
+                // Formatted on the stack: the argument then costs one allocation, not two.
+                let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+                let text: &str = self.0.hyphenated().encode_lower(&mut text);
+                <&str as Encode<'_, Sqlite>>::encode(text, buf)
             }
         }
 
