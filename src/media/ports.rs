@@ -404,18 +404,18 @@ mod tests {
 
     #[tokio::test]
     async fn a_reused_pair_starts_empty() {
-        let pool = PortPool::new(LOOPBACK, 31200..=31201);
+        let pool = PortPool::new(LOOPBACK, 31500..=31501);
         let ports = pool.allocate().unwrap();
         let rtp = ports.rtp().local_addr().unwrap();
         drop(ports);
         // A late packet of the ended call reaches the idle pair.
         let late = std::net::UdpSocket::bind((LOOPBACK, 0)).unwrap();
         late.send_to(b"late rtp", rtp).unwrap();
-        late.send_to(b"late rtcp", (LOOPBACK, 31201)).unwrap();
+        late.send_to(b"late rtcp", (LOOPBACK, 31501)).unwrap();
         // Let the reactor see the packets arrive.
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         let ports = pool.allocate().unwrap();
-        assert_eq!(ports.rtp_port(), 31200);
+        assert_eq!(ports.rtp_port(), 31500);
         let mut buf = [0u8; 64];
         assert!(
             ports.rtp().try_recv_from(&mut buf).is_err(),
