@@ -138,13 +138,23 @@ impl Store {
         // here follows a committed write: then only the columns a call changes are set.
         let mut latest: HashMap<CallId, (&Call, bool)> = HashMap::with_capacity(batch.len());
         for write in batch {
-            let stored = latest.get(&write.call.id).is_none_or(|&(_, stored)| stored);
-            latest.insert(write.call.id, (&write.call, stored && write.stored));
+            latest
+                .entry(write.call.id)
+                .and_modify(|(call, stored)| {
+                    *call = &write.call;
+                    *stored &= write.stored;
+                })
+                .or_insert((&write.call, write.stored));
         }
-        let (updates, upserts): (Vec<_>, Vec<_>) =
-            latest.into_values().partition(|&(_, stored)| stored);
-        let calls: Vec<&Call> = upserts.into_iter().map(|(call, _)| call).collect();
-        let updates: Vec<&Call> = updates.into_iter().map(|(call, _)| call).collect();
+        let mut calls: Vec<&Call> = Vec::with_capacity(latest.len());
+        let mut updates: Vec<&Call> = Vec::with_capacity(latest.len());
+        for (call, stored) in latest.into_values() {
+            if stored {
+                updates.push(call);
+            } else {
+                calls.push(call);
+            }
+        }
         let events: Vec<&CallEvent> = batch.iter().flat_map(|w| &w.events).collect();
         let statements: &'static Statements = match self {
             Store::Sqlite(_) => &SQLITE_STATEMENTS,
