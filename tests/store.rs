@@ -289,7 +289,7 @@ async fn calls_and_events_survive_the_index_migrations(backend: Backend) {
 }
 
 fn answered_call(tenant: TenantId, n: usize) -> Call {
-    let at = chrono::Utc::now();
+    let at = vca_sip::store::now();
     Call {
         id: CallId::new(),
         tenant_id: tenant,
@@ -320,8 +320,10 @@ fn event(call: &Call, kind: &str) -> CallEvent {
         call_id: call.id,
         tenant_id: call.tenant_id,
         kind: kind.to_owned(),
-        at: chrono::Utc::now(),
-        detail: sqlx::types::Json(serde_json::json!({"kind": kind})),
+        at: vca_sip::store::now(),
+        detail: sqlx::types::Json(
+            serde_json::json!({"kind": kind, "cause": 16, "text": "a \"quoted\" ü"}),
+        ),
     }
 }
 
@@ -329,7 +331,7 @@ fn ended(mut call: Call) -> Call {
     call.codec = Some("PCMA".to_owned());
     call.status = CallStatus::Ended;
     call.hangup_cause = Some(HangupCause::CallerBye);
-    call.ended_at = Some(chrono::Utc::now());
+    call.ended_at = Some(vca_sip::store::now());
     call.duration_s = Some(3);
     call
 }
@@ -353,12 +355,14 @@ async fn call_writer_upserts_new_records_and_updates_committed_ones(backend: Bac
         writer.record(write).expect("queued");
     }
     writer.flush().await.expect("answers committed");
+    let mut written = Vec::new();
     for call in &calls {
         let write = CallWrite {
             call: ended(call.clone()),
             events: vec![event(call, "ended")],
             stored: true,
         };
+        written.push((write.call.clone(), write.events.clone()));
         writer.record(write).expect("queued");
     }
     // One call whose answer and end are queued back to back, without a commit between.
@@ -374,8 +378,18 @@ async fn call_writer_upserts_new_records_and_updates_committed_ones(backend: Bac
         events: vec![event(&quick, "ended")],
         stored: true,
     };
+    written.push((second.call.clone(), second.events.clone()));
     writer.record(second).expect("queued");
     writer.flush().await.expect("ends committed");
+
+    // Every column and event reads back through the pool exactly as it was written.
+    for (call, events) in &written {
+        let got = store.call(tenant, call.id).await.expect("recorded call");
+        assert_eq!(&got, call);
+        let got = store.call_events(tenant, call.id).await.expect("events");
+        let last = got.last().expect("an event");
+        assert_eq!(last, &events[0]);
+    }
 
     for (n, call) in calls.iter().chain([&quick]).enumerate() {
         let got = store.call(tenant, call.id).await.expect("recorded call");

@@ -10,12 +10,14 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::LazyLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 
 use super::model::{Call, CallEvent, CallStatus, Direction};
+use super::sqlite_writer::SqliteSink;
 use super::{Page, Result, Store, StoreError, on_pool};
 use crate::ids::{CallId, TenantId};
 
@@ -127,12 +129,18 @@ impl Store {
             .await)?;
         Ok(Page::from_rows(rows, limit, |c| c.id))
     }
+}
 
-    /// Writes a batch of call changes in one transaction, as a few multi-row statements
-    /// (the latest state of each call, then the events). Rows go in chunks of the sizes in
-    /// [`ROWS_PER_STATEMENT`], whose statement texts are built once: each stays prepared in
-    /// the connection's cache, and a batch only binds values.
-    async fn write_batch(&self, batch: &[CallWrite]) -> Result<()> {
+/// A batch as it is written: the latest state of each call, split into calls to upsert
+/// whole and calls whose record is committed already, and every event in order.
+pub(super) struct Merged<'a> {
+    pub(super) calls: Vec<&'a Call>,
+    pub(super) updates: Vec<&'a Call>,
+    pub(super) events: Vec<&'a CallEvent>,
+}
+
+impl<'a> Merged<'a> {
+    pub(super) fn new(batch: &'a [CallWrite]) -> Merged<'a> {
         // A call changed twice in one batch is written once, as it stands last (a statement
         // cannot touch the same row twice). It is upserted whole unless every change of it
         // here follows a committed write: then only the columns a call changes are set.
@@ -155,82 +163,122 @@ impl Store {
                 calls.push(call);
             }
         }
-        let events: Vec<&CallEvent> = batch.iter().flat_map(|w| &w.events).collect();
-        let statements: &'static Statements = match self {
-            Store::Sqlite(_) => &SQLITE_STATEMENTS,
-            Store::Postgres(_) => &POSTGRES_STATEMENTS,
-        };
-        on_pool!(self, |pool| {
-            let mut tx = pool.begin().await.map_err(StoreError::from)?;
-            for (size, chunk) in fixed_chunks(&calls) {
-                let mut query = sqlx::query(statements.calls[size].as_str());
-                for c in chunk {
-                    query = query
-                        .bind(c.id)
-                        .bind(c.tenant_id)
-                        .bind(c.phone_number_id)
-                        .bind(c.ai_profile_id)
-                        .bind(c.trunk_id)
-                        .bind(c.direction)
-                        .bind(c.caller.as_str())
-                        .bind(c.called.as_str())
-                        .bind(c.called_raw.as_str())
-                        .bind(c.sip_call_id.as_str())
-                        .bind(c.transport)
-                        .bind(c.remote_addr.as_str())
-                        .bind(c.codec.as_deref())
-                        .bind(c.status)
-                        .bind(c.sip_status)
-                        .bind(c.hangup_cause)
-                        .bind(c.started_at)
-                        .bind(c.answered_at)
-                        .bind(c.ended_at)
-                        .bind(c.duration_s);
-                }
-                query.execute(&mut *tx).await?;
-            }
-            for (size, chunk) in fixed_chunks(&updates) {
-                let mut query = sqlx::query(statements.updates[size].as_str());
-                for c in chunk {
-                    query = query
-                        .bind(c.id)
-                        .bind(c.codec.as_deref())
-                        .bind(c.status)
-                        .bind(c.sip_status)
-                        .bind(c.hangup_cause)
-                        .bind(c.answered_at)
-                        .bind(c.ended_at)
-                        .bind(c.duration_s);
-                }
-                query.execute(&mut *tx).await?;
-            }
-            for (size, chunk) in fixed_chunks(&events) {
-                let mut query = sqlx::query(statements.events[size].as_str());
-                for e in chunk {
-                    query = query
-                        .bind(e.id)
-                        .bind(e.call_id)
-                        .bind(e.tenant_id)
-                        .bind(e.kind.as_str())
-                        .bind(e.at)
-                        .bind(&e.detail);
-                }
-                query.execute(&mut *tx).await?;
-            }
-            tx.commit().await.map_err(StoreError::from)
-        })
+        let events = batch.iter().flat_map(|w| &w.events).collect();
+        Merged {
+            calls,
+            updates,
+            events,
+        }
+    }
+}
+
+/// Writes a batch of call changes to PostgreSQL in one transaction, as a few multi-row
+/// statements (the latest state of each call, then the events). Rows go in chunks of the
+/// sizes in [`ROWS_PER_STATEMENT`], whose statement texts are built once: each stays
+/// prepared in the connection's cache, and a batch only binds values.
+async fn write_batch_postgres(pool: &PgPool, batch: &[CallWrite]) -> Result<()> {
+    let Merged {
+        calls,
+        updates,
+        events,
+    } = Merged::new(batch);
+    let statements = &*POSTGRES_STATEMENTS;
+    let mut tx = pool.begin().await?;
+    for (size, chunk) in fixed_chunks(&calls) {
+        let mut query = sqlx::query(statements.calls[size].as_str());
+        for c in chunk {
+            query = query
+                .bind(c.id)
+                .bind(c.tenant_id)
+                .bind(c.phone_number_id)
+                .bind(c.ai_profile_id)
+                .bind(c.trunk_id)
+                .bind(c.direction)
+                .bind(c.caller.as_str())
+                .bind(c.called.as_str())
+                .bind(c.called_raw.as_str())
+                .bind(c.sip_call_id.as_str())
+                .bind(c.transport)
+                .bind(c.remote_addr.as_str())
+                .bind(c.codec.as_deref())
+                .bind(c.status)
+                .bind(c.sip_status)
+                .bind(c.hangup_cause)
+                .bind(c.started_at)
+                .bind(c.answered_at)
+                .bind(c.ended_at)
+                .bind(c.duration_s);
+        }
+        query.execute(&mut *tx).await?;
+    }
+    for (size, chunk) in fixed_chunks(&updates) {
+        let mut query = sqlx::query(statements.updates[size].as_str());
+        for c in chunk {
+            query = query
+                .bind(c.id)
+                .bind(c.codec.as_deref())
+                .bind(c.status)
+                .bind(c.sip_status)
+                .bind(c.hangup_cause)
+                .bind(c.answered_at)
+                .bind(c.ended_at)
+                .bind(c.duration_s);
+        }
+        query.execute(&mut *tx).await?;
+    }
+    for (size, chunk) in fixed_chunks(&events) {
+        let mut query = sqlx::query(statements.events[size].as_str());
+        for e in chunk {
+            query = query
+                .bind(e.id)
+                .bind(e.call_id)
+                .bind(e.tenant_id)
+                .bind(e.kind.as_str())
+                .bind(e.at)
+                .bind(&e.detail);
+        }
+        query.execute(&mut *tx).await?;
+    }
+    Ok(tx.commit().await?)
+}
+
+/// Where the writer commits its batches.
+enum Sink {
+    /// PostgreSQL, through the store's pool.
+    Postgres(PgPool),
+    /// SQLite, through a connection of the writer's own on a blocking thread.
+    Sqlite(SqliteSink),
+}
+
+impl Sink {
+    fn new(store: Store) -> Sink {
+        match store {
+            Store::Sqlite(pool) => Sink::Sqlite(SqliteSink::new(
+                pool.connect_options().get_filename().to_owned(),
+            )),
+            Store::Postgres(pool) => Sink::Postgres(pool),
+        }
+    }
+
+    /// Commits `writes` in one transaction; they are still there afterwards, whatever
+    /// the outcome.
+    async fn write(&mut self, writes: &mut Vec<CallWrite>) -> Result<()> {
+        match self {
+            Sink::Postgres(pool) => write_batch_postgres(pool, writes).await,
+            Sink::Sqlite(sink) => sink.write(writes).await,
+        }
     }
 }
 
 /// Rows per multi-row statement, largest first: a call has 20 parameters, so the largest
 /// statement binds 5,120, well under both backends' limits.
-const ROWS_PER_STATEMENT: [usize; 4] = [256, 32, 4, 1];
+pub(super) const ROWS_PER_STATEMENT: [usize; 4] = [256, 32, 4, 1];
 
 /// The multi-row statements of one backend, one per entry of [`ROWS_PER_STATEMENT`].
-struct Statements {
-    calls: [String; ROWS_PER_STATEMENT.len()],
-    updates: [String; ROWS_PER_STATEMENT.len()],
-    events: [String; ROWS_PER_STATEMENT.len()],
+pub(super) struct Statements {
+    pub(super) calls: [String; ROWS_PER_STATEMENT.len()],
+    pub(super) updates: [String; ROWS_PER_STATEMENT.len()],
+    pub(super) events: [String; ROWS_PER_STATEMENT.len()],
 }
 
 impl Statements {
@@ -260,7 +308,7 @@ impl Statements {
     }
 }
 
-static SQLITE_STATEMENTS: LazyLock<Statements> =
+pub(super) static SQLITE_STATEMENTS: LazyLock<Statements> =
     LazyLock::new(|| Statements::new(Placeholders::Anonymous));
 static POSTGRES_STATEMENTS: LazyLock<Statements> =
     LazyLock::new(|| Statements::new(Placeholders::Numbered));
@@ -307,7 +355,7 @@ fn values_statement(
 
 /// Splits `rows` into chunks whose lengths all come from [`ROWS_PER_STATEMENT`], largest
 /// first; each comes with the index of its size there.
-fn fixed_chunks<T>(mut rows: &[T]) -> impl Iterator<Item = (usize, &[T])> {
+pub(super) fn fixed_chunks<T>(mut rows: &[T]) -> impl Iterator<Item = (usize, &[T])> {
     std::iter::from_fn(move || {
         let size = ROWS_PER_STATEMENT
             .into_iter()
@@ -417,6 +465,7 @@ const MAX_PENDING: usize = 200_000;
 const RETRY_EVERY: Duration = Duration::from_secs(1);
 
 async fn run_writer(store: Store, mut rx: mpsc::Receiver<Queued>) {
+    let mut sink = Sink::new(store);
     let mut batch: Vec<Queued> = Vec::with_capacity(MAX_BATCH);
     // Changes nobody waits for that could not be written yet: they go first next time.
     let mut pending: Vec<CallWrite> = Vec::new();
@@ -438,7 +487,7 @@ async fn run_writer(store: Store, mut rx: mpsc::Receiver<Queued>) {
         }
         if closed {
             // Every handle is gone: one last try for what is still pending.
-            if !pending.is_empty() && store.write_batch(&pending).await.is_err() {
+            if !pending.is_empty() && sink.write(&mut pending).await.is_err() {
                 metrics::counter!("vca_call_records_lost_total").increment(pending.len() as u64);
             }
             return;
@@ -455,7 +504,11 @@ async fn run_writer(store: Store, mut rx: mpsc::Receiver<Queued>) {
         let outcome = if writes.is_empty() {
             Ok(())
         } else {
-            store.write_batch(&writes).await
+            let started = Instant::now();
+            let outcome = sink.write(&mut writes).await;
+            metrics::histogram!("vca_call_record_commit_seconds")
+                .record(started.elapsed().as_secs_f64());
+            outcome
         };
         let result = match outcome {
             Ok(()) => Ok(()),

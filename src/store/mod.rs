@@ -12,6 +12,7 @@ pub mod model;
 mod numbers;
 mod profiles;
 mod secrets;
+mod sqlite_writer;
 mod tenants;
 mod trunks;
 
@@ -51,6 +52,12 @@ pub enum StoreError {
     /// Anything else (500, with a safe message at the edge).
     #[error("database error: {0}")]
     Other(#[source] sqlx::Error),
+    /// The call-record writer's own SQLite connection failed.
+    #[error("database error: {0}")]
+    Sqlite(#[source] rusqlite::Error),
+    /// The call-record writer's database thread stopped in the middle of a batch.
+    #[error("the call-record writer stopped: {0}")]
+    WriterStopped(String),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
