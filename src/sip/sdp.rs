@@ -750,7 +750,7 @@ impl LocalSession {
         allowed: &[Codec],
     ) -> Result<(Negotiated, String), NegotiationError> {
         let (index, negotiated) = select_audio(offer, allowed)?;
-        let mut body = String::new();
+        let mut body = String::with_capacity(256);
         for (i, m) in offer.media.iter().enumerate() {
             if i == index {
                 let line = AudioLine {
@@ -880,15 +880,21 @@ impl LocalSession {
             IpAddr::V4(_) => "IP4",
             IpAddr::V6(_) => "IP6",
         };
-        let rest = format!("s=-\r\nc=IN {ip_kind} {}\r\nt=0 0\r\n{media}", self.addr);
+        // The address is formatted once; both texts are sized up front.
+        let mut addr = String::with_capacity(48);
+        let _ = write!(addr, "{}", self.addr);
+        let mut rest = String::with_capacity(media.len() + addr.len() + 32);
+        let _ = write!(rest, "s=-\r\nc=IN {ip_kind} {addr}\r\nt=0 0\r\n{media}");
         match &self.last_sent {
             Some(last) if *last == rest => {}
             Some(_) => self.version = self.version.saturating_add(1),
             None => {}
         }
-        let text = format!(
-            "v=0\r\no=- {} {} IN {ip_kind} {}\r\n{rest}",
-            self.sess_id, self.version, self.addr
+        let mut text = String::with_capacity(rest.len() + addr.len() + 64);
+        let _ = write!(
+            text,
+            "v=0\r\no=- {} {} IN {ip_kind} {addr}\r\n{rest}",
+            self.sess_id, self.version
         );
         self.last_sent = Some(rest);
         text

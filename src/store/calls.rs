@@ -494,6 +494,7 @@ async fn run_writer(store: Store, mut rx: mpsc::Receiver<Queued>) {
         }
         let mut writes = std::mem::take(&mut pending);
         let retried = writes.len();
+        writes.reserve_exact(batch.len());
         let mut durable = Vec::with_capacity(batch.len());
         for queued in &mut batch {
             if let Some(write) = queued.write.take() {
