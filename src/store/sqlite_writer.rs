@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use rusqlite::{CachedStatement, Connection, OpenFlags, TransactionBehavior};
+use rusqlite::{CachedStatement, Connection, OpenFlags, Transaction, TransactionBehavior};
 
 use super::calls::{
     CallWrite, Merged, ROWS_PER_STATEMENT, SQLITE_STATEMENTS, Statements, fixed_chunks,
@@ -97,31 +97,28 @@ fn write_batch(conn: &mut Connection, batch: &[CallWrite]) -> rusqlite::Result<(
     } = Merged::new(batch);
     let statements: &Statements = &SQLITE_STATEMENTS;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    for (size, chunk) in fixed_chunks(&calls) {
-        let mut stmt = tx.prepare_cached(&statements.calls[size])?;
-        let mut binder = Binder::new(&mut stmt);
-        for c in chunk {
-            bind_call(&mut binder, c)?;
-        }
-        stmt.raw_execute()?;
-    }
-    for (size, chunk) in fixed_chunks(&updates) {
-        let mut stmt = tx.prepare_cached(&statements.updates[size])?;
-        let mut binder = Binder::new(&mut stmt);
-        for c in chunk {
-            bind_update(&mut binder, c)?;
-        }
-        stmt.raw_execute()?;
-    }
-    for (size, chunk) in fixed_chunks(&events) {
-        let mut stmt = tx.prepare_cached(&statements.events[size])?;
-        let mut binder = Binder::new(&mut stmt);
-        for e in chunk {
-            bind_event(&mut binder, e)?;
-        }
-        stmt.raw_execute()?;
-    }
+    execute_chunks(&tx, &statements.calls, &calls, bind_call)?;
+    execute_chunks(&tx, &statements.updates, &updates, bind_update)?;
+    execute_chunks(&tx, &statements.events, &events, bind_event)?;
     tx.commit()
+}
+
+/// Writes `rows` through the multi-row statements `texts`, one per chunk size.
+fn execute_chunks<T>(
+    tx: &Transaction<'_>,
+    texts: &[String; ROWS_PER_STATEMENT.len()],
+    rows: &[&T],
+    bind_row: fn(&mut Binder<'_, '_>, &T) -> rusqlite::Result<()>,
+) -> rusqlite::Result<()> {
+    for (size, chunk) in fixed_chunks(rows) {
+        let mut stmt = tx.prepare_cached(&texts[size])?;
+        let mut binder = Binder::new(&mut stmt);
+        for row in chunk {
+            bind_row(&mut binder, row)?;
+        }
+        stmt.raw_execute()?;
+    }
+    Ok(())
 }
 
 /// Binds values to a statement's parameters in order.
