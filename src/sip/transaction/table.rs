@@ -5,7 +5,9 @@
 //! once a 2xx is sent, §13.3.1.4), non-INVITE server transactions and non-INVITE client
 //! transactions. A retransmitted request is matched with one hash lookup and no
 //! allocation: a [`TransactionKey`] is built from [`Bytes`] slices of the received
-//! message. All timers share one binary heap of `(deadline, slot)` with lazy deletion, so
+//! message. The hash index holds only slot numbers (four bytes a bucket; the key lives in
+//! its slot), so a table sized for a million transactions costs megabytes, not the
+//! hundreds a map of whole keys would touch as it fills. All timers share one binary heap of `(deadline, slot)` with lazy deletion, so
 //! [`TransactionTable::poll_timeout`] and [`TransactionTable::handle_timeout`] cost
 //! O(log n) per fired timer and never scan the table. A transaction that terminates is
 //! removed at once, so [`TransactionTable::len`] returns to zero when traffic stops.
@@ -59,11 +61,13 @@
 //! ```
 
 use std::cmp::Reverse;
-use std::collections::hash_map::Entry;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
+use std::hash::{BuildHasher, RandomState};
 use std::time::Instant;
 
 use bytes::Bytes;
+use hashbrown::HashTable;
+use hashbrown::hash_table::Entry;
 
 use super::ist::{Ist, IstInput, IstOutput, IstState};
 use super::nict::{Nict, NictInput, NictOutput};
@@ -385,7 +389,9 @@ const HEAP_SLACK: usize = 1024;
 #[derive(Debug)]
 pub struct TransactionTable<P = ()> {
     config: TimerConfig,
-    index: HashMap<TransactionKey, u32>,
+    /// Slot numbers, hashed by the key their slot holds.
+    index: HashTable<u32>,
+    hasher: RandomState,
     slots: Vec<Slot<P>>,
     free: Vec<u32>,
     heap: BinaryHeap<Reverse<Deadline>>,
@@ -402,7 +408,8 @@ impl<P: Clone> TransactionTable<P> {
     pub fn with_capacity(config: TimerConfig, capacity: usize) -> Self {
         Self {
             config,
-            index: HashMap::with_capacity(capacity),
+            index: HashTable::with_capacity(capacity),
+            hasher: RandomState::new(),
             slots: Vec::with_capacity(capacity),
             free: Vec::with_capacity(capacity),
             heap: BinaryHeap::with_capacity(capacity),
@@ -432,7 +439,7 @@ impl<P: Clone> TransactionTable<P> {
 
     /// True if a live transaction has this key.
     pub fn contains(&self, key: &TransactionKey) -> bool {
-        self.index.contains_key(key)
+        self.find(key).is_some()
     }
 
     /// The state of the INVITE server transaction with this key, if live. A CANCEL asks
@@ -638,11 +645,7 @@ impl<P: Clone> TransactionTable<P> {
         now: Instant,
         key: &TransactionKey,
     ) -> Result<(), TransactionError> {
-        let index = self
-            .index
-            .get(key)
-            .copied()
-            .ok_or(TransactionError::NoMatch)?;
+        let index = self.find(key).ok_or(TransactionError::NoMatch)?;
         let entry = self.entry_at(index).ok_or(TransactionError::NoMatch)?;
         match &mut entry.machine {
             Machine::Invite { ist, ok } => {
@@ -709,7 +712,9 @@ impl<P: Clone> TransactionTable<P> {
         self.free.retain(|&index| (index as usize) < slots);
         // Every stale item goes, including any that named a slot just dropped.
         self.rebuild_heap();
-        self.index.shrink_to_fit();
+        let (slots, hasher) = (&self.slots, &self.hasher);
+        self.index
+            .shrink_to_fit(|&index| hash_of_slot(hasher, slots, index));
         self.slots.shrink_to_fit();
         self.free.shrink_to_fit();
         self.heap.shrink_to_fit();
@@ -733,8 +738,18 @@ impl<P: Clone> TransactionTable<P> {
     }
 
     fn entry(&self, key: &TransactionKey) -> Option<&Live<P>> {
-        let index = *self.index.get(key)?;
+        let index = self.find(key)?;
         self.slots.get(index as usize)?.entry.as_ref()
+    }
+
+    /// The slot of the live transaction with this key.
+    fn find(&self, key: &TransactionKey) -> Option<u32> {
+        let slots = &self.slots;
+        self.index
+            .find(self.hasher.hash_one(key), |&index| {
+                key_at(slots, index) == Some(key)
+            })
+            .copied()
     }
 
     fn entry_at(&mut self, index: u32) -> Option<&mut Live<P>> {
@@ -745,7 +760,7 @@ impl<P: Clone> TransactionTable<P> {
         if key.side != side {
             return None;
         }
-        self.index.get(key).copied()
+        self.find(key)
     }
 
     fn is_current(&self, deadline: Deadline) -> bool {
@@ -765,7 +780,12 @@ impl<P: Clone> TransactionTable<P> {
         machine: Machine,
     ) -> Result<(), TransactionError> {
         // One hash for the check and the insert.
-        let Entry::Vacant(vacant) = self.index.entry(key.clone()) else {
+        let (slots, hasher) = (&self.slots, &self.hasher);
+        let Entry::Vacant(vacant) = self.index.entry(
+            hasher.hash_one(&key),
+            |&index| key_at(slots, index) == Some(&key),
+            |&index| hash_of_slot(hasher, slots, index),
+        ) else {
             return Err(TransactionError::Exists);
         };
         let index = match self.free.pop() {
@@ -810,7 +830,10 @@ impl<P: Clone> TransactionTable<P> {
             .drain(&entry.key, &entry.peer, &mut self.outputs);
         if entry.machine.is_finished() {
             if let Some(entry) = slot.entry.take() {
-                self.index.remove(&entry.key);
+                let hash = self.hasher.hash_one(&entry.key);
+                if let Ok(found) = self.index.find_entry(hash, |&i| i == index) {
+                    found.remove();
+                }
                 self.outputs.push_back(TableOutput {
                     key: entry.key,
                     peer: entry.peer,
@@ -850,4 +873,15 @@ impl<P: Clone> TransactionTable<P> {
         });
         self.heap = live.collect();
     }
+}
+
+/// The key held in slot `index`, if the slot is live.
+fn key_at<P>(slots: &[Slot<P>], index: u32) -> Option<&TransactionKey> {
+    Some(&slots.get(index as usize)?.entry.as_ref()?.key)
+}
+
+/// The hash of the key in slot `index`, to move it when the index grows or shrinks. Every
+/// slot the index names is live.
+fn hash_of_slot<P>(hasher: &RandomState, slots: &[Slot<P>], index: u32) -> u64 {
+    key_at(slots, index).map_or(0, |key| hasher.hash_one(key))
 }
