@@ -62,6 +62,61 @@ fn hundred_thousand_requests_leave_nothing_behind() {
 }
 
 #[test]
+fn index_finds_every_live_key_through_growth_slot_reuse_and_shrinking() {
+    let clock = Clock::new();
+    // No reservation: the index grows (and rehashes) many times on the way.
+    let mut table = TransactionTable::new(TimerConfig::default());
+    let key = |i: u32| TableDriver::key(&format!("k{i}/OPTIONS"));
+    let create = |table: &mut TransactionTable, i: u32, transport| {
+        table.create_nist(key(i), transport, ()).expect("new key");
+        table
+            .respond(clock.now(), &key(i), 200, Bytes::from_static(b"200"))
+            .expect("live");
+    };
+    // Over TCP a transaction ends with its final response and frees its slot at once.
+    for i in 0..20_000u32 {
+        let transport = if i.is_multiple_of(2) {
+            Transport::Unreliable
+        } else {
+            Transport::Reliable
+        };
+        create(&mut table, i, transport);
+    }
+    assert_eq!(table.len(), 10_000);
+    // New keys take the freed slots.
+    for i in 20_000..30_000 {
+        create(&mut table, i, Transport::Unreliable);
+    }
+    drain(&mut table);
+    let live = |i: u32| i.is_multiple_of(2) || i >= 20_000;
+    let check = |table: &mut TransactionTable| {
+        for i in 0..30_000 {
+            let expected = if live(i) {
+                RequestMatch::Retransmission
+            } else {
+                RequestMatch::New
+            };
+            assert_eq!(
+                table.handle_request(clock.now(), &key(i)),
+                expected,
+                "key {i}"
+            );
+            assert_eq!(table.contains(&key(i)), live(i), "key {i}");
+        }
+        drain(table);
+    };
+    assert_eq!(table.len(), 20_000);
+    check(&mut table);
+    table.shrink_to_fit();
+    assert_eq!(table.len(), 20_000);
+    check(&mut table);
+    assert_eq!(
+        table.create_nist(key(0), Transport::Unreliable, ()),
+        Err(TransactionError::Exists)
+    );
+}
+
+#[test]
 fn shrinking_drops_stale_timers_and_keeps_live_ones() {
     let clock = Clock::new();
     let mut table = TransactionTable::new(TimerConfig::default());
