@@ -7,7 +7,8 @@
 //! allocation: a [`TransactionKey`] is built from [`Bytes`] slices of the received
 //! message. The hash index holds only slot numbers (four bytes a bucket; the key lives in
 //! its slot), so a table sized for a million transactions costs megabytes, not the
-//! hundreds a map of whole keys would touch as it fills. All timers share one binary heap of `(deadline, slot)` with lazy deletion, so
+//! hundreds a map of whole keys would touch as it fills. All timers share one binary heap
+//! of `(deadline, slot)` with lazy deletion, so
 //! [`TransactionTable::poll_timeout`] and [`TransactionTable::handle_timeout`] cost
 //! O(log n) per fired timer and never scan the table. A transaction that terminates is
 //! removed at once, so [`TransactionTable::len`] returns to zero when traffic stops.
