@@ -28,3 +28,4 @@ pub mod server;
 pub mod sip;
 pub mod store;
 pub mod transport;
+pub mod ua;

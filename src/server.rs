@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use crate::api::{self, AppState};
 use crate::call::{CallContext, CallSettings, Throttle};
 use crate::config::Config;
-use crate::endpoint::{Core, CoreHandle};
+use crate::endpoint::{CoreHandle, Driver};
 use crate::gate::{Gate, Shield};
 use crate::media::ports::PortPool;
 use crate::routing::admission::Admission;
@@ -142,7 +142,7 @@ impl Server {
             },
             port_warnings: Throttle::new(Duration::from_secs(1)),
         });
-        let (core, handle) = Core::new(context.clone(), gate);
+        let (core, handle) = Driver::new(context.clone(), gate);
         let mut background = vec![
             tokio::spawn(core.run()),
             tokio::spawn(transport::udp::run(

@@ -21,7 +21,6 @@ use bytes::Bytes;
 use rand::Rng;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::endpoint::{CallKey, Command};
 use crate::gate::Admitted;
 use crate::media::echo::{self, EchoConfig, EchoEnd};
 use crate::media::ports::PortPool;
@@ -42,6 +41,10 @@ use crate::sip::triage::ALLOW;
 use crate::store::model::{HangupCause, TenantStatus};
 use crate::store::{AttemptLog, CallWriter};
 use crate::transport::{Peer, Transport};
+use crate::ua::{self, CallKey};
+
+type CallEvent = ua::CallEvent<Peer>;
+type Command = ua::Command<Peer>;
 
 use record::Record;
 pub(crate) use throttle::Throttle;
@@ -71,28 +74,6 @@ pub struct CallContext {
     pub settings: CallSettings,
     /// Lets the "no RTP ports" warning through once a second when the pool runs dry.
     pub(crate) port_warnings: Throttle,
-}
-
-/// What the core passes to a call.
-#[derive(Debug)]
-pub enum CallEvent {
-    /// A CANCEL matched the pending INVITE (the core has answered it 200).
-    Cancel,
-    /// The ACK for our 2xx.
-    Ack { request: Request },
-    /// Our 2xx was never acknowledged (64*T1).
-    AckTimeout,
-    /// A request inside the dialog, with its server transaction already created.
-    Request {
-        key: TransactionKey,
-        request: Request,
-        peer: Peer,
-    },
-}
-
-/// A fresh random tag or branch suffix (§19.3: at least 32 bits of randomness).
-pub fn new_tag() -> String {
-    format!("{:016x}", rand::rng().random::<u64>())
 }
 
 /// Why a call ended before or after it was answered, as the record says it.
@@ -739,7 +720,7 @@ impl Call {
             Transport::Ws => ("WS", s.tcp_port),
         };
         let sent_by = SocketAddr::new(s.public_ip, port).to_string();
-        let branch = format!("z9hG4bK{}", new_tag());
+        let branch = format!("z9hG4bK{}", ua::new_tag());
         let cseq = dialog.next_local_cseq();
         let target = dialog.remote_target().to_owned();
         let routes = dialog.route_set().to_vec();
