@@ -18,6 +18,7 @@
 
 pub mod api;
 pub mod call;
+pub mod clock;
 pub mod config;
 pub mod endpoint;
 pub mod gate;

@@ -140,6 +140,7 @@ impl Server {
                 max_call_duration: config.max_call_duration,
                 country: config.default_country_code.clone(),
             },
+            clock: crate::clock::system(),
             port_warnings: Throttle::new(Duration::from_secs(1)),
         });
         let (core, handle) = Driver::new(context.clone(), gate);
