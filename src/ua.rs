@@ -97,3 +97,29 @@ pub fn new_tag() -> String {
     use rand::Rng;
     format!("{:016x}", rand::rng().random::<u64>())
 }
+
+/// A [`Link`] that is only an address, for driving machines in tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    #[derive(Clone, Debug)]
+    pub struct TestPeer {
+        pub addr: SocketAddr,
+        pub transport: Transport,
+    }
+
+    impl Link for TestPeer {
+        fn addr(&self) -> SocketAddr {
+            self.addr
+        }
+
+        fn transport(&self) -> Transport {
+            self.transport
+        }
+
+        fn client_cert(&self) -> Option<&CertificateDer<'static>> {
+            None
+        }
+    }
+}

@@ -9,6 +9,9 @@ mod record;
 mod throttle;
 pub mod uas;
 
+#[cfg(test)]
+mod tests;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -5,7 +5,6 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use rustls::pki_types::CertificateDer;
 
 use super::*;
 use crate::gate::flood::FloodConfig;
@@ -14,26 +13,7 @@ use crate::routing::trunks::TrunkBook;
 use crate::sip::auth::NonceKey;
 use crate::sip::transaction::TimerConfig;
 use crate::sip::triage::Transport;
-
-#[derive(Clone, Debug)]
-struct TestPeer {
-    addr: SocketAddr,
-    transport: Transport,
-}
-
-impl Link for TestPeer {
-    fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    fn transport(&self) -> Transport {
-        self.transport
-    }
-
-    fn client_cert(&self) -> Option<&CertificateDer<'static>> {
-        None
-    }
-}
+use crate::ua::testing::TestPeer;
 
 const CARRIER: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 const STRANGER: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7));
