@@ -220,7 +220,7 @@ impl Harness {
     }
 
     /// Routes, allocates port 20000, and returns what the ports step produced.
-    fn to_ports(&mut self) -> Vec<Output<TestPeer>> {
+    fn routed(&mut self) -> Vec<Output<TestPeer>> {
         let out = self.start();
         assert!(
             matches!(out.as_slice(), [Output::AllocatePorts]),
@@ -231,7 +231,7 @@ impl Harness {
 
     /// Answered and acknowledged: the call is up with media started.
     fn up(&mut self) {
-        let out = self.to_ports();
+        let out = self.routed();
         assert!(
             matches!(out.as_slice(), [Output::WriteDurably(_)]),
             "{out:?}"
@@ -355,7 +355,7 @@ fn a_tenant_at_its_limit_gets_486_and_another_tenant_is_unaffected() {
 #[test]
 fn no_common_codec_gets_488_recorded() {
     let mut h = Harness::new(ANSWERED, "", G729_ONLY);
-    let out = h.to_ports();
+    let out = h.routed();
     assert_eq!(statuses(&out), vec![488]);
     assert!(reason(&out).contains("cause=88"));
     assert_eq!(last_write(&out).call.sip_status, Some(488));
@@ -377,7 +377,7 @@ fn an_empty_port_pool_gets_503_with_retry_after() {
 #[test]
 fn a_record_that_cannot_be_committed_gets_503_and_no_200() {
     let mut h = Harness::new(ANSWERED, "", OFFER);
-    let out = h.to_ports();
+    let out = h.routed();
     assert!(matches!(out.as_slice(), [Output::WriteDurably(_)]));
     let out = h.committed(false);
     assert_eq!(statuses(&out), vec![503]);
@@ -388,7 +388,7 @@ fn a_record_that_cannot_be_committed_gets_503_and_no_200() {
 #[test]
 fn the_answered_record_is_committed_before_the_200_leaves() {
     let mut h = Harness::new(ANSWERED, "", OFFER);
-    let out = h.to_ports();
+    let out = h.routed();
     let [Output::WriteDurably(write)] = out.as_slice() else {
         panic!("expected only the durable write first: {out:?}");
     };
@@ -415,7 +415,7 @@ fn ringing_sends_180_then_200_at_the_ring_deadline() {
         settings(Duration::from_secs(2)),
         Admission::default(),
     );
-    let out = h.to_ports();
+    let out = h.routed();
     assert_eq!(statuses(&out), vec![180]);
     assert_eq!(last_write(&out).call.status, CallStatus::Ringing);
     assert_eq!(h.uas.poll_timeout(), Some(h.now + Duration::from_secs(2)));
@@ -433,7 +433,7 @@ fn cancel_while_ringing_gets_487_recorded_as_cancel() {
         settings(Duration::from_secs(2)),
         Admission::default(),
     );
-    h.to_ports();
+    h.routed();
     let out = h.event(CallEvent::Cancel);
     assert_eq!(statuses(&out), vec![487]);
     let write = last_write(&out);
@@ -455,7 +455,7 @@ fn a_request_in_the_early_dialog_gets_491() {
         settings(Duration::from_secs(2)),
         Admission::default(),
     );
-    h.to_ports();
+    h.routed();
     let out = h.event(h.request("UPDATE", 2, ""));
     assert_eq!(statuses(&out), vec![491]);
     assert!(!is_done(&out));
@@ -464,7 +464,7 @@ fn a_request_in_the_early_dialog_gets_491() {
 #[test]
 fn cancel_after_the_200_changes_nothing() {
     let mut h = Harness::new(ANSWERED, "", OFFER);
-    h.to_ports();
+    h.routed();
     h.committed(true);
     assert!(h.event(CallEvent::Cancel).is_empty());
     let out = h.event(h.ack(""));
@@ -474,7 +474,7 @@ fn cancel_after_the_200_changes_nothing() {
 #[test]
 fn the_ack_starts_media_toward_the_offer() {
     let mut h = Harness::new(ANSWERED, "", OFFER);
-    h.to_ports();
+    h.routed();
     h.committed(true);
     let out = h.event(h.ack(""));
     let [Output::StartMedia(config)] = out.as_slice() else {
@@ -504,7 +504,7 @@ fn a_bye_from_the_caller_ends_the_call() {
 #[test]
 fn a_bye_before_the_ack_ends_the_call() {
     let mut h = Harness::new(ANSWERED, "", OFFER);
-    h.to_ports();
+    h.routed();
     h.committed(true);
     let out = h.event(h.request("BYE", 2, ""));
     assert_eq!(statuses(&out), vec![200]);
@@ -518,7 +518,7 @@ fn a_bye_before_the_ack_ends_the_call() {
 #[test]
 fn a_bye_that_arrives_while_the_record_commits_is_served_after_the_200() {
     let mut h = Harness::new(ANSWERED, "", OFFER);
-    h.to_ports();
+    h.routed();
     assert!(
         h.event(h.request("BYE", 2, "")).is_empty(),
         "held until committed"
@@ -564,7 +564,7 @@ fn no_rtp_from_the_caller_ends_with_our_bye() {
 #[test]
 fn an_unacknowledged_200_ends_with_our_bye_recorded_failed() {
     let mut h = Harness::new(ANSWERED, "", OFFER);
-    h.to_ports();
+    h.routed();
     h.committed(true);
     let out = h.event(CallEvent::AckTimeout);
     assert!(sent_bye(&out));
@@ -578,7 +578,7 @@ fn an_unacknowledged_200_ends_with_our_bye_recorded_failed() {
 fn an_expired_session_timer_ends_with_our_bye() {
     let extra = "Session-Expires: 90;refresher=uac\r\nSupported: timer\r\n";
     let mut h = Harness::new(ANSWERED, extra, OFFER);
-    let out = h.to_ports();
+    let out = h.routed();
     assert!(matches!(out.as_slice(), [Output::WriteDurably(_)]));
     let out = h.committed(true);
     let ok = &responses(&out)[0];
@@ -603,7 +603,7 @@ fn an_expired_session_timer_ends_with_our_bye() {
 #[test]
 fn a_late_offer_is_answered_in_the_ack() {
     let mut h = Harness::new(ANSWERED, "", "");
-    h.to_ports();
+    h.routed();
     let out = h.committed(true);
     assert!(
         responses(&out)[0].body().starts_with(b"v=0"),
@@ -619,7 +619,7 @@ fn a_late_offer_is_answered_in_the_ack() {
 #[test]
 fn a_late_offer_without_an_answer_in_the_ack_ends_with_our_bye() {
     let mut h = Harness::new(ANSWERED, "", "");
-    h.to_ports();
+    h.routed();
     h.committed(true);
     let out = h.event(h.ack(""));
     assert!(sent_bye(&out));
