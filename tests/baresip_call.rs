@@ -63,6 +63,7 @@ const SEED: u32 = 0x5eed_1234;
 const OTHER_SEED: u32 = 0x0bad_cafe;
 
 async fn baresip_hears_its_own_voice_back(backend: Backend) {
+    let _heavy = common::heavy::one_at_a_time();
     let started = Instant::now();
     let baresip = common::sipp::which("baresip").unwrap_or_else(|| {
         panic!(
@@ -213,6 +214,7 @@ async fn baresip_hears_its_own_voice_back(backend: Backend) {
 /// not verify the server's certificate, so over TLS this checks the server side: the
 /// handshake, the digest exchange and the call inside the TLS connection.)
 async fn baresip_calls_a_digest_trunk_with_its_password(backend: Backend) {
+    let _heavy = common::heavy::one_at_a_time();
     let baresip = common::sipp::which("baresip").unwrap_or_else(|| {
         panic!(
             "baresip is not installed: install the Debian package baresip (apt-get install baresip)"

@@ -117,6 +117,7 @@ async fn records_for(store: &Store, call_id: &str) -> Vec<(String, String)> {
 }
 
 async fn answered_calls_survive_sigkill(backend: Backend) {
+    let _heavy = common::heavy::one_at_a_time();
     let db = TestDb::new(backend).await;
     let mut cmd = command(db.dir.path());
     cmd.env("VCA_ADMIN_TOKEN", ADMIN_TOKEN)
@@ -183,6 +184,7 @@ async fn answered_calls_survive_sigkill(backend: Backend) {
 }
 
 async fn sigterm_drains_and_exits_cleanly(backend: Backend) {
+    let _heavy = common::heavy::one_at_a_time();
     let db = TestDb::new(backend).await;
     let mut cmd = command(db.dir.path());
     cmd.env("VCA_ADMIN_TOKEN", ADMIN_TOKEN)

@@ -28,6 +28,7 @@ fn rss_kib() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_from_outside_does_not_stop_the_trunk() {
+    let _heavy = common::heavy::one_at_a_time();
     let db = TestDb::new(Backend::Sqlite).await;
     let s = TestServer::start_with(test_config(&db), db).await;
     let server = s.server.as_ref().unwrap();

@@ -67,6 +67,7 @@ fn exchange_times(messages: &str, status: &str) -> (NaiveDateTime, NaiveDateTime
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_outage_gives_503_in_time_and_recovers() {
+    let _heavy = common::heavy::one_at_a_time();
     let s = TestServer::start(Backend::Postgres).await;
     let DatabaseUrl::Postgres(url) = &s.db.url else {
         unreachable!("a PostgreSQL test")
@@ -185,6 +186,7 @@ fn first_received(messages: &str, status: &str) -> Option<NaiveDateTime> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_database_does_not_delay_100_trying() {
+    let _heavy = common::heavy::one_at_a_time();
     let s = TestServer::start(Backend::Postgres).await;
     let tenant = s.tenant("Acme").await;
     let (status, _) = s

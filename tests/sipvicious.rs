@@ -85,6 +85,7 @@ fn args(list: &[&str]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn svmap_and_svwar_from_outside_find_nothing_while_the_trunk_calls() {
+    let _heavy = common::heavy::one_at_a_time();
     let env = start(|_| {}).await;
     let dir = env.s.db.dir.path().to_path_buf();
     let port = env.udp().port().to_string();
@@ -144,6 +145,7 @@ async fn svmap_and_svwar_from_outside_find_nothing_while_the_trunk_calls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn svwar_against_a_digest_trunk_cannot_tell_numbers_apart() {
+    let _heavy = common::heavy::one_at_a_time();
     let env = start(|_| {}).await;
     // A digest-only trunk may admit any source, so everybody is challenged alike.
     env.platform_trunk(json!({
@@ -177,6 +179,7 @@ async fn svwar_against_a_digest_trunk_cannot_tell_numbers_apart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn svcrack_cracks_nothing_while_the_trunk_calls() {
+    let _heavy = common::heavy::one_at_a_time();
     // Neither rates nor the scanner's User-Agent are held against it here, so that what
     // stops the cracker is the lockout itself (a real cracker hides its User-Agent).
     let env = start(|c| {

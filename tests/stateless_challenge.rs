@@ -13,6 +13,7 @@ use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unauthenticated_invites_from_a_digest_trunk_network_get_one_stateless_401_each() {
+    let _heavy = common::heavy::one_at_a_time();
     let db = TestDb::new(Backend::Sqlite).await;
     let s = TestServer::start_with(test_config(&db), db).await;
     let udp = s.server.as_ref().unwrap().sip_udp_addr;

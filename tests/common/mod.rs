@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod calls;
+pub mod heavy;
 pub mod pki;
 pub mod process;
 pub mod sipp;
