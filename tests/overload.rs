@@ -41,6 +41,7 @@ async fn until_answered(uac: &Uac, request: &str, needle: &str) -> Option<String
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn above_the_high_water_mark_new_calls_get_503_and_dialogs_are_served() {
+    let _heavy = common::heavy::one_at_a_time();
     let db = TestDb::new(Backend::Sqlite).await;
     let mut config = test_config(&db);
     config.ring = Duration::from_secs(8);
