@@ -1,14 +1,23 @@
 //! Cost per received packet of RTP parsing (RFC 3550 §5.1) and the symmetric-RTP latch
-//! decision (RFC 4961), as the echo leg runs them for every datagram; and cost per call of
-//! taking and returning an RTP/RTCP port pair (two binds and two closes on 127.0.0.1).
+//! decision (RFC 4961); of a media shard's per-packet path without its system calls (the RTP
+//! leg, the bridge and the echo leg, from datagram in to datagram out); of the same path
+//! through a running shard on loopback (send, shard recv + bridge + send, receive); and cost
+//! per call of taking and returning an RTP/RTCP port pair.
 
 use std::hint::black_box;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use vca_sip::media::bridge::{Bridge, Side};
+use vca_sip::media::echo::EchoLeg;
 use vca_sip::media::latch::{Latch, PtSet, Verdict};
+use vca_sip::media::leg::{Datagram, Input, Port};
 use vca_sip::media::ports::PortPool;
 use vca_sip::media::rtp::{Pt, RtpHeader, RtpPacket, Ssrc, build};
+use vca_sip::media::rtp_leg::RtpLeg;
+use vca_sip::media::runtime::MediaRuntime;
+use vca_sip::media::session::MediaConfig;
 
 fn pcmu_packet(seq: u16) -> Vec<u8> {
     let header = RtpHeader {
@@ -57,15 +66,74 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-fn bench_ports(c: &mut Criterion) {
-    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()
-    else {
+fn bench_shard(c: &mut Criterion) {
+    let caller: SocketAddr = ([203, 0, 113, 5], 40000).into();
+    let config = MediaConfig {
+        remote: caller,
+        audio_pt: Pt::PCMU,
+        event_pt: Pt::new(101),
+        media_timeout: Duration::from_secs(30),
+    };
+    let now = Instant::now();
+    let mut bridge = Bridge::new(RtpLeg::new(now, &config), EchoLeg::new());
+    let packet = pcmu_packet(1);
+    let mut group = c.benchmark_group("shard");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("bridge_echo_172B_in_to_out", |b| {
+        b.iter(|| {
+            let datagram = Datagram {
+                port: Port::Rtp,
+                src: caller,
+                data: black_box(&packet),
+            };
+            bridge.handle_input(now, Side::A, Input::Datagram(datagram));
+            let sent = bridge.poll_transmit().map(|(_, t)| t.data.len());
+            let _ = black_box(bridge.poll_timeout());
+            sent
+        });
+    });
+
+    // The whole loop on loopback: one packet sent, echoed by the shard, received.
+    let Ok(media) = MediaRuntime::spawn(Ipv4Addr::LOCALHOST.into(), 25000..=25001, 1) else {
         return;
     };
-    let _entered = runtime.enter();
-    let pool = PortPool::new(Ipv4Addr::LOCALHOST.into(), 24000..=24999);
+    let Ok(phone) = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)) else {
+        return;
+    };
+    let (Ok(ports), Ok(local)) = (media.allocate(), phone.local_addr()) else {
+        return;
+    };
+    let echo = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), ports.rtp_port());
+    let Ok(_session) = media.start(
+        ports,
+        MediaConfig {
+            remote: local,
+            ..config
+        },
+    ) else {
+        return;
+    };
+    let _ = phone.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut buf = [0u8; 1500];
+    group.bench_function("loopback_echo_round_trip", |b| {
+        b.iter(|| {
+            let _ = phone.send_to(&packet, echo);
+            phone.recv_from(&mut buf).map(|(n, _)| n).unwrap_or(0)
+        });
+    });
+    group.finish();
+    media.shutdown();
+    media.join();
+}
+
+fn bench_ports(c: &mut Criterion) {
+    let Ok(poll) = mio::Poll::new() else {
+        return;
+    };
+    let Ok(registry) = poll.registry().try_clone() else {
+        return;
+    };
+    let pool = PortPool::new(Ipv4Addr::LOCALHOST.into(), 24000..=24999, vec![registry]);
     let mut group = c.benchmark_group("ports");
     group.throughput(Throughput::Elements(1));
     group.bench_function("allocate_and_release_pair", |b| {
@@ -74,5 +142,5 @@ fn bench_ports(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench, bench_ports);
+criterion_group!(benches, bench, bench_shard, bench_ports);
 criterion_main!(benches);

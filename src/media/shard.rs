@@ -130,10 +130,9 @@ impl Session {
                 Err(_) => self.send_errors += 1,
             }
         }
-        match self.bridge.poll_event() {
-            Some((_, LegEvent::MediaTimeout)) => Some(MediaEnd::MediaTimeout),
-            None => None,
-        }
+        self.bridge.poll_event().map(|(_, event)| match event {
+            LegEvent::MediaTimeout => MediaEnd::MediaTimeout,
+        })
     }
 
     /// Puts the session's deadline in the heap when it moved earlier than the armed one.
@@ -742,7 +741,7 @@ mod tests {
             x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
             let slot = (x >> 8) % 64;
             let at = t0 + Duration::from_millis(u64::from((x >> 16) % 1000));
-            if x % 3 == 0 {
+            if x.is_multiple_of(3) {
                 timers.remove(slot);
                 expect[slot as usize] = None;
             } else {
