@@ -1,8 +1,10 @@
 //! Cost per received packet of RTP parsing (RFC 3550 §5.1) and the symmetric-RTP latch
 //! decision (RFC 4961); of a media shard's per-packet path without its system calls (the RTP
 //! leg, the bridge and the echo leg, from datagram in to datagram out); of the same path
-//! through a running shard on loopback (send, shard recv + bridge + send, receive); and cost
-//! per call of taking and returning an RTP/RTCP port pair.
+//! through a running shard on loopback (send, shard recv + bridge + send, receive); cost per
+//! call of a media session's start and hangup on a shard, beside a tokio task spawned and
+//! ended per call, as the media ran before shards; and cost per call of taking and returning
+//! an RTP/RTCP port pair.
 
 use std::hint::black_box;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
@@ -126,6 +128,63 @@ fn bench_shard(c: &mut Criterion) {
     media.join();
 }
 
+fn bench_calls(c: &mut Criterion) {
+    let Ok(tokio) = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+    else {
+        return;
+    };
+    let Ok(media) = MediaRuntime::spawn(Ipv4Addr::LOCALHOST.into(), 25100..=25199, 1) else {
+        return;
+    };
+    let config = MediaConfig {
+        remote: ([127, 0, 0, 1], 9).into(),
+        audio_pt: Pt::PCMU,
+        event_pt: Pt::new(101),
+        media_timeout: Duration::from_secs(30),
+    };
+    let mut group = c.benchmark_group("call");
+    group.throughput(Throughput::Elements(1));
+    // What a 500 ms call with no RTP costs the media side, apart from its ports.
+    group.bench_function("shard_session_start_and_hangup", |b| {
+        b.iter(|| {
+            tokio.block_on(async {
+                let Ok(ports) = media.allocate() else {
+                    return false;
+                };
+                let Ok(mut session) = media.start(ports, config) else {
+                    return false;
+                };
+                let _ = session.hangup();
+                session.ended().await;
+                true
+            })
+        });
+    });
+    group.bench_function("baseline_task_spawn_and_hangup", |b| {
+        b.iter(|| {
+            tokio.block_on(async {
+                let (hangup, rx) = tokio::sync::oneshot::channel::<()>();
+                let task = tokio::spawn(async move {
+                    let timer = tokio::time::sleep(Duration::from_secs(30));
+                    tokio::select! {
+                        _ = rx => true,
+                        () = timer => false,
+                    }
+                });
+                tokio::task::yield_now().await;
+                let _ = hangup.send(());
+                task.await.unwrap_or(false)
+            })
+        });
+    });
+    group.finish();
+    media.shutdown();
+    media.join();
+}
+
 fn bench_ports(c: &mut Criterion) {
     let Ok(poll) = mio::Poll::new() else {
         return;
@@ -142,5 +201,5 @@ fn bench_ports(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench, bench_shard, bench_ports);
+criterion_group!(benches, bench, bench_shard, bench_calls, bench_ports);
 criterion_main!(benches);
