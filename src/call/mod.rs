@@ -15,13 +15,13 @@ mod tests;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio::sync::mpsc;
 
 use crate::clock::WallClock;
 use crate::gate::Admitted;
-use crate::media::echo::{self, EchoEnd, EchoReport};
-use crate::media::ports::{PortPool, RtpPorts};
+use crate::media::ports::RtpPorts;
+use crate::media::runtime::MediaRuntime;
+use crate::media::session::{self, MediaSession};
 use crate::routing::admission::Admission;
 use crate::routing::directory::Directory;
 use crate::sip::message::Request;
@@ -37,12 +37,12 @@ use uas::{MediaEnd, Output, Uas};
 type CallEvent = ua::CallEvent<Peer>;
 type Command = ua::Command<Peer>;
 
-/// What calls share: the node's store writer, directory, limits and port pool.
+/// What calls share: the node's store writer, directory, limits and media runtime.
 pub struct CallContext {
     pub writer: CallWriter,
     pub directory: Directory,
     pub admission: Admission,
-    pub ports: PortPool,
+    pub media: MediaRuntime,
     pub attempts: AttemptLog,
     pub settings: CallSettings,
     /// Where record timestamps come from.
@@ -60,7 +60,7 @@ pub struct Call {
     machine: Uas<Peer>,
     events: mpsc::Receiver<CallEvent>,
     ports: Option<RtpPorts>,
-    media: Option<(JoinHandle<EchoReport>, oneshot::Sender<()>)>,
+    media: Option<MediaSession>,
 }
 
 impl Call {
@@ -108,9 +108,8 @@ impl Call {
             .to_owned();
         let span = tracing::debug_span!("call", sip_call_id = %call_id);
         tracing::Instrument::instrument(self.drive(), span).await;
-        if let Some((_, hangup)) = self.media.take() {
-            let _ = hangup.send(());
-        }
+        // Dropping the session hangs it up.
+        drop(self.media.take());
         let _ = self
             .core
             .send(ua::Command::Gone {
@@ -140,9 +139,11 @@ impl Call {
                 },
                 report = media_end(&mut self.media) => {
                     self.media = None;
-                    let end = match report {
-                        Ok(EchoReport { end: EchoEnd::MediaTimeout, .. }) => MediaEnd::Timeout,
-                        _ => MediaEnd::Failed,
+                    let end = match report.end {
+                        session::MediaEnd::MediaTimeout => MediaEnd::Timeout,
+                        session::MediaEnd::Hangup
+                        | session::MediaEnd::Socket(_)
+                        | session::MediaEnd::Shutdown => MediaEnd::Failed,
                     };
                     self.machine.handle_media_end(Instant::now(), end);
                 }
@@ -171,7 +172,7 @@ impl Call {
                     self.machine.handle_committed(Instant::now(), committed);
                 }
                 Output::AllocatePorts => {
-                    let port = match self.ctx.ports.allocate() {
+                    let port = match self.ctx.media.allocate() {
                         Ok(ports) => {
                             let port = ports.rtp_port();
                             self.ports = Some(ports);
@@ -188,13 +189,22 @@ impl Call {
                 }
                 Output::StartMedia(config) => {
                     if let Some(ports) = self.ports.take() {
-                        let (hangup, hangup_rx) = oneshot::channel();
-                        self.media = Some((echo::spawn(ports, config, hangup_rx), hangup));
+                        match self.ctx.media.start(ports, config) {
+                            Ok(media) => self.media = Some(media),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "no media session for an answered call");
+                                self.machine
+                                    .handle_media_end(Instant::now(), MediaEnd::Failed);
+                            }
+                        }
                     }
                 }
                 Output::StopMedia => {
-                    if let Some((_, hangup)) = self.media.take() {
-                        let _ = hangup.send(());
+                    if let Some(mut media) = self.media.take()
+                        && let Err(e) = media.hangup()
+                    {
+                        // Dropping the session tries again.
+                        tracing::warn!(error = %e, "media hangup not queued");
                     }
                 }
                 Output::Attempt { reason, called } => {
@@ -209,12 +219,10 @@ impl Call {
     }
 }
 
-/// The media leg's report, when it runs; never ready otherwise.
-async fn media_end(
-    media: &mut Option<(JoinHandle<EchoReport>, oneshot::Sender<()>)>,
-) -> Result<EchoReport, tokio::task::JoinError> {
+/// The media session's end report, when it runs; never ready otherwise.
+async fn media_end(media: &mut Option<MediaSession>) -> session::MediaReport {
     match media {
-        Some((task, _)) => task.await,
+        Some(session) => session.ended().await,
         None => std::future::pending().await,
     }
 }

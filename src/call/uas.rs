@@ -39,8 +39,8 @@ use rand::Rng;
 use super::record::Record;
 use crate::clock::WallClock;
 use crate::gate::Admitted;
-use crate::media::echo::EchoConfig;
 use crate::media::rtp::Pt;
+use crate::media::session::MediaConfig;
 use crate::routing::admission::{self, Admission, Busy};
 use crate::routing::directory::Directory;
 use crate::routing::e164::{CountryCode, Did};
@@ -86,7 +86,7 @@ pub enum Output<P> {
     /// Take an RTP/RTCP port pair for the call, then call [`Uas::handle_ports`].
     AllocatePorts,
     /// Start the call's media on its ports.
-    StartMedia(EchoConfig),
+    StartMedia(MediaConfig),
     /// Stop the call's media (the call is over).
     StopMedia,
     /// A call that resolved to no tenant, for the attempts log: `reason` and the number
@@ -558,7 +558,7 @@ impl<P: Link + std::fmt::Debug> Uas<P> {
         {
             record.codec(negotiated.codec.encoding_name());
         }
-        let config = EchoConfig {
+        let config = MediaConfig {
             remote: negotiated.remote_rtp,
             audio_pt: Pt::new(negotiated.payload_type).unwrap_or(Pt::PCMU),
             event_pt: negotiated.telephone_event_pt.and_then(Pt::new),
