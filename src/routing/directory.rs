@@ -8,39 +8,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use sqlx::FromRow;
-
 use super::e164::Did;
-use crate::ids::{AiProfileId, PhoneNumberId, TenantId, TrunkId};
-use crate::store::model::TenantStatus;
-use crate::store::{Result, Store, StoreError, on_pool};
-
-/// The query behind every route: a number, its tenant, and the profile that answers it.
-/// (Routing is the one reader of every tenant's numbers: it is what finds the tenant.)
-macro_rules! route_query {
-    () => {
-        "SELECT n.id AS phone_number_id, n.tenant_id, n.did_number, n.is_active, n.trunk_id, \
-           COALESCE(n.ai_profile_id, d.id) AS ai_profile_id, t.status AS tenant_status, \
-           t.max_concurrent_calls \
-         FROM phone_numbers n \
-         JOIN tenants t ON t.id = n.tenant_id \
-         LEFT JOIN ai_profiles d ON d.tenant_id = n.tenant_id AND d.is_default"
-    };
-}
-
-/// Everything routing needs to know about one DID.
-#[derive(Debug, Clone, PartialEq, FromRow)]
-pub struct Route {
-    pub phone_number_id: PhoneNumberId,
-    pub tenant_id: TenantId,
-    pub did_number: String,
-    pub is_active: bool,
-    pub trunk_id: Option<TrunkId>,
-    /// The number's profile, or else the tenant's default.
-    pub ai_profile_id: Option<AiProfileId>,
-    pub tenant_status: TenantStatus,
-    pub max_concurrent_calls: i64,
-}
+pub use crate::store::Route;
+use crate::store::{Result, Store};
 
 /// The in-memory DID table; cheap to clone and share.
 #[derive(Clone, Default)]
@@ -73,9 +43,7 @@ impl Directory {
     /// Replaces the table with the database's current content.
     pub async fn reload(&self, store: &Store) -> Result<()> {
         let _one_at_a_time = self.reload.lock().await;
-        const SQL: &str = concat!(route_query!(), "");
-        let rows: Vec<Route> = on_pool!(store, |pool| sqlx::query_as(SQL).fetch_all(pool).await)
-            .map_err(StoreError::from)?;
+        let rows = store.routes().await?;
         let map: HashMap<String, Route> = rows
             .into_iter()
             .map(|r| (r.did_number.clone(), r))
@@ -89,12 +57,7 @@ impl Directory {
     /// without reloading the whole table.
     pub async fn refresh(&self, store: &Store, did: &str) -> Result<()> {
         let _one_at_a_time = self.reload.lock().await;
-        const SQL: &str = concat!(route_query!(), " WHERE n.did_number = $1");
-        let row: Option<Route> = on_pool!(store, |pool| sqlx::query_as(SQL)
-            .bind(did)
-            .fetch_optional(pool)
-            .await)
-        .map_err(StoreError::from)?;
+        let row = store.route(did).await?;
         let mut routes = self.routes.write().unwrap_or_else(|e| e.into_inner());
         let map = Arc::make_mut(&mut routes);
         match row {
@@ -139,7 +102,9 @@ impl Directory {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::{PhoneNumberId, TenantId};
     use crate::routing::e164::CountryCode;
+    use crate::store::model::TenantStatus;
 
     fn route(did: &str) -> Route {
         Route {

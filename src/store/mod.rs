@@ -11,6 +11,7 @@ mod keys;
 pub mod model;
 mod numbers;
 mod profiles;
+mod routes;
 mod secrets;
 mod sqlite_writer;
 mod tenants;
@@ -30,6 +31,7 @@ pub use calls::{CallFilter, CallWrite, CallWriter, WriteError};
 pub use keys::hash_api_key;
 pub use numbers::{NewPhoneNumber, PhoneNumberPatch};
 pub use profiles::{AiProfilePatch, NewAiProfile};
+pub use routes::Route;
 pub use tenants::{NewTenant, TenantPatch};
 pub use trunks::{Ha1Set, TrunkCredentials, TrunkOwner, TrunkSettings};
 
