@@ -44,7 +44,7 @@ async fn above_the_high_water_mark_new_calls_get_503_and_dialogs_are_served() {
     let _heavy = common::heavy::one_at_a_time();
     let db = TestDb::new(Backend::Sqlite).await;
     let mut config = test_config(&db);
-    config.ring = Duration::from_secs(8);
+    config.ring = Duration::from_secs(12);
     config.media_timeout = Duration::ZERO;
     let s = TestServer::start_with(config, db).await;
     let udp = s.server.as_ref().unwrap().sip_udp_addr;
@@ -67,7 +67,7 @@ async fn above_the_high_water_mark_new_calls_get_503_and_dialogs_are_served() {
     );
     a.send(&invite).await;
     let ok = a
-        .final_response(Duration::from_secs(10))
+        .final_response(Duration::from_secs(20))
         .await
         .expect("call A answered");
     assert_eq!(status(&ok), 200, "{ok}");
@@ -84,7 +84,7 @@ async fn above_the_high_water_mark_new_calls_get_503_and_dialogs_are_served() {
         .replace("z9hG4bK-ack-a", "z9hG4bK-bye-a")
         .replace("CSeq: 1 ACK", "CSeq: 2 BYE");
 
-    // Call B is ringing (8 s) when the burst starts.
+    // Call B is ringing (12 s) when the burst starts.
     let mut b = Uac::bind("127.0.0.1", udp).await;
     let invite_b = b.request("INVITE", "09876543210", "call-b", &sdp).replace(
         "Content-Length: 0\r\n\r\n",
@@ -130,8 +130,9 @@ async fn above_the_high_water_mark_new_calls_get_503_and_dialogs_are_served() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // ... then the calls' own requests go in while the burst goes on.
-    let bye_ok = until_answered(&a, &bye, "CSeq: 2 BYE").await;
+    // (The ringing call's CANCEL first: its ring time runs.)
     let cancel_ok = until_answered(&b, &cancel, "CSeq: 1 CANCEL").await;
+    let bye_ok = until_answered(&a, &bye, "CSeq: 2 BYE").await;
     stop.store(true, Ordering::Relaxed);
     flood.join().expect("the burst thread");
     assert!(
