@@ -4,6 +4,8 @@
 //! which keyset pagination relies on). In PostgreSQL an id is a native `uuid`; in SQLite it
 //! is stored as hyphenated text. Both encodings are implemented here once, so every query
 //! binds and reads ids the same way on both backends.
+//!
+//! [`Did`], a dialed number in E.164 form, is the one identifier here that is not a UUID.
 
 use std::fmt;
 use std::str::FromStr;
@@ -140,3 +142,29 @@ id_type!(
     /// An API key.
     ApiKeyId
 );
+
+/// A dialed number in canonical E.164 form: `+` and 8 to 15 digits. Defined here beside the
+/// other identifiers because the store keys phone numbers by it; the E.164 rules that build
+/// one (`Did::normalize`) live in `routing::e164`, the only place that constructs it.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Did(pub(crate) String);
+
+impl Did {
+    /// The number with its leading `+`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Did {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Did {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Did({})", self.0)
+    }
+}

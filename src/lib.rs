@@ -18,6 +18,7 @@
 
 pub mod api;
 pub mod call;
+pub mod clock;
 pub mod config;
 pub mod endpoint;
 pub mod gate;
@@ -28,3 +29,4 @@ pub mod server;
 pub mod sip;
 pub mod store;
 pub mod transport;
+pub mod ua;

@@ -18,9 +18,9 @@ use tokio::task::JoinHandle;
 use crate::api::{self, AppState};
 use crate::call::{CallContext, CallSettings, Throttle};
 use crate::config::Config;
-use crate::endpoint::{Core, CoreHandle};
+use crate::endpoint::{CoreHandle, Driver};
 use crate::gate::{Gate, Shield};
-use crate::media::ports::PortPool;
+use crate::media::runtime::{self, MediaRuntime};
 use crate::routing::admission::Admission;
 use crate::routing::directory::Directory;
 use crate::routing::trunks::TrunkBook;
@@ -122,13 +122,19 @@ impl Server {
             None => None,
         };
 
+        let media = MediaRuntime::spawn(
+            config.sip_udp.ip(),
+            config.rtp_ports.clone(),
+            runtime::default_shards(),
+        )
+        .context("cannot start the media shards")?;
         let (writer, writer_task) = CallWriter::start(store.clone(), WRITER_QUEUE);
         let attempts = AttemptLog::default();
         let context = Arc::new(CallContext {
             writer,
             directory: directory.clone(),
             admission: Admission::default(),
-            ports: PortPool::new(config.sip_udp.ip(), config.rtp_ports.clone()),
+            media,
             attempts: attempts.clone(),
             settings: CallSettings {
                 public_ip: config.public_ip,
@@ -140,9 +146,10 @@ impl Server {
                 max_call_duration: config.max_call_duration,
                 country: config.default_country_code.clone(),
             },
+            clock: crate::clock::system(),
             port_warnings: Throttle::new(Duration::from_secs(1)),
         });
-        let (core, handle) = Core::new(context.clone(), gate);
+        let (core, handle) = Driver::new(context.clone(), gate);
         let mut background = vec![
             tokio::spawn(core.run()),
             tokio::spawn(transport::udp::run(
@@ -234,6 +241,10 @@ impl Server {
             task.abort();
         }
         self.store.close().await;
+        // Last: calls still up past the drain lose their media now.
+        self.context.media.shutdown();
+        let media = self.context.media.clone();
+        let _ = tokio::task::spawn_blocking(move || media.join()).await;
         flushed.context("call records not written at shutdown")?;
         Ok(())
     }

@@ -1,15 +1,20 @@
 //! A call's record as the call task keeps it, and the events not yet written.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+
 use serde_json::{Value, json};
 
+use crate::clock::WallClock;
 use crate::ids::{CallEventId, CallId, TrunkId};
 use crate::routing::directory::Route;
 use crate::sip::message::Request;
+use crate::store::CallWrite;
 use crate::store::model::{Call, CallEvent, CallStatus, Direction, HangupCause, SipTransport};
-use crate::store::{CallWrite, now};
-use crate::transport::{Peer, Transport};
+use crate::transport::Transport;
 
 pub struct Record {
+    clock: Arc<dyn WallClock>,
     call: Call,
     events: Vec<CallEvent>,
     /// A durable write of the record has been committed.
@@ -17,9 +22,12 @@ pub struct Record {
 }
 
 impl Record {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
+        clock: Arc<dyn WallClock>,
         invite: &Request,
-        peer: &Peer,
+        remote: SocketAddr,
+        transport: Transport,
         route: &Route,
         trunk: Option<TrunkId>,
         called: &str,
@@ -37,7 +45,7 @@ impl Record {
                     .to_owned()
             })
             .unwrap_or_default();
-        let transport = match peer.transport() {
+        let transport = match transport {
             Transport::Udp => SipTransport::Udp,
             Transport::Tcp => SipTransport::Tcp,
             Transport::Tls => SipTransport::Tls,
@@ -56,17 +64,18 @@ impl Record {
             called_raw: truncate(called_raw, 128),
             sip_call_id: truncate(h.call_id().unwrap_or_default(), 256),
             transport,
-            remote_addr: peer.addr().to_string(),
+            remote_addr: remote.to_string(),
             codec: None,
             status: CallStatus::Initiated,
             sip_status: None,
             hangup_cause: None,
-            started_at: now(),
+            started_at: clock.now(),
             answered_at: None,
             ended_at: None,
             duration_s: None,
         };
         Record {
+            clock,
             call,
             events: Vec::new(),
             stored: false,
@@ -79,7 +88,7 @@ impl Record {
             call_id: self.call.id,
             tenant_id: self.call.tenant_id,
             kind: kind.to_owned(),
-            at: now(),
+            at: self.clock.now(),
             detail: sqlx::types::Json(detail),
         });
     }
@@ -101,7 +110,7 @@ impl Record {
     pub fn answered(&mut self) {
         self.call.status = CallStatus::Answered;
         self.call.sip_status = Some(200);
-        self.call.answered_at = Some(now());
+        self.call.answered_at = Some(self.clock.now());
         self.event(
             "answered",
             json!({"sip_status": 200, "codec": self.call.codec}),
@@ -113,7 +122,7 @@ impl Record {
         self.call.status = CallStatus::Failed;
         self.call.sip_status = Some(i64::from(status));
         self.call.hangup_cause = Some(cause);
-        self.call.ended_at = Some(now());
+        self.call.ended_at = Some(self.clock.now());
         self.event("failed", json!({"sip_status": status, "reason": why}));
     }
 
@@ -134,7 +143,7 @@ impl Record {
     }
 
     fn finish(&mut self, status: CallStatus, cause: HangupCause) {
-        let ended = now();
+        let ended = self.clock.now();
         self.call.status = status;
         self.call.hangup_cause = Some(cause);
         self.call.ended_at = Some(ended);

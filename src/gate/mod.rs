@@ -31,7 +31,7 @@ use crate::sip::auth::{
 };
 use crate::sip::message::Request;
 use crate::store::model::DigestAlgorithm;
-use crate::transport::Transport;
+use crate::transport::{PacketFilter, Transport};
 
 use flood::{BanReason, FloodConfig, FloodGuard, Verdict as FloodVerdict};
 
@@ -126,6 +126,13 @@ impl Shield {
     pub fn evict(&self) {
         self.guard().evict(Instant::now());
         metrics::gauge!("vca_sip_flood_sources").set(self.guard().len() as f64);
+    }
+}
+
+/// The transports drop, before queueing, what the shield refuses.
+impl PacketFilter for Shield {
+    fn admit(&self, source: IpAddr) -> bool {
+        Shield::admit(self, source)
     }
 }
 

@@ -216,6 +216,11 @@ impl Latch {
         self.latched.map(|(addr, _)| addr)
     }
 
+    /// The SSRC the latched source sends with now.
+    pub fn latched_ssrc(&self) -> Option<Ssrc> {
+        self.latched.map(|(_, ssrc)| ssrc)
+    }
+
     /// Counts so far.
     pub fn stats(&self) -> LatchStats {
         self.stats
@@ -330,6 +335,7 @@ mod tests {
         let d = rtp(PCMU, 500, 8);
         let v = l.handle_datagram(src, &d);
         assert_eq!(event(&v), Some(LatchEvent::Rebased { previous: Ssrc(7) }));
+        assert_eq!(l.latched_ssrc(), Some(Ssrc(8)));
         let d = rtp(PCMU, 501, 8);
         assert_eq!(
             event(&l.handle_datagram(src, &d)),

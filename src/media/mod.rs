@@ -1,13 +1,29 @@
 //! Media: RTP/RTCP packets (RFC 3550), symmetric RTP latching (RFC 4961), the RTP port pool
-//! (RFC 3264 §5.1 ports) and the echo leg that an answered call runs until a bridge exists.
+//! (RFC 3264 §5.1 ports), the legs of a call's media and the shards that run them.
 //!
-//! `rtp` and `latch` do no IO and are driven packet by packet; `ports` and `echo` are the
-//! tokio edge. A call allocates an [`ports::RtpPorts`] pair from the node's
-//! [`ports::PortPool`] before answering (an empty pool is a 503), puts
-//! [`ports::RtpPorts::rtp_port`] in its SDP answer, and hands the pair to
-//! [`echo::spawn`] once answered.
+//! `rtp`, `latch`, `leg`, `rtp_leg`, `echo` and `bridge` do no IO and read no clock: every
+//! media endpoint is a [`leg::Leg`] driven by `now`, and a [`bridge::Bridge`] joins two.
+//! `ports`, `shard` and `runtime` are the IO edge: one event loop per core
+//! ([`runtime::MediaRuntime`]), each owning whole calls, with no task per call.
+//!
+//! A call allocates an [`ports::RtpPorts`] pair through [`runtime::MediaRuntime::allocate`]
+//! before answering (an empty pool is a 503), puts [`ports::RtpPorts::rtp_port`] in its SDP
+//! answer, and hands the pair to [`runtime::MediaRuntime::start`] once answered; the
+//! [`session::MediaSession`] it gets back hangs the session up and awaits its report.
+//!
+//! ```text
+//!   call ──allocate──> PortPool (shard chosen, sockets registered with its loop)
+//!   call ──start / hangup──> shard queue ──> Shard loop: Bridge(RtpLeg, EchoLeg)
+//!   call <──MediaReport── shard
+//! ```
 
+pub mod bridge;
 pub mod echo;
 pub mod latch;
+pub mod leg;
 pub mod ports;
 pub mod rtp;
+pub mod rtp_leg;
+pub mod runtime;
+pub mod session;
+pub mod shard;

@@ -15,21 +15,31 @@
 //! A pair whose bind fails (another process holds a port) goes to the back of the ring and the
 //! next pair is tried, up to [`MAX_BIND_ATTEMPTS`] times.
 //!
+//! Sockets are registered once, when bound, with the event loop of one media shard (see
+//! [`super::shard`]), under the port number as token; a pair keeps its shard for as long as it
+//! stays bound, and its idle queue is that shard's, so a call allocated on a shard is served by
+//! that shard's loop without ever registering again. A call is put on the least loaded shard
+//! that can take it: its own ripe bound pair first, else a bare port bound and registered for
+//! it, else its youngest bound pair, else another shard's bound pair (the call then goes to
+//! that shard).
+//!
 //! Each call holds two sockets; with the process capped at 20,000 open files that is at most
 //! ~10,000 concurrent calls, less whatever else is open. When a bind fails because the process
 //! is out of file descriptors the error is [`PortError::Io`], which also maps to 503.
 //!
 //! The receive buffer is left at the kernel default: one call's 50 packets/s fit, and setting
-//! `SO_RCVBUF` on a UDP socket needs a crate beyond std and tokio.
+//! `SO_RCVBUF` on a UDP socket needs a crate beyond std and mio.
 
 use std::collections::VecDeque;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use tokio::net::UdpSocket;
+use mio::net::UdpSocket;
+use mio::{Interest, Registry, Token};
 
 /// The default RTP range, as most SIP media servers use.
 pub const DEFAULT_RANGE: RangeInclusive<u16> = 16384..=32767;
@@ -37,10 +47,10 @@ pub const DEFAULT_RANGE: RangeInclusive<u16> = 16384..=32767;
 /// How many pairs one allocation tries before giving up.
 pub const MAX_BIND_ATTEMPTS: usize = 16;
 
-/// How many free pairs keep their sockets bound (two file descriptors each); pairs freed
-/// beyond this are closed. Enough for [`QUARANTINE`] at 16,000 calls per second, so that a
-/// bound pair is ripe by the time it reaches the front; idle or in use, a pool never holds
-/// more than two descriptors per pair of its range.
+/// How many free pairs of one shard keep their sockets bound (two file descriptors each);
+/// pairs freed beyond this are closed. Enough for [`QUARANTINE`] at 16,000 calls per second
+/// on one shard, so that a bound pair is ripe by the time it reaches the front; idle or in
+/// use, a pool never holds more than two descriptors per pair of its range.
 pub const MAX_IDLE_BOUND: usize = 4096;
 
 /// How long a freed pair stays unused before its bound sockets are handed out again: longer
@@ -61,8 +71,8 @@ pub enum PortError {
     /// Binding failed for every pair tried; the last error is kept.
     #[error("binding an RTP port pair failed: {0}")]
     Io(#[source] io::Error),
-    /// Called outside a tokio runtime, so the sockets cannot be registered.
-    #[error("RTP sockets need a tokio runtime")]
+    /// The pool has no media shard to register sockets with.
+    #[error("RTP sockets need a media runtime")]
     NoRuntime,
 }
 
@@ -73,6 +83,12 @@ impl PortError {
     }
 }
 
+/// The event-loop token of the socket bound on `port`: the port number itself, so that the
+/// shard finds the call from the token with one index.
+pub fn token(port: u16) -> Token {
+    Token(usize::from(port))
+}
+
 /// A free pair that kept its sockets, and when it was freed.
 #[derive(Debug)]
 struct IdlePair {
@@ -81,62 +97,96 @@ struct IdlePair {
     sockets: (UdpSocket, UdpSocket),
 }
 
+/// A pair handed out: its port, its shard, and its sockets when it kept them.
+type Taken = (u16, usize, Option<(UdpSocket, UdpSocket)>);
+
 #[derive(Debug)]
 struct FreeList {
-    /// Pairs with bound sockets, least recently freed first.
-    bound: VecDeque<IdlePair>,
+    /// Per shard: pairs with sockets registered with that shard, least recently freed first.
+    bound: Vec<VecDeque<IdlePair>>,
     /// Even ports without sockets, least recently freed first.
     bare: VecDeque<u16>,
+    /// Numbers the next allocation, so that a late command for a pair's previous call is
+    /// told apart from one for its current call.
+    next_lease: u64,
 }
 
 impl FreeList {
-    /// The next pair to hand out at `now`: a bound pair past its quarantine, else a bare
-    /// port, else the bound pair freed longest ago.
-    fn take(&mut self, now: Instant) -> Option<(u16, Option<(UdpSocket, UdpSocket)>)> {
+    /// The next pair to hand out at `now` for a call that prefers `shard`: a bound pair of
+    /// that shard past its quarantine, else a bare port, else that shard's bound pair freed
+    /// longest ago, else another shard's.
+    fn take(&mut self, shard: usize, now: Instant) -> Option<Taken> {
         let ripe = self
             .bound
-            .front()
+            .get(shard)
+            .and_then(VecDeque::front)
             .is_some_and(|p| now.saturating_duration_since(p.freed) >= QUARANTINE);
         if !ripe && let Some(port) = self.bare.pop_front() {
-            return Some((port, None));
+            return Some((port, shard, None));
         }
-        self.take_bound()
-            .or_else(|| self.bare.pop_front().map(|port| (port, None)))
+        self.take_bound(shard)
+            .or_else(|| self.bare.pop_front().map(|port| (port, shard, None)))
     }
 
-    /// The bound pair freed longest ago, whatever its age.
-    fn take_bound(&mut self) -> Option<(u16, Option<(UdpSocket, UdpSocket)>)> {
-        self.bound.pop_front().map(|p| (p.port, Some(p.sockets)))
+    /// The bound pair freed longest ago, whatever its age: of `shard` if it has one, else of
+    /// the first shard that has one.
+    fn take_bound(&mut self, shard: usize) -> Option<Taken> {
+        let home = self.bound.get(shard).is_some_and(|q| !q.is_empty());
+        let from = if home {
+            shard
+        } else {
+            self.bound.iter().position(|q| !q.is_empty())?
+        };
+        let pair = self.bound.get_mut(from)?.pop_front()?;
+        Some((pair.port, from, Some(pair.sockets)))
     }
 
-    /// Queues a freed pair; returns the sockets to close when enough pairs are idle already.
+    /// Queues a freed pair; returns the sockets to close when enough pairs of its shard are
+    /// idle already.
     fn give_back(
         &mut self,
         now: Instant,
         port: u16,
+        shard: usize,
         sockets: Option<(UdpSocket, UdpSocket)>,
     ) -> Option<(UdpSocket, UdpSocket)> {
-        match sockets {
-            Some(sockets) if self.bound.len() < MAX_IDLE_BOUND => {
-                self.bound.push_back(IdlePair {
+        match (sockets, self.bound.get_mut(shard)) {
+            (Some(sockets), Some(queue)) if queue.len() < MAX_IDLE_BOUND => {
+                queue.push_back(IdlePair {
                     freed: now,
                     port,
                     sockets,
                 });
                 None
             }
-            other => {
+            (other, _) => {
                 self.bare.push_back(port);
                 other
             }
         }
     }
+
+    fn idle_bound(&self) -> usize {
+        self.bound.iter().map(VecDeque::len).sum()
+    }
+}
+
+/// One shard as the pool sees it: where its sockets are registered, and how many pairs its
+/// calls hold.
+#[derive(Debug)]
+struct ShardPorts {
+    registry: Registry,
+    held: AtomicUsize,
 }
 
 #[derive(Debug)]
 struct Shared {
     ip: IpAddr,
+    first_port: u16,
     capacity: usize,
+    shards: Vec<ShardPorts>,
+    /// Where the search for the least loaded shard starts, turning, so that ties alternate.
+    turn: AtomicUsize,
     free: Mutex<FreeList>,
 }
 
@@ -147,14 +197,51 @@ impl Shared {
     }
 
     /// Returns a pair to the pool, keeping its sockets while few enough are idle.
-    fn give_back(&self, port: u16, sockets: Option<(UdpSocket, UdpSocket)>) {
-        let closed = self.free_list().give_back(Instant::now(), port, sockets);
-        // Closing deregisters from the reactor: done outside the lock.
-        drop(closed);
+    fn give_back(&self, port: u16, shard: usize, sockets: Option<(UdpSocket, UdpSocket)>) {
+        let closed = self
+            .free_list()
+            .give_back(Instant::now(), port, shard, sockets);
+        // Closing deregisters from the shard's loop: done outside the lock.
+        if let (Some((mut rtp, mut rtcp)), Some(home)) = (closed, self.shards.get(shard)) {
+            let _ = home.registry.deregister(&mut rtp);
+            let _ = home.registry.deregister(&mut rtcp);
+        }
+    }
+
+    /// The shard whose calls hold the fewest pairs.
+    fn least_loaded(&self) -> usize {
+        let n = self.shards.len().max(1);
+        let start = self.turn.fetch_add(1, Ordering::Relaxed) % n;
+        (0..n)
+            .map(|i| (start + i) % n)
+            .min_by_key(|&i| {
+                self.shards
+                    .get(i)
+                    .map_or(usize::MAX, |s| s.held.load(Ordering::Relaxed))
+            })
+            .unwrap_or(0)
+    }
+
+    fn bind_pair(&self, port: u16, shard: usize) -> io::Result<(UdpSocket, UdpSocket)> {
+        let registry = &self
+            .shards
+            .get(shard)
+            .ok_or_else(|| io::Error::other("no such media shard"))?
+            .registry;
+        let mut rtp = bind_one(SocketAddr::new(self.ip, port))?;
+        let rtcp_port = port.wrapping_add(1);
+        let mut rtcp = bind_one(SocketAddr::new(self.ip, rtcp_port))?;
+        registry.register(&mut rtp, token(port), Interest::READABLE)?;
+        if let Err(e) = registry.register(&mut rtcp, token(rtcp_port), Interest::READABLE) {
+            let _ = registry.deregister(&mut rtp);
+            return Err(e);
+        }
+        Ok((rtp, rtcp))
     }
 }
 
-/// A pool of RTP/RTCP port pairs on one local IP. Cloning shares the pool.
+/// A pool of RTP/RTCP port pairs on one local IP, shared by the media shards. Cloning shares
+/// the pool.
 #[derive(Debug, Clone)]
 pub struct PortPool {
     shared: Arc<Shared>,
@@ -162,18 +249,30 @@ pub struct PortPool {
 
 impl PortPool {
     /// A pool of the even ports of `range` whose odd neighbour is also in `range`, bound on
-    /// `ip`. An empty or one-port range gives a pool that is always exhausted.
-    pub fn new(ip: IpAddr, range: RangeInclusive<u16>) -> Self {
+    /// `ip`, with one shard per registry: a pair's sockets are registered with its shard's.
+    /// An empty or one-port range gives a pool that is always exhausted.
+    pub fn new(ip: IpAddr, range: RangeInclusive<u16>, registries: Vec<Registry>) -> Self {
         let (start, end) = (*range.start(), *range.end());
-        let first_even = start.saturating_add(start % 2);
-        let bare: VecDeque<u16> = (first_even..end).step_by(2).collect();
+        let first_port = start.saturating_add(start % 2);
+        let bare: VecDeque<u16> = (first_port..end).step_by(2).collect();
+        let bound = registries.iter().map(|_| VecDeque::new()).collect();
         PortPool {
             shared: Arc::new(Shared {
                 ip,
+                first_port,
                 capacity: bare.len(),
+                shards: registries
+                    .into_iter()
+                    .map(|registry| ShardPorts {
+                        registry,
+                        held: AtomicUsize::new(0),
+                    })
+                    .collect(),
+                turn: AtomicUsize::new(0),
                 free: Mutex::new(FreeList {
-                    bound: VecDeque::new(),
+                    bound,
                     bare,
+                    next_lease: 0,
                 }),
             }),
         }
@@ -187,31 +286,58 @@ impl PortPool {
     /// How many pairs are free now.
     pub fn available(&self) -> usize {
         let free = self.shared.free_list();
-        free.bound.len() + free.bare.len()
+        free.idle_bound() + free.bare.len()
     }
 
     /// How many free pairs hold bound sockets now.
     pub fn idle_bound(&self) -> usize {
-        self.shared.free_list().bound.len()
+        self.shared.free_list().idle_bound()
     }
 
-    /// Takes a free pair and binds both sockets. Must run inside a tokio runtime.
+    /// How many pairs the calls of `shard` hold now.
+    pub fn held(&self, shard: usize) -> usize {
+        self.shared
+            .shards
+            .get(shard)
+            .map_or(0, |s| s.held.load(Ordering::Relaxed))
+    }
+
+    /// The index of the pair holding `port` (its RTP or its RTCP port), counted from the
+    /// first pair of the range: what a shard indexes its calls by.
+    pub fn pair_index(&self, port: u16) -> Option<usize> {
+        let offset = usize::from(port.checked_sub(self.shared.first_port)?) / 2;
+        (offset < self.shared.capacity).then_some(offset)
+    }
+
+    /// The RTP port of the pair at `index`.
+    pub fn rtp_port_of(&self, index: usize) -> Option<u16> {
+        let offset = u16::try_from(index.checked_mul(2)?).ok()?;
+        self.shared.first_port.checked_add(offset)
+    }
+
+    /// Takes a free pair on the least loaded shard that has one and binds both sockets,
+    /// registered with that shard, unless the pair kept them.
     pub fn allocate(&self) -> Result<RtpPorts, PortError> {
-        if tokio::runtime::Handle::try_current().is_err() {
+        if self.shared.shards.is_empty() {
             return Err(PortError::NoRuntime);
         }
+        let preferred = self.shared.least_loaded();
         let mut last_error = None;
         for _ in 0..MAX_BIND_ATTEMPTS {
-            let taken = {
+            let (taken, lease) = {
                 let mut free = self.shared.free_list();
                 // After a failed bind (a squatted port, or no file descriptors left) a
                 // bound pair, however recently freed, beats refusing the call.
-                match last_error {
-                    Some(_) => free.take_bound().or_else(|| free.take(Instant::now())),
-                    None => free.take(Instant::now()),
-                }
+                let taken = match last_error {
+                    Some(_) => free
+                        .take_bound(preferred)
+                        .or_else(|| free.take(preferred, Instant::now())),
+                    None => free.take(preferred, Instant::now()),
+                };
+                free.next_lease = free.next_lease.wrapping_add(1);
+                (taken, free.next_lease)
             };
-            let Some((port, sockets)) = taken else {
+            let Some((port, shard, sockets)) = taken else {
                 break;
             };
             let bound = match sockets {
@@ -220,19 +346,26 @@ impl PortPool {
                     drain(&rtcp);
                     Ok((rtp, rtcp))
                 }
-                None => bind_pair(self.shared.ip, port),
+                None => self.shared.bind_pair(port, shard),
             };
             match bound {
                 Ok(sockets) => {
+                    if let Some(s) = self.shared.shards.get(shard) {
+                        s.held.fetch_add(1, Ordering::Relaxed);
+                    }
                     return Ok(RtpPorts {
                         sockets: Some(sockets),
                         port,
+                        shard,
+                        lease,
                         shared: Arc::clone(&self.shared),
                     });
                 }
                 Err(e) => {
                     // The port goes to the back of its queue, to be tried again later.
-                    self.shared.give_back(port, None);
+                    self.shared
+                        .free_list()
+                        .give_back(Instant::now(), port, shard, None);
                     last_error = Some(e);
                 }
             }
@@ -241,17 +374,11 @@ impl PortPool {
     }
 }
 
-fn bind_pair(ip: IpAddr, port: u16) -> io::Result<(UdpSocket, UdpSocket)> {
-    let rtp = bind_one(SocketAddr::new(ip, port))?;
-    let rtcp = bind_one(SocketAddr::new(ip, port.wrapping_add(1)))?;
-    Ok((rtp, rtcp))
-}
-
 /// Reads and throws away what reached an idle socket.
 fn drain(socket: &UdpSocket) {
     let mut buf = [0u8; 1500];
     for _ in 0..MAX_DRAINED {
-        if socket.try_recv_from(&mut buf).is_err() {
+        if socket.recv_from(&mut buf).is_err() {
             break;
         }
     }
@@ -260,16 +387,18 @@ fn drain(socket: &UdpSocket) {
 fn bind_one(addr: SocketAddr) -> io::Result<UdpSocket> {
     let socket = std::net::UdpSocket::bind(addr)?;
     socket.set_nonblocking(true)?;
-    UdpSocket::from_std(socket)
+    Ok(UdpSocket::from_std(socket))
 }
 
-/// A bound RTP/RTCP socket pair held by one call. Dropping it returns the pair, with its
-/// sockets still bound, to its pool.
+/// A bound RTP/RTCP socket pair held by one call, registered with one shard. Dropping it
+/// returns the pair, with its sockets still bound and registered, to its pool.
 #[derive(Debug)]
 pub struct RtpPorts {
     /// Always `Some` until dropped.
     sockets: Option<(UdpSocket, UdpSocket)>,
     port: u16,
+    shard: usize,
+    lease: u64,
     shared: Arc<Shared>,
 }
 
@@ -277,6 +406,16 @@ impl RtpPorts {
     /// The RTP port, to put in the SDP answer's m= line (RTCP is this + 1).
     pub fn rtp_port(&self) -> u16 {
         self.port
+    }
+
+    /// The shard whose event loop the sockets are registered with.
+    pub fn shard(&self) -> usize {
+        self.shard
+    }
+
+    /// This allocation's number, unique within the pool (until it wraps at 2^64).
+    pub fn lease(&self) -> u64 {
+        self.lease
     }
 
     fn pair(&self) -> &(UdpSocket, UdpSocket) {
@@ -298,36 +437,63 @@ impl RtpPorts {
 
 impl Drop for RtpPorts {
     fn drop(&mut self) {
-        self.shared.give_back(self.port, self.sockets.take());
+        if let Some(s) = self.shared.shards.get(self.shard) {
+            s.held.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.shared
+            .give_back(self.port, self.shard, self.sockets.take());
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mio::{Events, Poll};
     use std::net::Ipv4Addr;
 
     const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
-    #[test]
-    fn range_keeps_only_even_ports_with_an_odd_neighbour() {
-        assert_eq!(PortPool::new(LOOPBACK, 16384..=32767).capacity(), 8192);
-        assert_eq!(PortPool::new(LOOPBACK, 10001..=10006).capacity(), 2); // 10002, 10004
-        assert_eq!(PortPool::new(LOOPBACK, 10000..=10000).capacity(), 0);
-        assert_eq!(PortPool::new(LOOPBACK, 65534..=65535).capacity(), 1);
-        assert_eq!(PortPool::new(LOOPBACK, 65535..=65535).capacity(), 0);
+    /// A pool over `range` with `shards` event loops of its own.
+    fn pool(range: RangeInclusive<u16>, shards: usize) -> (Vec<Poll>, PortPool) {
+        let polls: Vec<Poll> = (0..shards).map(|_| Poll::new().unwrap()).collect();
+        let registries = polls
+            .iter()
+            .map(|p| p.registry().try_clone().unwrap())
+            .collect();
+        (polls, PortPool::new(LOOPBACK, range, registries))
     }
 
     #[test]
-    fn allocation_outside_a_runtime_is_an_error() {
-        let pool = PortPool::new(LOOPBACK, 30000..=30001);
+    fn range_keeps_only_even_ports_with_an_odd_neighbour() {
+        let capacity = |range| PortPool::new(LOOPBACK, range, Vec::new()).capacity();
+        assert_eq!(capacity(16384..=32767), 8192);
+        assert_eq!(capacity(10001..=10006), 2); // 10002, 10004
+        assert_eq!(capacity(10000..=10000), 0);
+        assert_eq!(capacity(65534..=65535), 1);
+        assert_eq!(capacity(65535..=65535), 0);
+    }
+
+    #[test]
+    fn pairs_are_indexed_from_the_first_even_port() {
+        let (_polls, pool) = pool(10001..=10006, 1);
+        assert_eq!(pool.pair_index(10002), Some(0));
+        assert_eq!(pool.pair_index(10003), Some(0));
+        assert_eq!(pool.pair_index(10005), Some(1));
+        assert_eq!(pool.pair_index(10006), None);
+        assert_eq!(pool.pair_index(10001), None);
+        assert_eq!(pool.rtp_port_of(1), Some(10004));
+    }
+
+    #[test]
+    fn allocation_without_a_shard_is_an_error() {
+        let pool = PortPool::new(LOOPBACK, 30000..=30001, Vec::new());
         assert!(matches!(pool.allocate(), Err(PortError::NoRuntime)));
         assert_eq!(pool.available(), 1);
     }
 
-    #[tokio::test]
-    async fn allocates_until_empty_then_503_and_drop_returns_the_pair() {
-        let pool = PortPool::new(LOOPBACK, 31000..=31007);
+    #[test]
+    fn allocates_until_empty_then_503_and_drop_returns_the_pair() {
+        let (_polls, pool) = pool(31000..=31007, 1);
         assert_eq!(pool.capacity(), 4);
         let mut held = Vec::new();
         for expected in [31000, 31002, 31004, 31006] {
@@ -343,54 +509,89 @@ mod tests {
             );
             held.push(ports);
         }
-        assert_eq!(pool.available(), 0);
+        assert_eq!((pool.available(), pool.held(0)), (0, 4));
         let err = pool.allocate().unwrap_err();
         assert!(matches!(err, PortError::Exhausted));
         assert_eq!(err.sip_status(), 503);
 
         // Returned pairs go to the back of the ring, still bound, and are handed out again.
         let second = held.remove(1);
+        let lease = second.lease();
         drop(second);
         assert_eq!(pool.available(), 1);
         assert_eq!(pool.idle_bound(), 1);
         let again = pool.allocate().unwrap();
         assert_eq!(again.rtp_port(), 31002);
+        assert_ne!(again.lease(), lease);
         assert_eq!(pool.idle_bound(), 0);
         drop(again);
         drop(held);
-        assert_eq!(pool.available(), 4);
-        assert_eq!(pool.idle_bound(), 4);
+        assert_eq!(
+            (pool.available(), pool.idle_bound(), pool.held(0)),
+            (4, 4, 0)
+        );
     }
 
-    #[tokio::test]
-    async fn a_bound_pair_waits_out_its_quarantine_while_bare_ports_remain() {
-        let sockets = bind_pair(LOOPBACK, 31300).unwrap();
+    #[test]
+    fn a_bound_pair_waits_out_its_quarantine_while_bare_ports_remain() {
+        let sockets = (
+            bind_one(SocketAddr::new(LOOPBACK, 31300)).unwrap(),
+            bind_one(SocketAddr::new(LOOPBACK, 31301)).unwrap(),
+        );
         let t0 = Instant::now();
         let mut free = FreeList {
-            bound: VecDeque::new(),
+            bound: vec![VecDeque::new()],
             bare: VecDeque::from([31302, 31304]),
+            next_lease: 0,
         };
-        assert!(free.give_back(t0, 31300, Some(sockets)).is_none());
+        assert!(free.give_back(t0, 31300, 0, Some(sockets)).is_none());
 
         let young = t0 + QUARANTINE - Duration::from_millis(1);
-        let (port, sockets) = free.take(young).unwrap();
+        let (port, _, sockets) = free.take(0, young).unwrap();
         assert_eq!((port, sockets.is_some()), (31302, false));
-        free.give_back(young, port, None);
+        free.give_back(young, port, 0, None);
 
-        let (port, sockets) = free.take(t0 + QUARANTINE).unwrap();
+        let (port, _, sockets) = free.take(0, t0 + QUARANTINE).unwrap();
         assert_eq!((port, sockets.is_some()), (31300, true));
-        free.give_back(t0 + QUARANTINE, port, sockets);
+        free.give_back(t0 + QUARANTINE, port, 0, sockets);
 
         // With no bare port left, a young bound pair is used rather than refusing the call.
         free.bare.clear();
-        let (port, sockets) = free.take(t0 + QUARANTINE).unwrap();
+        let (port, _, sockets) = free.take(0, t0 + QUARANTINE).unwrap();
         assert_eq!((port, sockets.is_some()), (31300, true));
-        assert!(free.take(t0 + QUARANTINE).is_none());
+        assert!(free.take(0, t0 + QUARANTINE).is_none());
     }
 
-    #[tokio::test]
-    async fn a_failed_bind_falls_back_to_a_young_bound_pair() {
-        let pool = PortPool::new(LOOPBACK, 31400..=31403);
+    #[test]
+    fn idle_pairs_stay_with_their_shard_and_calls_spread_over_shards() {
+        let (_polls, pool) = pool(31600..=31605, 2);
+        let a = pool.allocate().unwrap();
+        let b = pool.allocate().unwrap();
+        // The least loaded shard takes each call.
+        assert_eq!((a.shard(), b.shard()), (0, 1));
+        assert_eq!((pool.held(0), pool.held(1)), (1, 1));
+        let (a_port, b_port) = (a.rtp_port(), b.rtp_port());
+        drop(a);
+        drop(b);
+        // The last bare port goes to the next call, on the least loaded shard.
+        let c = pool.allocate().unwrap();
+        assert_eq!((c.rtp_port(), c.shard()), (31604, 0));
+        // No bare port left: shard 1 takes its own young pair, not shard 0's.
+        let d = pool.allocate().unwrap();
+        assert_eq!((d.rtp_port(), d.shard()), (b_port, 1));
+        drop(c);
+        // Shard 1's turn at a tie, but it has no pair: the call goes where a pair is.
+        let e = pool.allocate().unwrap();
+        let f = pool.allocate().unwrap();
+        assert_eq!(e.shard(), 0);
+        assert_eq!(f.shard(), 0);
+        assert_eq!([e.rtp_port(), f.rtp_port()], [a_port, 31604]);
+        assert!(matches!(pool.allocate(), Err(PortError::Exhausted)));
+    }
+
+    #[test]
+    fn a_failed_bind_falls_back_to_a_young_bound_pair() {
+        let (_polls, pool) = pool(31400..=31403, 1);
         let first = pool.allocate().unwrap();
         assert_eq!(first.rtp_port(), 31400);
         drop(first);
@@ -402,39 +603,43 @@ mod tests {
         drop(squatter);
     }
 
-    #[tokio::test]
-    async fn a_reused_pair_starts_empty() {
-        let pool = PortPool::new(LOOPBACK, 31500..=31501);
+    #[test]
+    fn a_reused_pair_starts_empty_and_its_shard_hears_it_under_its_port() {
+        let (mut polls, pool) = pool(31500..=31501, 1);
         let ports = pool.allocate().unwrap();
         let rtp = ports.rtp().local_addr().unwrap();
         drop(ports);
-        // A late packet of the ended call reaches the idle pair.
+        // A late packet of the ended call reaches the idle pair (loopback delivers at once).
         let late = std::net::UdpSocket::bind((LOOPBACK, 0)).unwrap();
         late.send_to(b"late rtp", rtp).unwrap();
         late.send_to(b"late rtcp", (LOOPBACK, 31501)).unwrap();
-        // Let the reactor see the packets arrive.
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         let ports = pool.allocate().unwrap();
         assert_eq!(ports.rtp_port(), 31500);
         let mut buf = [0u8; 64];
         assert!(
-            ports.rtp().try_recv_from(&mut buf).is_err(),
+            ports.rtp().recv_from(&mut buf).is_err(),
             "a stale packet was kept"
         );
         assert!(
-            ports.rtcp().try_recv_from(&mut buf).is_err(),
+            ports.rtcp().recv_from(&mut buf).is_err(),
             "a stale packet was kept"
         );
-        // What comes now is delivered.
+        // What comes now is delivered, and the shard's loop is told under the port's token.
         late.send_to(b"new", rtp).unwrap();
-        let (n, _) = ports.rtp().recv_from(&mut buf).await.unwrap();
+        let mut events = Events::with_capacity(8);
+        polls[0]
+            .poll(&mut events, Some(Duration::from_secs(5)))
+            .unwrap();
+        let tokens: Vec<Token> = events.iter().map(|e| e.token()).collect();
+        assert!(tokens.contains(&token(31500)), "{tokens:?}");
+        let (n, _) = ports.rtp().recv_from(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"new");
     }
 
-    #[tokio::test]
-    async fn a_pair_held_elsewhere_is_skipped() {
+    #[test]
+    fn a_pair_held_elsewhere_is_skipped() {
         let squatter = std::net::UdpSocket::bind((LOOPBACK, 31101)).unwrap();
-        let pool = PortPool::new(LOOPBACK, 31100..=31103);
+        let (_polls, pool) = pool(31100..=31103, 1);
         let ports = pool.allocate().unwrap();
         assert_eq!(ports.rtp_port(), 31102);
         // The busy pair stays in the pool and fails again while it is held.

@@ -4,9 +4,7 @@
 //! `919876543210`, `09876543210`, `9876543210`, `+91-98765-43210`. All of them name one
 //! [`Did`], which always holds `+` followed by 8 to 15 digits.
 
-use std::fmt;
-
-use serde::{Deserialize, Serialize};
+pub use crate::ids::Did;
 
 /// Why a string is not a dialable number.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -51,11 +49,7 @@ impl Default for CountryCode {
     }
 }
 
-/// A dialed number in canonical E.164 form: `+` and 8 to 15 digits.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Did(String);
-
+/// The E.164 rules: the only way a [`Did`] is built from what a carrier or operator wrote.
 impl Did {
     /// Normalises `raw` to E.164, reading national forms with `country`.
     ///
@@ -96,23 +90,6 @@ impl Did {
             return Err(E164Error::BadLength(full.len()));
         }
         Ok(Did(format!("+{full}")))
-    }
-
-    /// The number with its leading `+`.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for Did {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl fmt::Debug for Did {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Did({})", self.0)
     }
 }
 

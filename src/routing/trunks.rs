@@ -174,8 +174,8 @@ impl TrunkEntry {
     /// Whether a request over `transport` may come from this trunk: a TLS trunk admits only
     /// TLS (no downgrade to plain text from its networks); a UDP or TCP trunk admits UDP,
     /// TCP and TLS.
-    pub fn admits_transport(&self, transport: crate::transport::Transport) -> bool {
-        use crate::transport::Transport;
+    pub fn admits_transport(&self, transport: crate::sip::triage::Transport) -> bool {
+        use crate::sip::triage::Transport;
         match self.transport {
             TrunkTransport::Tls => transport == Transport::Tls,
             TrunkTransport::Udp | TrunkTransport::Tcp => true,
@@ -258,7 +258,7 @@ impl TrunkSet {
     pub fn by_source(
         &self,
         source: IpAddr,
-        transport: crate::transport::Transport,
+        transport: crate::sip::triage::Transport,
     ) -> Option<&Arc<TrunkEntry>> {
         self.trunks
             .iter()
@@ -273,7 +273,7 @@ impl TrunkSet {
     pub fn digest_candidates(
         &self,
         source: IpAddr,
-        transport: crate::transport::Transport,
+        transport: crate::sip::triage::Transport,
     ) -> impl Iterator<Item = &Arc<TrunkEntry>> {
         self.trunks.iter().filter(move |t| {
             t.admits_transport(transport)
@@ -378,7 +378,7 @@ impl TrunkBook {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transport::Transport;
+    use crate::sip::triage::Transport;
 
     fn entry(auth: TrunkAuth, cidrs: &[&str]) -> TrunkEntry {
         TrunkEntry {

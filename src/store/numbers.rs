@@ -2,8 +2,7 @@
 
 use super::model::{PhoneNumber, ProviderType};
 use super::{Page, Result, Store, StoreError, now, on_pool};
-use crate::ids::{AiProfileId, PhoneNumberId, TenantId, TrunkId};
-use crate::routing::e164::Did;
+use crate::ids::{AiProfileId, Did, PhoneNumberId, TenantId, TrunkId};
 
 /// The columns every query returns, in the row type's order.
 macro_rules! columns {

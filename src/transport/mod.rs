@@ -6,7 +6,7 @@ pub mod tcp;
 pub mod tls;
 pub mod udp;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -15,6 +15,15 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 pub use crate::sip::triage::Transport;
+
+/// The per-packet check the transports apply before a datagram or stream message is queued
+/// for the core: what it refuses is dropped at the socket, so that a flood never reaches the
+/// core queue. The transports are generic over it (statically dispatched: UDP asks it on
+/// every datagram); the server hands them the gate's shield.
+pub trait PacketFilter: Send + Sync + 'static {
+    /// Whether what `source` just sent may go on to the core.
+    fn admit(&self, source: IpAddr) -> bool;
+}
 
 /// One message as it arrived.
 #[derive(Debug)]

@@ -15,8 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 
-use super::{Inbound, Peer, Transport};
-use crate::gate::Shield;
+use super::{Inbound, PacketFilter, Peer, Transport};
 use crate::sip::framing::{Frame, Limits, StreamDecoder};
 use crate::sip::triage::{Triage, triage_frame_error};
 
@@ -70,11 +69,11 @@ const TCP_METRICS: StreamMetrics = StreamMetrics {
 ///
 /// A banned source's connection is closed at once, and so is a connection whose source is
 /// banned while it is open.
-pub async fn run(
+pub async fn run<P: PacketFilter>(
     listener: TcpListener,
     core: mpsc::Sender<Inbound>,
     limits: TcpLimits,
-    shield: Arc<Shield>,
+    shield: Arc<P>,
 ) {
     let guard = shield.clone();
     accept_loop(
@@ -105,14 +104,15 @@ pub async fn run(
 /// Accepts connections within `limits`' caps and runs `serve` for each on a task of its
 /// own, until the core goes away. A connection from a source that `shield` bans, or over
 /// a cap, is closed at once (the latter counted).
-pub(super) async fn accept_loop<F, Fut>(
+pub(super) async fn accept_loop<P, F, Fut>(
     listener: TcpListener,
     core: mpsc::Sender<Inbound>,
     limits: TcpLimits,
-    shield: Arc<Shield>,
+    shield: Arc<P>,
     names: &'static StreamMetrics,
     serve: F,
 ) where
+    P: PacketFilter,
     F: Fn(TcpStream, SocketAddr, mpsc::Sender<Inbound>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
@@ -200,15 +200,16 @@ async fn flush_for<S: AsyncWrite + Unpin>(
 
 /// Serves one connection until the peer closes it, it fails, a deadline passes, or
 /// `shield` bans its source.
-pub(super) async fn serve_connection<S>(
+pub(super) async fn serve_connection<S, P>(
     mut stream: S,
     connection: Connection,
     core: mpsc::Sender<Inbound>,
     limits: TcpLimits,
-    shield: Arc<Shield>,
+    shield: Arc<P>,
     names: &'static StreamMetrics,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
+    P: PacketFilter,
 {
     let Connection {
         addr,

@@ -34,8 +34,7 @@ use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 
 use super::tcp::{self, Connection, StreamMetrics, TcpLimits};
-use super::{Inbound, Transport};
-use crate::gate::Shield;
+use super::{Inbound, PacketFilter, Transport};
 
 /// The PEM files TLS is served from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -268,11 +267,11 @@ const TLS_METRICS: StreamMetrics = StreamMetrics {
 /// connection and is counted in `vca_sip_tls_handshake_failures_total{reason}`. As over
 /// TCP, a banned source's connection is closed at once, and so is a connection whose
 /// source is banned while it is open.
-pub async fn run(
+pub async fn run<P: PacketFilter>(
     listener: TcpListener,
     core: mpsc::Sender<Inbound>,
     limits: TcpLimits,
-    shield: Arc<Shield>,
+    shield: Arc<P>,
     certs: Arc<TlsCerts>,
 ) {
     let guard = shield.clone();
@@ -285,13 +284,13 @@ pub async fn run(
 
 /// Completes the handshake within `limits.handshake_timeout`, then serves the connection
 /// like a TCP one.
-async fn serve(
+async fn serve<P: PacketFilter>(
     acceptor: TlsAcceptor,
     stream: TcpStream,
     addr: SocketAddr,
     core: mpsc::Sender<Inbound>,
     limits: TcpLimits,
-    shield: Arc<Shield>,
+    shield: Arc<P>,
 ) {
     let failures = "vca_sip_tls_handshake_failures_total";
     let stream = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(stream)).await

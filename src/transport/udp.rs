@@ -7,8 +7,7 @@ use bytes::Bytes;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
-use super::{Inbound, Peer};
-use crate::gate::Shield;
+use super::{Inbound, PacketFilter, Peer};
 
 /// The largest datagram read; anything longer is cut and then fails to parse (§18.1.1).
 const MAX_DATAGRAM: usize = 65_535;
@@ -37,7 +36,11 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<Arc<UdpSocket>> {
 /// from turning into a backlog that every later message waits behind.
 ///
 /// What a banned source sends is dropped here, before it costs the core anything.
-pub async fn run(socket: Arc<UdpSocket>, core: mpsc::Sender<Inbound>, shield: Arc<Shield>) {
+pub async fn run<F: PacketFilter>(
+    socket: Arc<UdpSocket>,
+    core: mpsc::Sender<Inbound>,
+    shield: Arc<F>,
+) {
     // One receive buffer, reused; each datagram is copied out at its own size, so that what
     // a transaction keeps (its branch, its request) pins ~1 KB and not a shared 64 KB block.
     let mut buf = vec![0u8; MAX_DATAGRAM];

@@ -1,190 +1,231 @@
-//! The endpoint core: the transaction layer between the transports and the calls.
+//! The user-agent endpoint: the transaction layer between the transports and the calls,
+//! sans-IO (RFC 3261 §8.2, §12.2.2, §17.2.3), in the shape of a QUIC endpoint.
 //!
-//! One task owns the [`TransactionTable`] and the registry of live calls. It takes every
-//! inbound message in order, triages it (RFC 3261 §8.2), matches it to its transaction
-//! (§17.2.3) or dialog (§12.2.2), and either answers it itself (OPTIONS, stateless
-//! refusals, 481, CANCEL) or hands it to the call it belongs to. Calls answer through the
-//! core, so every response passes through its transaction. The table's timers wake the
-//! core through one re-armed sleep; no timer exists per transaction.
+//! [`Endpoint`] owns the [`TransactionTable`], the registry of live dialogs and the trunk
+//! [`Gate`]. It takes every inbound message in order, triages it (§8.2), matches it to its
+//! transaction (§17.2.3) or dialog (§12.2.2), and either answers it itself (OPTIONS,
+//! stateless refusals, 481, CANCEL) or hands it to the call it belongs to. Calls answer
+//! through it, so every response passes through its transaction. It never touches a socket,
+//! a channel or the clock:
 //!
 //! ```text
-//!   udp / tcp tasks ──Inbound──▶ core ──CallEvent──▶ call task (one per call)
-//!                                  ▲                     │
-//!                                  └──── Command ────────┘
+//!   handle(now, wall, Input::Datagram)    poll_transmit() -> bytes for a peer
+//!   handle(now, wall, Input::Command)     poll_event()    -> a new call, an event for a call
+//!   handle(now, wall, Input::Undelivered) poll_timeout()  -> when to call handle_timeout
+//!   handle_timeout(now)
 //! ```
+//!
+//! The calling contract: after any `handle*`, drain `poll_transmit` and `poll_event` until
+//! both return `None`, then sleep until `poll_timeout()`. [`driver`] is the tokio side that
+//! does exactly that, owns the sockets' inbound queue and the calls' mailboxes, and spawns
+//! the call tasks.
 
-use std::collections::HashMap;
+pub mod driver;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
-use tokio::sync::mpsc;
 
-use crate::call::{self, CallContext, CallEvent};
-use crate::gate::{self, Decision, Gate};
+use crate::gate::{self, Admitted, Decision, Gate};
 use crate::sip::message::{Message, Method, Request, Response, ToTag};
 use crate::sip::transaction::{
-    self, AckMatch, Event, IstState, RequestMatch, TransactionKey, TransactionTable,
+    self, AckMatch, IstState, RequestMatch, TransactionKey, TransactionTable,
 };
 use crate::sip::triage::{ALLOW, MethodClass, Triage, triage};
-use crate::transport::{Inbound, Peer};
+use crate::ua::{CallEvent, CallKey, Command, Link, new_tag};
 
-/// How many inbound messages the core queue holds. Above [`HIGH_WATER`] new calls are
-/// refused with 503 while requests of calls already up are still served.
-pub const QUEUE_CAPACITY: usize = 16_384;
-const HIGH_WATER: usize = QUEUE_CAPACITY * 3 / 4;
+pub use driver::{CoreHandle, Driver, QUEUE_CAPACITY};
+
+/// Above this many queued inbound messages new calls are refused with 503 while requests of
+/// calls already up are still served (RELIABILITY 11).
+pub const HIGH_WATER: usize = QUEUE_CAPACITY * 3 / 4;
 
 /// Transactions the table has room for from the start. A call leaves its INVITE and BYE
 /// transactions alive for Timers L and J (32 s each over UDP), so 10,000 calls/s keep about
 /// 640,000 at once and 16,000 calls/s a million. Growing past the reservation doubles the
-/// table inside the core, a copy of a hundred megabytes or more that stalls every call for
-/// long enough to overflow the socket backlog under load (it showed as a burst of 503s 26 s
-/// into a 10,000 calls/s run when the reservation was half this); reserved address space is
-/// only backed by memory once used.
-const TRANSACTIONS_RESERVED: usize = 1 << 20;
+/// table inside the endpoint, a copy of a hundred megabytes or more that stalls every call
+/// for long enough to overflow the socket backlog under load (it showed as a burst of 503s
+/// 26 s into a 10,000 calls/s run when the reservation was half this); reserved address
+/// space is only backed by memory once used.
+pub const TRANSACTIONS_RESERVED: usize = 1 << 20;
 
-/// What a call asks the core to do.
+/// What the endpoint is given.
 #[derive(Debug)]
-pub enum Command {
-    /// Send `response` to the server transaction `key`.
-    Respond {
-        key: TransactionKey,
-        status: u16,
-        response: Bytes,
+pub enum Input<P> {
+    /// A message as it arrived from `peer`.
+    Datagram { data: Bytes, peer: P },
+    /// A call's command.
+    Command(Command<P>),
+    /// An event from [`Event::Deliver`] that the call could not take (its mailbox is full
+    /// or gone): a request in it is answered `500` with `Retry-After` (§14.2).
+    Undelivered {
+        call: CallKey,
+        event: Box<CallEvent<P>>,
     },
-    /// Start a client transaction (the BYE vca-sip sends).
-    Request {
-        key: TransactionKey,
-        peer: Peer,
-        request: Bytes,
-    },
-    /// The dialog's current INVITE (initial or re-INVITE) whose 2xx an ACK stops.
-    SetInvite { call: CallKey, key: TransactionKey },
-    /// The call is over: forget it.
-    Gone { call: CallKey },
 }
 
-/// Identifies a call from the caller's side: Call-ID and From-tag.
-pub type CallKey = Arc<str>;
+/// Bytes for a peer.
+#[derive(Debug)]
+pub struct Transmit<P> {
+    pub peer: P,
+    pub data: Bytes,
+}
+
+/// What the endpoint asks of its driver besides sending.
+#[derive(Debug)]
+pub enum Event<P> {
+    /// Start a call for this INVITE; its server transaction exists and its 100 Trying is
+    /// due in 200 ms unless the call answers first.
+    NewCall(NewCall<P>),
+    /// Hand `event` to the call's mailbox; give it back as [`Input::Undelivered`] when the
+    /// mailbox cannot take it.
+    Deliver { call: CallKey, event: CallEvent<P> },
+}
+
+/// A call the endpoint has admitted.
+#[derive(Debug)]
+pub struct NewCall<P> {
+    pub key: CallKey,
+    pub local_tag: Arc<str>,
+    pub invite_key: TransactionKey,
+    pub request: Request,
+    pub peer: P,
+    /// The trunk that admitted the INVITE (`None`: the development trunk).
+    pub trunk: Admitted,
+}
 
 struct CallEntry {
-    mailbox: mpsc::Sender<CallEvent>,
     local_tag: Arc<str>,
     invite: TransactionKey,
 }
 
 /// Where a transaction's messages go, and the call it belongs to.
 #[derive(Clone, Debug)]
-pub struct TxPeer {
-    peer: Peer,
+pub struct TxPeer<P> {
+    peer: P,
     call: Option<CallKey>,
 }
 
-/// Handles shared with the rest of the server: draining flag and the core's queues.
-#[derive(Clone)]
-pub struct CoreHandle {
-    pub inbound: mpsc::Sender<Inbound>,
-    pub commands: mpsc::Sender<Command>,
-    pub draining: Arc<AtomicBool>,
-}
-
-pub struct Core {
-    table: TransactionTable<TxPeer>,
+/// The sans-IO endpoint; `P` is the way a message came (see [`Link`]).
+pub struct Endpoint<P> {
+    table: TransactionTable<TxPeer<P>>,
     calls: HashMap<CallKey, CallEntry>,
     gate: Gate,
-    context: Arc<CallContext>,
-    inbound: mpsc::Receiver<Inbound>,
-    commands: mpsc::Receiver<Command>,
-    handle: CoreHandle,
+    /// Inbound messages waiting behind the one being handled, as the driver last said.
+    backlog: usize,
+    draining: bool,
+    transmits: VecDeque<Transmit<P>>,
+    events: VecDeque<Event<P>>,
     /// Gauges set on every pass, held so that each set skips the registry lookup.
     transactions_gauge: metrics::Gauge,
     dialogs_gauge: metrics::Gauge,
 }
 
-impl Core {
-    pub fn new(context: Arc<CallContext>, gate: Gate) -> (Core, CoreHandle) {
-        let (inbound_tx, inbound) = mpsc::channel(QUEUE_CAPACITY);
-        let (commands_tx, commands) = mpsc::channel(QUEUE_CAPACITY);
-        let handle = CoreHandle {
-            inbound: inbound_tx,
-            commands: commands_tx,
-            draining: Arc::new(AtomicBool::new(false)),
-        };
-        let core = Core {
-            table: TransactionTable::with_capacity(
-                transaction::TimerConfig::default(),
-                TRANSACTIONS_RESERVED,
-            ),
+impl<P: Link + std::fmt::Debug> Endpoint<P> {
+    pub fn new(gate: Gate, config: transaction::TimerConfig, reserved: usize) -> Self {
+        Endpoint {
+            table: TransactionTable::with_capacity(config, reserved),
             calls: HashMap::new(),
             gate,
-            context,
-            inbound,
-            commands,
-            handle: handle.clone(),
+            backlog: 0,
+            draining: false,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
             transactions_gauge: metrics::gauge!("vca_sip_transactions"),
             dialogs_gauge: metrics::gauge!("vca_sip_dialogs"),
-        };
-        (core, handle)
+        }
     }
 
-    /// Runs until every queue into the core is closed.
-    pub async fn run(mut self) {
-        let far = tokio::time::Instant::now() + std::time::Duration::from_secs(86_400);
-        let sleep = tokio::time::sleep_until(far);
-        tokio::pin!(sleep);
-        let mut batch = Vec::with_capacity(64);
-        loop {
-            let deadline = self
-                .table
-                .poll_timeout()
-                .map_or(far, tokio::time::Instant::from_std);
-            if sleep.deadline() != deadline {
-                sleep.as_mut().reset(deadline);
-            }
-            tokio::select! {
-                biased;
-                Some(command) = self.commands.recv() => {
-                    let now = Instant::now();
-                    self.handle_command(now, command);
-                    while let Ok(command) = self.commands.try_recv() {
-                        self.handle_command(now, command);
-                    }
-                }
-                n = self.inbound.recv_many(&mut batch, 64) => {
-                    if n == 0 {
-                        return;
-                    }
-                    let now = Instant::now();
-                    for inbound in batch.drain(..) {
-                        self.handle_inbound(now, inbound);
-                    }
-                }
-                () = &mut sleep => {
-                    self.table.handle_timeout(Instant::now());
-                }
-            }
-            self.drain_table();
-            self.transactions_gauge.set(self.table.len() as f64);
+    /// How many inbound messages wait behind the next one; above [`HIGH_WATER`] new calls
+    /// get 503.
+    pub fn set_backlog(&mut self, queued: usize) {
+        self.backlog = queued;
+    }
+
+    /// A draining node refuses new calls with 503 and serves the ones it has.
+    pub fn set_draining(&mut self, draining: bool) {
+        self.draining = draining;
+    }
+
+    /// Live transactions.
+    pub fn transactions(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Live calls (dialogs and pending INVITEs).
+    pub fn calls(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Takes one input at `now` (`wall` is the wall clock, for digest nonces).
+    pub fn handle(&mut self, now: Instant, wall: SystemTime, input: Input<P>) {
+        match input {
+            Input::Datagram { data, peer } => self.handle_inbound(now, wall, data, peer),
+            Input::Command(command) => self.handle_command(now, command),
+            Input::Undelivered { call, event } => self.handle_undelivered(now, call, *event),
         }
+        self.drain_table();
+    }
+
+    /// Runs the timers due at `now`; early or repeated calls are no-ops.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.table.handle_timeout(now);
+        self.drain_table();
+    }
+
+    /// The next message to send. Call after every `handle*` until it returns `None`.
+    pub fn poll_transmit(&mut self) -> Option<Transmit<P>> {
+        self.transmits.pop_front()
+    }
+
+    /// The next call to start or event to deliver. Call after every `handle*` until it
+    /// returns `None`.
+    pub fn poll_event(&mut self) -> Option<Event<P>> {
+        self.events.pop_front()
+    }
+
+    /// When [`Endpoint::handle_timeout`] is next due; `None` when no timer runs.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        self.table.poll_timeout()
+    }
+
+    fn send(&mut self, peer: &P, data: Bytes) {
+        self.transmits.push_back(Transmit {
+            peer: peer.clone(),
+            data,
+        });
     }
 
     fn drain_table(&mut self) {
         while let Some(out) = self.table.poll_output() {
             match out.event {
-                Event::Transmit(data) => out.peer.peer.send(data),
-                Event::GiveUp => {
-                    if let Some(entry) = out.peer.call.as_ref().and_then(|c| self.calls.get(c)) {
-                        let _ = entry.mailbox.try_send(CallEvent::AckTimeout);
+                transaction::Event::Transmit(data) => self.transmits.push_back(Transmit {
+                    peer: out.peer.peer,
+                    data,
+                }),
+                transaction::Event::GiveUp => {
+                    if let Some(call) = out.peer.call.filter(|c| self.calls.contains_key(c)) {
+                        self.events.push_back(Event::Deliver {
+                            call,
+                            event: CallEvent::AckTimeout,
+                        });
                     }
                 }
-                Event::NoAck | Event::Timeout | Event::TransportError | Event::Terminated => {}
+                transaction::Event::NoAck
+                | transaction::Event::Timeout
+                | transaction::Event::TransportError
+                | transaction::Event::Terminated => {}
             }
         }
+        self.transactions_gauge.set(self.table.len() as f64);
     }
 
-    fn handle_command(&mut self, now: Instant, command: Command) {
+    fn handle_command(&mut self, now: Instant, command: Command<P>) {
         match command {
             Command::Respond {
                 key,
@@ -218,8 +259,28 @@ impl Core {
         }
     }
 
-    fn handle_inbound(&mut self, now: Instant, inbound: Inbound) {
-        let Inbound { data, peer } = inbound;
+    /// A call could not take an event. A request in it is still answered: `500` with
+    /// `Retry-After` (§14.2 for a re-INVITE; any request of a call too busy to read its
+    /// mailbox gets the same), in the dialog's To-tag.
+    fn handle_undelivered(&mut self, now: Instant, call: CallKey, event: CallEvent<P>) {
+        metrics::counter!("vca_sip_call_mailbox_full_total").increment(1);
+        let CallEvent::Request { key, request, peer } = event else {
+            return;
+        };
+        let tag = match self.calls.get(&call) {
+            Some(entry) => entry.local_tag.clone(),
+            None => Arc::from(ToTag::derive(request.headers()).as_str()),
+        };
+        let addr = peer.addr();
+        let response = Response::to_request(&request, 500, "Server Internal Error")
+            .to_tag(&tag)
+            .received(addr.ip(), addr.port())
+            .header("Retry-After", &retry_after().to_string())
+            .build();
+        let _ = self.table.respond(now, &key, 500, response);
+    }
+
+    fn handle_inbound(&mut self, now: Instant, wall: SystemTime, data: Bytes, peer: P) {
         if data.starts_with(b"SIP/") {
             self.handle_response(now, data);
             return;
@@ -241,9 +302,9 @@ impl Core {
                     .response()
                     .received(addr.ip(), addr.port())
                     .build();
-                peer.send(response);
+                self.send(&peer, response);
             }
-            Triage::Accept(request, class) => self.handle_request(now, *request, class, peer),
+            Triage::Accept(request, class) => self.handle_request(now, wall, *request, class, peer),
         }
     }
 
@@ -267,7 +328,14 @@ impl Core {
     /// and served, never challenged; (2) any other request must be admitted by a trunk, or
     /// gets the gate's uniform answer; (3) an admitted trunk's INVITE and OPTIONS are
     /// served, other methods get 405 or 501.
-    fn handle_request(&mut self, now: Instant, request: Request, class: MethodClass, peer: Peer) {
+    fn handle_request(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+        request: Request,
+        class: MethodClass,
+        peer: P,
+    ) {
         let method = request.method();
         let Some(key) = server_key(&request) else {
             if self.gate.trusted_source(peer.addr().ip()) {
@@ -294,30 +362,29 @@ impl Core {
         }
 
         let source = peer.addr().ip();
-        let pass = match self.gate.decide(
-            SystemTime::now(),
-            &request,
-            source,
-            peer.transport(),
-            peer.client_cert(),
-        ) {
-            Decision::Admit(pass) => pass,
-            Decision::Challenge(challenges) => {
-                let headers: Vec<(&str, &str)> = challenges
-                    .iter()
-                    .map(|c| ("WWW-Authenticate", c.as_str()))
-                    .collect();
-                return self.stateless(&request, &peer, 401, "Unauthorized", &headers);
-            }
-            Decision::BadCredentials => {
-                return self.stateless(&request, &peer, 400, "Bad Authorization", &[]);
-            }
-            Decision::Forbid => return self.stateless(&request, &peer, 403, "Forbidden", &[]),
-            Decision::Drop => {
-                metrics::counter!("vca_sip_dropped_total", "reason" => "unadmitted").increment(1);
-                return;
-            }
-        };
+        let pass =
+            match self
+                .gate
+                .decide(wall, &request, source, peer.transport(), peer.client_cert())
+            {
+                Decision::Admit(pass) => pass,
+                Decision::Challenge(challenges) => {
+                    let headers: Vec<(&str, &str)> = challenges
+                        .iter()
+                        .map(|c| ("WWW-Authenticate", c.as_str()))
+                        .collect();
+                    return self.stateless(&request, &peer, 401, "Unauthorized", &headers);
+                }
+                Decision::BadCredentials => {
+                    return self.stateless(&request, &peer, 400, "Bad Authorization", &[]);
+                }
+                Decision::Forbid => return self.stateless(&request, &peer, 403, "Forbidden", &[]),
+                Decision::Drop => {
+                    metrics::counter!("vca_sip_dropped_total", "reason" => "unadmitted")
+                        .increment(1);
+                    return;
+                }
+            };
 
         match class {
             MethodClass::Served => {}
@@ -362,9 +429,9 @@ impl Core {
 
     /// A stateless answer (§8.2.7's To-tag, no transaction left behind).
     fn stateless(
-        &self,
+        &mut self,
         request: &Request,
-        peer: &Peer,
+        peer: &P,
         status: u16,
         reason: &str,
         headers: &[(&str, &str)],
@@ -378,10 +445,10 @@ impl Core {
         for (name, value) in headers {
             builder = builder.header(name, value);
         }
-        peer.send(builder.build());
+        self.send(peer, builder.build());
     }
 
-    fn create_nist(&mut self, key: TransactionKey, peer: &Peer, call: Option<CallKey>) {
+    fn create_nist(&mut self, key: TransactionKey, peer: &P, call: Option<CallKey>) {
         let tx = TxPeer {
             peer: peer.clone(),
             call,
@@ -389,13 +456,13 @@ impl Core {
         let _ = self.table.create_nist(key, reliability(peer), tx);
     }
 
-    /// Answers a request inside a transaction the core creates for it.
+    /// Answers a request inside a transaction the endpoint creates for it.
     fn respond_stateful(
         &mut self,
         now: Instant,
         request: &Request,
         key: TransactionKey,
-        peer: &Peer,
+        peer: &P,
         status: u16,
         reason: &str,
     ) {
@@ -428,16 +495,14 @@ impl Core {
         request: Request,
         key: TransactionKey,
         call_key: CallKey,
-        peer: Peer,
+        peer: P,
         pass: gate::Pass,
     ) {
         if self.calls.contains_key(&call_key) {
             // The same Call-ID and From-tag on a new branch: a merged request (§8.2.2.2).
             return self.respond_stateful(now, &request, key, &peer, 482, "Loop Detected");
         }
-        let overloaded = self.handle.draining.load(Ordering::Relaxed)
-            || QUEUE_CAPACITY - self.handle.inbound.capacity() > HIGH_WATER;
-        if overloaded {
+        if self.draining || self.backlog > HIGH_WATER {
             metrics::counter!("vca_sip_overload_rejects_total").increment(1);
             // No transaction is left to absorb the client's retransmission: it must
             // authenticate again and get this same answer, not a 401 for a replay.
@@ -457,7 +522,7 @@ impl Core {
             );
         }
         let addr = peer.addr();
-        let local_tag: Arc<str> = Arc::from(call::new_tag().as_str());
+        let local_tag: Arc<str> = Arc::from(new_tag().as_str());
         let trying = Response::to_request(&request, 100, "Trying")
             .received(addr.ip(), addr.port())
             .build();
@@ -472,28 +537,22 @@ impl Core {
         {
             return;
         }
-        let (mailbox, events) = mpsc::channel(16);
         self.calls.insert(
             call_key.clone(),
             CallEntry {
-                mailbox,
                 local_tag: local_tag.clone(),
                 invite: key.clone(),
             },
         );
         self.dialogs_gauge.set(self.calls.len() as f64);
-        let call = call::Call::new(
-            self.context.clone(),
-            self.handle.commands.clone(),
-            call_key,
+        self.events.push_back(Event::NewCall(NewCall {
+            key: call_key,
             local_tag,
-            key,
+            invite_key: key,
             request,
             peer,
-            pass.trunk,
-            events,
-        );
-        tokio::spawn(call.run());
+            trunk: pass.trunk,
+        }));
     }
 
     fn cancel(
@@ -502,7 +561,7 @@ impl Core {
         request: Request,
         key: TransactionKey,
         call_key: CallKey,
-        peer: Peer,
+        peer: P,
     ) {
         let invite = key.invite_key();
         match self.table.ist_state(&invite) {
@@ -516,10 +575,11 @@ impl Core {
             ),
             Some(state) => {
                 self.respond_stateful(now, &request, key, &peer, 200, "OK");
-                if state == IstState::Proceeding
-                    && let Some(entry) = self.calls.get(&call_key)
-                {
-                    let _ = entry.mailbox.try_send(CallEvent::Cancel);
+                if state == IstState::Proceeding && self.calls.contains_key(&call_key) {
+                    self.events.push_back(Event::Deliver {
+                        call: call_key,
+                        event: CallEvent::Cancel,
+                    });
                 }
             }
         }
@@ -531,9 +591,9 @@ impl Core {
         request: Request,
         key: TransactionKey,
         call_key: CallKey,
-        peer: Peer,
+        peer: P,
     ) {
-        let Some(entry) = self.dialog_of(&call_key, &request) else {
+        if self.dialog_of(&call_key, &request).is_none() {
             return self.respond_stateful(
                 now,
                 &request,
@@ -542,8 +602,7 @@ impl Core {
                 481,
                 "Call/Transaction Does Not Exist",
             );
-        };
-        let mailbox = entry.mailbox.clone();
+        }
         let tx = TxPeer {
             peer: peer.clone(),
             call: Some(call_key.clone()),
@@ -557,17 +616,10 @@ impl Core {
         if created.is_err() {
             return;
         }
-        if mailbox
-            .try_send(CallEvent::Request {
-                key: key.clone(),
-                request,
-                peer: peer.clone(),
-            })
-            .is_err()
-        {
-            // The call is busy or gone: §14.2 asks for 500 with Retry-After.
-            let _ = self.table.respond(now, &key, 500, Bytes::new());
-        }
+        self.events.push_back(Event::Deliver {
+            call: call_key,
+            event: CallEvent::Request { key, request, peer },
+        });
     }
 
     fn ack_for_2xx(&mut self, now: Instant, request: Request) {
@@ -577,11 +629,21 @@ impl Core {
             return;
         };
         self.table.ack_2xx(now, &entry.invite);
-        let _ = entry.mailbox.try_send(CallEvent::Ack { request });
+        self.events.push_back(Event::Deliver {
+            call: call_key,
+            event: CallEvent::Ack { request },
+        });
     }
 }
 
-fn reliability(peer: &Peer) -> transaction::Transport {
+/// Seconds a client is asked to wait before retrying a request refused for being busy
+/// (§14.2: "a random value between 0 and 10 seconds").
+fn retry_after() -> u32 {
+    use rand::Rng;
+    rand::rng().random_range(0..=10)
+}
+
+fn reliability(peer: &impl Link) -> transaction::Transport {
     if peer.is_reliable() {
         transaction::Transport::Reliable
     } else {

@@ -1,0 +1,174 @@
+//! A call's handle on its media session: the session itself lives on a media shard (see
+//! [`super::shard`]); the call holds this handle, sends it commands through the shard's
+//! bounded queue and awaits the session's end report (RFC 3550 §6.4 counts kept per call).
+//!
+//! A command that finds the queue full is an error ([`MediaError::Busy`]) the caller sees at
+//! once, never a wait. The queue holds four commands per port pair of the pool, more than a
+//! pair can have in flight (its call's start and hangup, and a late hangup of the call before
+//! it), so it is full only if the shard is stuck.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use super::latch::LatchStats;
+use super::rtp::Pt;
+use super::shard::{Command, ShardLink};
+
+/// What a media session needs from the answered call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MediaConfig {
+    /// The RTP address of the SDP offer (its IP is what the latch accepts first).
+    pub remote: SocketAddr,
+    /// The audio payload type of the answer.
+    pub audio_pt: Pt,
+    /// The telephone-event payload type of the answer, when negotiated.
+    pub event_pt: Option<Pt>,
+    /// End the session after this long without accepted RTP; zero never ends it.
+    pub media_timeout: Duration,
+}
+
+/// Why a media session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaEnd {
+    /// The call hung up ([`MediaSession::hangup`], or the handle was dropped).
+    Hangup,
+    /// No accepted RTP for `media_timeout` (RELIABILITY 36: the call is torn down).
+    MediaTimeout,
+    /// Receiving on a socket failed with an error that does not pass.
+    Socket(io::ErrorKind),
+    /// The media runtime stopped with the server.
+    Shutdown,
+}
+
+/// Counts of one media session.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MediaStats {
+    /// RTP packets accepted from the caller.
+    pub packets_in: u64,
+    /// RTP packets sent to the caller.
+    pub packets_out: u64,
+    /// RTCP packets received (on the RTCP port, or muxed on the RTP port), then discarded.
+    pub rtcp_in: u64,
+    /// Sends that failed (the packet is lost; the session goes on).
+    pub send_errors: u64,
+    /// The latch's counts, with drops by reason.
+    pub latch: LatchStats,
+}
+
+/// How a media session ended and what it carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MediaReport {
+    pub end: MediaEnd,
+    pub stats: MediaStats,
+    /// Where the caller's media came from, if it ever came.
+    pub latched: Option<SocketAddr>,
+}
+
+impl MediaReport {
+    /// The report of a session that the runtime dropped without one (it stopped).
+    fn shutdown() -> Self {
+        MediaReport {
+            end: MediaEnd::Shutdown,
+            stats: MediaStats::default(),
+            latched: None,
+        }
+    }
+}
+
+/// Why a command did not reach a media shard. Node-wide overload: 503 for a new call.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MediaError {
+    /// The shard's command queue is full.
+    #[error("the media shard's command queue is full")]
+    Busy,
+    /// The media runtime has stopped.
+    #[error("the media runtime has stopped")]
+    Stopped,
+}
+
+impl MediaError {
+    /// The SIP status to refuse a new call with.
+    pub fn sip_status(&self) -> u16 {
+        503
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum State {
+    Live,
+    HungUp,
+    Ended(MediaReport),
+}
+
+/// The call's side of one media session on a shard. Dropping it hangs the session up.
+#[derive(Debug)]
+pub struct MediaSession {
+    link: Arc<ShardLink>,
+    port: u16,
+    lease: u64,
+    report: oneshot::Receiver<MediaReport>,
+    state: State,
+}
+
+impl MediaSession {
+    pub(crate) fn new(
+        link: Arc<ShardLink>,
+        port: u16,
+        lease: u64,
+        report: oneshot::Receiver<MediaReport>,
+    ) -> Self {
+        MediaSession {
+            link,
+            port,
+            lease,
+            report,
+            state: State::Live,
+        }
+    }
+
+    /// The RTP port the session runs on.
+    pub fn rtp_port(&self) -> u16 {
+        self.port
+    }
+
+    /// Ends the session; its ports go back to the pool once the shard has run the command.
+    /// A second call, or one after the session ended, does nothing. On an error the session
+    /// is still up and dropping the handle tries again.
+    pub fn hangup(&mut self) -> Result<(), MediaError> {
+        if !matches!(self.state, State::Live) {
+            return Ok(());
+        }
+        self.link.send(Command::Hangup {
+            port: self.port,
+            lease: self.lease,
+        })?;
+        self.state = State::HungUp;
+        Ok(())
+    }
+
+    /// Waits for the session to end and returns its report. Cancel-safe, and callable again
+    /// after it returned (it returns the same report).
+    pub async fn ended(&mut self) -> MediaReport {
+        if let State::Ended(report) = self.state {
+            return report;
+        }
+        let report = (&mut self.report)
+            .await
+            .unwrap_or_else(|_| MediaReport::shutdown());
+        self.state = State::Ended(report);
+        report
+    }
+}
+
+impl Drop for MediaSession {
+    fn drop(&mut self) {
+        if matches!(self.state, State::Live) {
+            let _ = self.hangup();
+        }
+    }
+}
