@@ -903,6 +903,11 @@ async fn health_metrics_and_openapi(backend: Backend) {
         );
     }
     assert!(doc["components"]["schemas"].get("Tenant").is_some());
+    assert_eq!(
+        doc,
+        serde_json::to_value(vca_sip::api::openapi_document()).unwrap(),
+        "the served document is the one the snapshot test checks"
+    );
 
     // With the database gone, health says so.
     s.store().close().await;
@@ -916,4 +921,52 @@ async fn health_metrics_and_openapi(backend: Backend) {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["status"], "degraded");
     assert_eq!(body["checks"]["database"], "unreachable");
+}
+
+/// The committed OpenAPI document: the API's JSON names are a contract, so a change that
+/// alters the generated document must change this file too, in the same commit.
+const OPENAPI_SNAPSHOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/openapi.json");
+
+/// The generated OpenAPI document, byte for byte as committed in tests/fixtures. After an
+/// intended change of the API, `VCA_UPDATE_OPENAPI=1 cargo test --test api openapi`
+/// rewrites the snapshot; review its diff before committing it.
+#[test]
+fn openapi_document_matches_the_committed_snapshot() {
+    let mut generated =
+        serde_json::to_string_pretty(&vca_sip::api::openapi_document()).expect("serialises");
+    generated.push('\n');
+    if std::env::var_os("VCA_UPDATE_OPENAPI").is_some() {
+        std::fs::write(OPENAPI_SNAPSHOT, &generated).expect("snapshot written");
+        return;
+    }
+    let committed = std::fs::read_to_string(OPENAPI_SNAPSHOT).expect("snapshot readable");
+    if generated == committed {
+        return;
+    }
+    let fresh = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("openapi.json");
+    std::fs::write(&fresh, &generated).expect("generated document written");
+    let first = generated
+        .lines()
+        .zip(committed.lines())
+        .position(|(g, c)| g != c)
+        .unwrap_or_else(|| generated.lines().count().min(committed.lines().count()));
+    let around = |text: &str| -> String {
+        text.lines()
+            .enumerate()
+            .skip(first.saturating_sub(3))
+            .take(7)
+            .map(|(n, line)| format!("{:>6} {line}\n", n + 1))
+            .collect()
+    };
+    panic!(
+        "the generated OpenAPI document differs from {OPENAPI_SNAPSHOT} from line {}:\n\
+         committed:\n{}generated:\n{}\
+         the whole generated document is in {}; compare with\n  diff -u {OPENAPI_SNAPSHOT} {}\n\
+         and, if the change is intended, run VCA_UPDATE_OPENAPI=1 cargo test --test api openapi",
+        first + 1,
+        around(&committed),
+        around(&generated),
+        fresh.display(),
+        fresh.display(),
+    );
 }
