@@ -903,6 +903,15 @@ async fn health_metrics_and_openapi(backend: Backend) {
         );
     }
     assert!(doc["components"]["schemas"].get("Tenant").is_some());
+    // Enum values are named as the JSON spells them, not as the Rust variants are.
+    assert_eq!(
+        doc["components"]["schemas"]["TenantStatus"]["enum"],
+        json!(["active", "suspended", "deleted"])
+    );
+    assert_eq!(
+        doc["components"]["schemas"]["TrunkAuth"]["enum"],
+        json!(["ip", "digest", "ip+digest"])
+    );
     assert_eq!(
         doc,
         serde_json::to_value(vca_sip::api::openapi_document()).unwrap(),

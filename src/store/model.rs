@@ -8,9 +8,12 @@ use utoipa::ToSchema;
 use crate::ids::{AiProfileId, ApiKeyId, CallEventId, CallId, PhoneNumberId, TenantId, TrunkId};
 
 /// Declares an enum stored as lowercase text (checked by the database) and spoken as the
-/// same text in JSON.
+/// same text in JSON and in the OpenAPI document. The text is taken as a token tree, not
+/// a `literal` fragment: a fragment reaches the derives wrapped in an invisible group,
+/// which serde reads through but utoipa does not, so the document would name the Rust
+/// variants instead of the JSON values.
 macro_rules! text_enum {
-    ($(#[$doc:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident => $text:tt),+ $(,)? }) => {
         $(#[$doc])*
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
         pub enum $name {
