@@ -240,7 +240,12 @@ impl Call {
             Ok(live) => self.up(record, live).await,
             Err(Outcome::Refused(refusal)) => {
                 self.refuse(&refusal);
-                record.fail(refusal.status, HangupCause::Rejected, refusal.text);
+                record.fail(
+                    refusal.status,
+                    Some(refusal.cause),
+                    HangupCause::Rejected,
+                    refusal.text,
+                );
                 self.write(&mut record);
             }
             Err(Outcome::Done) => {}
@@ -305,7 +310,7 @@ impl Call {
                     event = self.events.recv() => match event {
                         Some(CallEvent::Cancel) | None => {
                             self.send_response(487, "Request Terminated", &[], None);
-                            record.fail(487, HangupCause::Cancel, "cancelled by the caller");
+                            record.fail(487, None, HangupCause::Cancel, "cancelled by the caller");
                             self.write(record);
                             return Err(Outcome::Done);
                         }
