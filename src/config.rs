@@ -15,6 +15,7 @@ use serde::Deserialize;
 
 use crate::gate::flood::FloodConfig;
 use crate::gate::{GateConfig, Unadmitted};
+use crate::ids::NodeId;
 use crate::routing::e164::CountryCode;
 use crate::store::DatabaseUrl;
 use crate::transport::tcp::TcpLimits;
@@ -55,6 +56,11 @@ pub struct Settings {
     /// postgres://USER:PASSWORD@HOST/DB.
     #[arg(long, env = "DATABASE_URL", value_name = "URL")]
     pub database_url: Option<String>,
+    /// This node's name among the nodes that share the database, unique to it and the
+    /// same across its restarts: each call it records carries it, and at start it closes
+    /// only the calls carrying it that a crash left live [default: the host name].
+    #[arg(long, env = "VCA_NODE_ID", value_name = "NAME")]
+    pub node_id: Option<String>,
     /// Address of the HTTP API [default: 127.0.0.1:8080].
     #[arg(long, env = "VCA_HTTP", value_name = "ADDR")]
     pub http: Option<String>,
@@ -135,6 +141,7 @@ pub struct Settings {
 #[serde(deny_unknown_fields)]
 struct FileSettings {
     database_url: Option<String>,
+    node_id: Option<String>,
     http: Option<String>,
     sip_udp: Option<String>,
     sip_tcp: Option<String>,
@@ -161,6 +168,8 @@ struct FileSettings {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub database: DatabaseUrl,
+    /// This node among those sharing the database.
+    pub node_id: NodeId,
     pub http: SocketAddr,
     pub sip_udp: SocketAddr,
     pub sip_tcp: SocketAddr,
@@ -232,6 +241,14 @@ impl Config {
         let database = DatabaseUrl::parse(&database_url).map_err(|reason| ConfigError {
             setting: "database_url",
             reason: format!("{database_url:?}: {reason}"),
+        })?;
+        let node_id = match settings.node_id.clone().or(file.node_id) {
+            Some(name) => name,
+            None => host_name()?,
+        };
+        let node_id = NodeId::parse(node_id.trim()).map_err(|why| ConfigError {
+            setting: "node_id",
+            reason: format!("{node_id:?} {why}"),
         })?;
         let admin_token = match admin_token {
             Some(token) if token.trim().len() < 16 => {
@@ -311,6 +328,7 @@ impl Config {
         };
         Ok(Config {
             database,
+            node_id,
             http: socket_addr("http", &pick(&settings.http, file.http, DEFAULT_HTTP))?,
             sip_udp,
             sip_tcp: socket_addr(
@@ -431,6 +449,18 @@ fn read_file(path: &Path) -> Result<FileSettings, ConfigError> {
         setting: "config",
         reason: format!("{}: {}", path.display(), e.message()),
     })
+}
+
+/// Where Linux keeps the host name (the `nodename` of uname(2)).
+const HOST_NAME_FILE: &str = "/proc/sys/kernel/hostname";
+
+/// The host name, the default node id.
+fn host_name() -> Result<String, ConfigError> {
+    let name = std::fs::read_to_string(HOST_NAME_FILE).map_err(|e| ConfigError {
+        setting: "node_id",
+        reason: format!("is not set and the host name cannot be read from {HOST_NAME_FILE}: {e}"),
+    })?;
+    Ok(name.trim().to_owned())
 }
 
 const DEFAULT_RTP_PORTS: &str = "16384-32767";
@@ -577,6 +607,48 @@ mod tests {
         ] {
             assert_eq!(Config::load(&settings, None).unwrap_err().setting, name);
         }
+    }
+
+    #[test]
+    fn the_node_id_is_the_host_name_unless_set() {
+        let host = std::fs::read_to_string(HOST_NAME_FILE).unwrap();
+        let config = Config::load(&Settings::default(), None).unwrap();
+        assert_eq!(config.node_id.as_str(), host.trim());
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("vca.toml");
+        std::fs::write(&file, "node_id = \"edge-1.example\"\n").unwrap();
+        let from_file = Settings {
+            config: Some(file),
+            ..Settings::default()
+        };
+        let config = Config::load(&from_file, None).unwrap();
+        assert_eq!(config.node_id.as_str(), "edge-1.example");
+        let flag = Settings {
+            node_id: Some("edge_2".to_owned()),
+            ..from_file
+        };
+        assert_eq!(
+            Config::load(&flag, None).unwrap().node_id.as_str(),
+            "edge_2"
+        );
+
+        for bad in ["", "edge 3", "edge/3", "é", &"n".repeat(254)] {
+            let settings = Settings {
+                node_id: Some(bad.to_owned()),
+                ..Settings::default()
+            };
+            let err = Config::load(&settings, None).unwrap_err();
+            assert_eq!(err.setting, "node_id", "{bad:?}");
+        }
+        let longest = Settings {
+            node_id: Some("n".repeat(253)),
+            ..Settings::default()
+        };
+        assert_eq!(
+            Config::load(&longest, None).unwrap().node_id.as_str().len(),
+            253
+        );
     }
 
     #[test]

@@ -168,3 +168,39 @@ impl fmt::Debug for Did {
         write!(f, "Did({})", self.0)
     }
 }
+
+/// The name of one vca-sip node among those that share a database. Every call row carries
+/// the node that handles it, so that a node starting again after a crash closes the calls
+/// it left live, and only those: another node's live calls are still up.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct NodeId(String);
+
+impl NodeId {
+    /// The longest name taken: that of a DNS host name.
+    pub const MAX_LEN: usize = 253;
+
+    /// A name of 1 to [`NodeId::MAX_LEN`] letters, digits, `.`, `-` and `_`: any host
+    /// name, and nothing that needs quoting in a log line.
+    pub fn parse(text: &str) -> Result<NodeId, &'static str> {
+        if text.is_empty() || text.len() > Self::MAX_LEN {
+            return Err("must be 1 to 253 characters");
+        }
+        if !text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+        {
+            return Err("may hold only letters, digits, '.', '-' and '_'");
+        }
+        Ok(NodeId(text.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}

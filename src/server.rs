@@ -20,6 +20,7 @@ use crate::call::{CallContext, CallSettings, Throttle};
 use crate::config::Config;
 use crate::endpoint::{CoreHandle, Driver};
 use crate::gate::{Gate, Shield};
+use crate::ids::NodeId;
 use crate::media::runtime::{self, MediaRuntime};
 use crate::routing::admission::Admission;
 use crate::routing::directory::Directory;
@@ -74,6 +75,7 @@ impl Server {
             .migrate()
             .await
             .context("cannot apply database migrations")?;
+        close_calls_left_live(&store, &config.node_id).await?;
         let directory = Directory::load(&store)
             .await
             .context("cannot load the DID directory")?;
@@ -128,7 +130,8 @@ impl Server {
             runtime::default_shards(),
         )
         .context("cannot start the media shards")?;
-        let (writer, writer_task) = CallWriter::start(store.clone(), WRITER_QUEUE);
+        let (writer, writer_task) =
+            CallWriter::start(store.clone(), WRITER_QUEUE, config.node_id.clone());
         let attempts = AttemptLog::default();
         let context = Arc::new(CallContext {
             writer,
@@ -200,7 +203,7 @@ impl Server {
                 })
                 .await
         });
-        tracing::info!(%http_addr, %sip_udp_addr, %sip_tcp_addr, ?sip_tls_addr, backend = store.backend(), "vca-sip serving");
+        tracing::info!(%http_addr, %sip_udp_addr, %sip_tcp_addr, ?sip_tls_addr, backend = store.backend(), node_id = %config.node_id, "vca-sip serving");
         Ok(Server {
             http_addr,
             sip_udp_addr,
@@ -248,6 +251,21 @@ impl Server {
         flushed.context("call records not written at shutdown")?;
         Ok(())
     }
+}
+
+/// Closes the calls that this node's last run left live (it crashed), before this run
+/// takes any call of its own; says in one line how many there were.
+async fn close_calls_left_live(store: &Store, node: &NodeId) -> anyhow::Result<()> {
+    let closed = store
+        .close_calls_left_by(node, crate::store::now())
+        .await
+        .context("cannot close the calls left live by this node's last run")?;
+    if closed > 0 {
+        tracing::warn!(node_id = %node, closed, "closed the calls this node left live when it stopped last (hangup_cause node_restart)");
+    } else {
+        tracing::info!(node_id = %node, closed, "no calls left live by this node's last run");
+    }
+    Ok(())
 }
 
 /// Re-reads the TLS files on every SIGHUP. New connections get the new certificate;

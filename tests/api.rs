@@ -19,6 +19,7 @@ on_both_backends!(
     bad_requests_get_problem_responses,
     lists_paginate_by_cursor,
     health_metrics_and_openapi,
+    a_refused_call_shows_the_q850_cause_it_was_sent,
 );
 
 async fn tenants_are_created_read_listed_and_changed(backend: Backend) {
@@ -903,6 +904,20 @@ async fn health_metrics_and_openapi(backend: Backend) {
         );
     }
     assert!(doc["components"]["schemas"].get("Tenant").is_some());
+    // Enum values are named as the JSON spells them, not as the Rust variants are.
+    assert_eq!(
+        doc["components"]["schemas"]["TenantStatus"]["enum"],
+        json!(["active", "suspended", "deleted"])
+    );
+    assert_eq!(
+        doc["components"]["schemas"]["TrunkAuth"]["enum"],
+        json!(["ip", "digest", "ip+digest"])
+    );
+    assert_eq!(
+        doc,
+        serde_json::to_value(vca_sip::api::openapi_document()).unwrap(),
+        "the served document is the one the snapshot test checks"
+    );
 
     // With the database gone, health says so.
     s.store().close().await;
@@ -916,4 +931,145 @@ async fn health_metrics_and_openapi(backend: Backend) {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["status"], "degraded");
     assert_eq!(body["checks"]["database"], "unreachable");
+}
+
+/// A refused INVITE's record carries the Q.850 cause of the Reason header sent with the
+/// refusal (RFC 6432), in the call and in its `failed` event: 21 for an inactive number,
+/// 17 for a tenant at its call limit.
+async fn a_refused_call_shows_the_q850_cause_it_was_sent(backend: Backend) {
+    use common::uac::{Uac, status};
+    let s = TestServer::start(backend).await;
+    let sip = s.server.as_ref().expect("running").sip_udp_addr;
+    let tenant = s.tenant("Acme").await;
+    let numbers = format!("/api/tenants/{tenant}/phone-numbers");
+    let (created, _) = s
+        .admin_call(
+            Method::POST,
+            &numbers,
+            Some(json!({"did_number": "09876543210", "is_active": false})),
+        )
+        .await;
+    assert_eq!(created, 201);
+    let mut uac = Uac::bind("127.0.0.1", sip).await;
+    let response = uac
+        .ask("INVITE", "09876543210", "inactive-q850", "")
+        .await
+        .expect("a final response");
+    assert_eq!(status(&response), 403, "{response}");
+    assert!(response.contains("Reason: Q.850;cause=21;"), "{response}");
+
+    let (changed, _) = s
+        .admin_call(
+            Method::PATCH,
+            &format!("/api/tenants/{tenant}"),
+            Some(json!({"max_concurrent_calls": 0})),
+        )
+        .await;
+    assert_eq!(changed, 200);
+    let (created, _) = s
+        .admin_call(
+            Method::POST,
+            &numbers,
+            Some(json!({"did_number": "09876543211"})),
+        )
+        .await;
+    assert_eq!(created, 201);
+    let response = uac
+        .ask("INVITE", "09876543211", "busy-q850", "")
+        .await
+        .expect("a final response");
+    assert_eq!(status(&response), 486, "{response}");
+    assert!(response.contains("Reason: Q.850;cause=17;"), "{response}");
+
+    // Refusals are recorded without waiting for the commit.
+    let mut calls = Vec::new();
+    for _ in 0..100 {
+        let (_, list) = s
+            .admin_call(Method::GET, &format!("/api/tenants/{tenant}/calls"), None)
+            .await;
+        calls = list["items"].as_array().expect("items").clone();
+        if calls.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let mut seen: Vec<(String, i64, i64)> = calls
+        .iter()
+        .map(|c| {
+            assert_eq!(c["status"], "failed", "{c}");
+            assert_eq!(c["hangup_cause"], "rejected", "{c}");
+            (
+                c["sip_call_id"].as_str().unwrap().to_owned(),
+                c["sip_status"].as_i64().unwrap(),
+                c["q850_cause"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            ("busy-q850".to_owned(), 486, 17),
+            ("inactive-q850".to_owned(), 403, 21)
+        ]
+    );
+    let call = calls[0]["id"].as_str().unwrap();
+    let (_, record) = s
+        .admin_call(
+            Method::GET,
+            &format!("/api/tenants/{tenant}/calls/{call}"),
+            None,
+        )
+        .await;
+    let last = record["events"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["kind"], "failed");
+    assert_eq!(last["detail"]["q850_cause"], record["q850_cause"]);
+}
+
+/// The committed OpenAPI document: the API's JSON names are a contract, so a change that
+/// alters the generated document must change this file too, in the same commit.
+const OPENAPI_SNAPSHOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/openapi.json");
+
+/// The generated OpenAPI document, byte for byte as committed in tests/fixtures. After an
+/// intended change of the API, `VCA_UPDATE_OPENAPI=1 cargo test --test api openapi`
+/// rewrites the snapshot; review its diff before committing it.
+#[test]
+fn openapi_document_matches_the_committed_snapshot() {
+    let mut generated =
+        serde_json::to_string_pretty(&vca_sip::api::openapi_document()).expect("serialises");
+    generated.push('\n');
+    if std::env::var_os("VCA_UPDATE_OPENAPI").is_some() {
+        std::fs::write(OPENAPI_SNAPSHOT, &generated).expect("snapshot written");
+        return;
+    }
+    let committed = std::fs::read_to_string(OPENAPI_SNAPSHOT).expect("snapshot readable");
+    if generated == committed {
+        return;
+    }
+    let fresh = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("openapi.json");
+    std::fs::write(&fresh, &generated).expect("generated document written");
+    let first = generated
+        .lines()
+        .zip(committed.lines())
+        .position(|(g, c)| g != c)
+        .unwrap_or_else(|| generated.lines().count().min(committed.lines().count()));
+    let around = |text: &str| -> String {
+        text.lines()
+            .enumerate()
+            .skip(first.saturating_sub(3))
+            .take(7)
+            .map(|(n, line)| format!("{:>6} {line}\n", n + 1))
+            .collect()
+    };
+    panic!(
+        "the generated OpenAPI document differs from {OPENAPI_SNAPSHOT} from line {}:\n\
+         committed:\n{}generated:\n{}\
+         the whole generated document is in {}; compare with\n  diff -u {OPENAPI_SNAPSHOT} {}\n\
+         and, if the change is intended, run VCA_UPDATE_OPENAPI=1 cargo test --test api openapi",
+        first + 1,
+        around(&committed),
+        around(&generated),
+        fresh.display(),
+        fresh.display(),
+    );
 }

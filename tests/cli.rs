@@ -100,6 +100,8 @@ fn invalid_settings_fail_fast_with_one_line_naming_them() {
             None,
             "`config`",
         ),
+        (vec!["serve", "--node-id", "edge 1"], None, "`node_id`"),
+        (vec!["serve"], Some(("VCA_NODE_ID", "edge/1")), "`node_id`"),
     ] {
         let mut cmd = command(dir.path());
         cmd.args(&args);
@@ -197,4 +199,59 @@ fn an_unreachable_database_is_one_clear_line() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.starts_with("vca-sip: "), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// The node id: the host name unless `--node-id`, `VCA_NODE_ID` or the file's `node_id`
+/// names one; the start says which, with the number of calls it closed for it.
+#[test]
+fn the_node_id_defaults_to_the_host_name_and_the_start_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("vca.toml"), "node_id = \"from-file\"\n").unwrap();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let cases: [(&[&str], Option<&str>, String); 4] = [
+        (&[], None, host.trim().to_owned()),
+        (&["--config", "vca.toml"], None, "from-file".to_owned()),
+        (
+            &["--config", "vca.toml"],
+            Some("from-env"),
+            "from-env".to_owned(),
+        ),
+        (
+            &["--config", "vca.toml", "--node-id", "from-flag"],
+            Some("from-env"),
+            "from-flag".to_owned(),
+        ),
+    ];
+    for (args, env, want) in cases {
+        let mut cmd = command(dir.path());
+        cmd.env("RUST_LOG", "info");
+        if let Some(node) = env {
+            cmd.env("VCA_NODE_ID", node);
+        }
+        let Served { child, lines, .. } = common::process::serve(cmd, args);
+        let said = lines
+            .iter()
+            .map(|l| without_colours(l))
+            .find(|l| l.contains("no calls left live by this node's last run"))
+            .unwrap_or_else(|| panic!("no line on calls left live: {lines:?}"));
+        assert!(
+            said.contains(&format!("node_id={want} closed=0")),
+            "{args:?} {env:?}: {said}"
+        );
+        stop(child);
+    }
+}
+
+/// A log line without its terminal colour sequences (`ESC [ ... m`).
+fn without_colours(line: &str) -> String {
+    let mut plain = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|&c| c == 'm');
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
 }

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{Backend, TestDb};
-use vca_sip::ids::{AiProfileId, CallEventId, CallId, PhoneNumberId, TenantId};
+use vca_sip::ids::{AiProfileId, CallEventId, CallId, NodeId, PhoneNumberId, TenantId};
 use vca_sip::store::model::{
     Call, CallEvent, CallStatus, Direction, HangupCause, Plan, SipTransport, TenantStatus,
 };
@@ -18,6 +18,9 @@ on_both_backends!(
     database_ties_rows_to_their_owning_tenant,
     calls_and_events_survive_the_index_migrations,
     call_writer_upserts_new_records_and_updates_committed_ones,
+    calls_take_every_outcome_value_and_refuse_others,
+    call_writer_names_its_node_on_new_rows_and_keeps_it,
+    a_restarting_node_closes_only_its_own_live_calls,
 );
 
 async fn store(backend: Backend) -> (Store, TestDb) {
@@ -254,7 +257,7 @@ async fn calls_and_events_survive_the_index_migrations(backend: Backend) {
         }
     }
     .expect("applied migrations");
-    assert_eq!(latest, 4);
+    assert_eq!(latest, 5);
     let call_id_index: i64 = match &store {
         Store::Sqlite(pool) => {
             sqlx::query_scalar(
@@ -286,6 +289,62 @@ async fn calls_and_events_survive_the_index_migrations(backend: Backend) {
             .iter()
             .all(|e| e.call_id == call && e.tenant_id == tenant)
     );
+    // Migration 5 rebuilds SQLite's calls table: the row keeps every column, gains the new
+    // ones empty, and call_events still refers to it.
+    assert_eq!(recorded.status, CallStatus::Ended);
+    assert_eq!(recorded.q850_cause, None);
+    assert_eq!(node_of(&store, call).await, None);
+    let orphan = exec!(
+        &store,
+        "INSERT INTO call_events (id, call_id, tenant_id, kind, at) VALUES ($1, $2, $3, 'x', $4)",
+        CallEventId::new(),
+        CallId::new(),
+        tenant,
+        now
+    );
+    assert!(
+        orphan.is_err(),
+        "an event of no call was stored after migration 5"
+    );
+    exec!(
+        &store,
+        "INSERT INTO call_events (id, call_id, tenant_id, kind, at) VALUES ($1, $2, $3, 'x', $4)",
+        CallEventId::new(),
+        call,
+        tenant,
+        now
+    )
+    .expect("an event of the migrated call");
+    if let Store::Sqlite(pool) = &store {
+        let parents: Vec<(String,)> =
+            sqlx::query_as("SELECT \"table\" FROM pragma_foreign_key_list('call_events')")
+                .fetch_all(pool)
+                .await
+                .unwrap();
+        let mut parents: Vec<String> = parents.into_iter().map(|(t,)| t).collect();
+        parents.sort();
+        assert_eq!(parents, ["calls", "tenants"]);
+        let broken: Vec<(String,)> =
+            sqlx::query_as("SELECT \"table\" FROM pragma_foreign_key_check")
+                .fetch_all(pool)
+                .await
+                .unwrap();
+        assert!(broken.is_empty(), "{broken:?}");
+    }
+}
+
+fn node(name: &str) -> NodeId {
+    NodeId::parse(name).expect("node id")
+}
+
+/// The node a call's row names (not part of the API's view of a call).
+async fn node_of(store: &Store, call: CallId) -> Option<String> {
+    const SQL: &str = "SELECT node_id FROM calls WHERE id = $1";
+    match store {
+        Store::Sqlite(pool) => sqlx::query_scalar(SQL).bind(call).fetch_one(pool).await,
+        Store::Postgres(pool) => sqlx::query_scalar(SQL).bind(call).fetch_one(pool).await,
+    }
+    .expect("call row")
 }
 
 fn answered_call(tenant: TenantId, n: usize) -> Call {
@@ -306,6 +365,7 @@ fn answered_call(tenant: TenantId, n: usize) -> Call {
         codec: None,
         status: CallStatus::Answered,
         sip_status: Some(200),
+        q850_cause: None,
         hangup_cause: None,
         started_at: at,
         answered_at: Some(at),
@@ -342,7 +402,7 @@ fn ended(mut call: Call) -> Call {
 async fn call_writer_upserts_new_records_and_updates_committed_ones(backend: Backend) {
     let (store, _db) = store(backend).await;
     let tenant = tenant(&store).await;
-    let (writer, _task) = CallWriter::start(store.clone(), 4096);
+    let (writer, _task) = CallWriter::start(store.clone(), 4096, node("edge-a"));
 
     let calls: Vec<Call> = (0..300).map(|n| answered_call(tenant, n)).collect();
     for call in &calls {
@@ -413,4 +473,276 @@ async fn call_writer_upserts_new_records_and_updates_committed_ones(backend: Bac
         };
         assert_eq!(kinds, want, "call {n}");
     }
+}
+
+/// Migration 5's values: every status, hangup cause and transport of the outcome table,
+/// and a Q.850 cause, are written and read back as they were; values outside them are
+/// refused by the database itself.
+async fn calls_take_every_outcome_value_and_refuse_others(backend: Backend) {
+    let (store, _db) = store(backend).await;
+    let tenant = tenant(&store).await;
+    let (writer, _task) = CallWriter::start(store.clone(), 64, node("edge-a"));
+    let statuses = [
+        CallStatus::Queued,
+        CallStatus::Initiated,
+        CallStatus::Ringing,
+        CallStatus::Answered,
+        CallStatus::Ended,
+        CallStatus::Failed,
+    ];
+    let causes = [
+        HangupCause::CallerBye,
+        HangupCause::ServerBye,
+        HangupCause::Cancel,
+        HangupCause::Timeout,
+        HangupCause::Error,
+        HangupCause::Rejected,
+        HangupCause::Busy,
+        HangupCause::NoAnswer,
+        HangupCause::AgentUnreachable,
+        HangupCause::AgentHangup,
+        HangupCause::AgentDisconnected,
+        HangupCause::BrowserHangup,
+        HangupCause::NodeRestart,
+    ];
+    let transports = [
+        SipTransport::Udp,
+        SipTransport::Tcp,
+        SipTransport::Tls,
+        SipTransport::Ws,
+        SipTransport::Wss,
+        SipTransport::Webrtc,
+    ];
+    let mut written = Vec::new();
+    for (n, cause) in causes.into_iter().enumerate() {
+        let mut call = answered_call(tenant, n);
+        call.status = statuses[n % statuses.len()];
+        call.transport = transports[n % transports.len()];
+        call.hangup_cause = Some(cause);
+        call.sip_status = Some(480);
+        call.q850_cause = Some([34, 19, 0, 127][n % 4]);
+        writer
+            .record(CallWrite {
+                call: call.clone(),
+                events: Vec::new(),
+                stored: false,
+            })
+            .expect("queued");
+        written.push(call);
+    }
+    writer.flush().await.expect("committed");
+    for call in &written {
+        assert_eq!(&store.call(tenant, call.id).await.expect("call"), call);
+    }
+    // The text each value is stored as.
+    let texts: Vec<&str> = causes.iter().map(|c| c.as_str()).collect();
+    assert_eq!(
+        texts,
+        [
+            "caller_bye",
+            "server_bye",
+            "cancel",
+            "timeout",
+            "error",
+            "rejected",
+            "busy",
+            "no_answer",
+            "agent_unreachable",
+            "agent_hangup",
+            "agent_disconnected",
+            "browser_hangup",
+            "node_restart"
+        ]
+    );
+    assert_eq!(CallStatus::Queued.as_str(), "queued");
+    assert_eq!(SipTransport::Webrtc.as_str(), "webrtc");
+
+    let id = written[0].id;
+    for (sql, what) in [
+        (
+            "UPDATE calls SET status = 'parked' WHERE id = $1",
+            "status 'parked'",
+        ),
+        (
+            "UPDATE calls SET hangup_cause = 'unplugged' WHERE id = $1",
+            "hangup_cause 'unplugged'",
+        ),
+        (
+            "UPDATE calls SET transport = 'sctp' WHERE id = $1",
+            "transport 'sctp'",
+        ),
+        (
+            "UPDATE calls SET q850_cause = 128 WHERE id = $1",
+            "q850_cause 128",
+        ),
+        (
+            "UPDATE calls SET q850_cause = -1 WHERE id = $1",
+            "q850_cause -1",
+        ),
+    ] {
+        assert!(exec!(&store, sql, id).is_err(), "{what} was stored");
+    }
+    exec!(
+        &store,
+        "UPDATE calls SET q850_cause = NULL WHERE id = $1",
+        id
+    )
+    .expect("no Q.850 cause");
+}
+
+/// A call's row names the node whose writer inserted it; the updates that follow leave
+/// it as it was.
+async fn call_writer_names_its_node_on_new_rows_and_keeps_it(backend: Backend) {
+    let (store, _db) = store(backend).await;
+    let tenant = tenant(&store).await;
+    let (a, _task_a) = CallWriter::start(store.clone(), 64, node("edge-a"));
+    let (b, _task_b) = CallWriter::start(store.clone(), 64, node("edge-b.example"));
+    let of_a = answered_call(tenant, 1);
+    let of_b = answered_call(tenant, 2);
+    for (writer, call) in [(&a, &of_a), (&b, &of_b)] {
+        writer
+            .record_durably(CallWrite {
+                call: call.clone(),
+                events: Vec::new(),
+                stored: false,
+            })
+            .await
+            .expect("committed");
+    }
+    // An update of A's call through B's writer (which no node does) still leaves it A's.
+    b.record_durably(CallWrite {
+        call: ended(of_a.clone()),
+        events: Vec::new(),
+        stored: true,
+    })
+    .await
+    .expect("committed");
+    assert_eq!(node_of(&store, of_a.id).await.as_deref(), Some("edge-a"));
+    assert_eq!(
+        node_of(&store, of_b.id).await.as_deref(),
+        Some("edge-b.example")
+    );
+    assert_eq!(
+        store.call(tenant, of_a.id).await.unwrap().status,
+        CallStatus::Ended
+    );
+}
+
+/// A node's restart closes the calls it left live, each at its last recorded activity,
+/// and leaves its final calls and every call of another node as they were.
+async fn a_restarting_node_closes_only_its_own_live_calls(backend: Backend) {
+    use chrono::Duration;
+    let (store, _db) = store(backend).await;
+    let tenant = tenant(&store).await;
+    let (a, _task_a) = CallWriter::start(store.clone(), 64, node("edge-a"));
+    let (b, _task_b) = CallWriter::start(store.clone(), 64, node("edge-b"));
+    let t0 = vca_sip::store::now() - Duration::seconds(60);
+    let at = |ms: i64| t0 + Duration::milliseconds(ms);
+    let event_at = |call: &Call, kind: &str, ms: i64| CallEvent {
+        at: at(ms),
+        ..event(call, kind)
+    };
+    let with = |n: usize, status: CallStatus, answered: Option<i64>| Call {
+        status,
+        started_at: at(0),
+        answered_at: answered.map(at),
+        sip_status: answered.map(|_| 200),
+        ..answered_call(tenant, n)
+    };
+    // Answered at 1 s; its last event (a re-INVITE, say) at 7.5 s.
+    let answered = with(1, CallStatus::Answered, Some(1000));
+    let answered_events = vec![
+        event_at(&answered, "initiated", 0),
+        event_at(&answered, "answered", 1000),
+        event_at(&answered, "reinvite", 7500),
+    ];
+    // Answered at 2 s with no event after: it ends at its answer.
+    let quiet = with(2, CallStatus::Answered, Some(2000));
+    let ringing = with(3, CallStatus::Ringing, None);
+    let ringing_events = vec![
+        event_at(&ringing, "initiated", 0),
+        event_at(&ringing, "ringing", 300),
+    ];
+    let initiated = with(4, CallStatus::Initiated, None);
+    let queued = Call {
+        direction: Direction::Outbound,
+        ..with(5, CallStatus::Queued, None)
+    };
+    let done = ended(with(6, CallStatus::Answered, Some(1000)));
+    let other_node = with(7, CallStatus::Answered, Some(1000));
+    let other_ringing = with(8, CallStatus::Ringing, None);
+    for (writer, call, events) in [
+        (&a, &answered, answered_events),
+        (&a, &quiet, Vec::new()),
+        (&a, &ringing, ringing_events),
+        (&a, &initiated, Vec::new()),
+        (&a, &queued, Vec::new()),
+        (&a, &done, Vec::new()),
+        (&b, &other_node, Vec::new()),
+        (&b, &other_ringing, Vec::new()),
+    ] {
+        writer
+            .record_durably(CallWrite {
+                call: call.clone(),
+                events,
+                stored: false,
+            })
+            .await
+            .expect("committed");
+    }
+    let restart = vca_sip::store::now();
+    let closed = store
+        .close_calls_left_by(&node("edge-a"), restart)
+        .await
+        .expect("closed");
+    assert_eq!(closed, 5);
+
+    let expect = [
+        (&answered, CallStatus::Ended, at(7500), Some(6)),
+        (&quiet, CallStatus::Ended, at(2000), Some(0)),
+        (&ringing, CallStatus::Failed, at(300), None),
+        (&initiated, CallStatus::Failed, at(0), None),
+        (&queued, CallStatus::Failed, at(0), None),
+    ];
+    for (call, status, ended_at, duration_s) in expect {
+        let got = store.call(tenant, call.id).await.expect("call");
+        let want = Call {
+            status,
+            hangup_cause: Some(HangupCause::NodeRestart),
+            ended_at: Some(ended_at),
+            duration_s,
+            ..call.clone()
+        };
+        assert_eq!(got, want, "{}", call.caller);
+        let events = store.call_events(tenant, call.id).await.expect("events");
+        let last = events.last().expect("the closing event");
+        let kind = if status == CallStatus::Ended {
+            "ended"
+        } else {
+            "failed"
+        };
+        assert_eq!(last.kind, kind, "{}", call.caller);
+        assert_eq!(last.at, ended_at, "{}", call.caller);
+        assert_eq!(last.detail.0["hangup_cause"], "node_restart");
+        assert_eq!(
+            last.detail.0["closed_at"],
+            serde_json::to_value(restart).unwrap()
+        );
+        if status == CallStatus::Ended {
+            assert_eq!(last.detail.0["duration_s"], serde_json::json!(duration_s));
+        }
+    }
+    // Its final call and the other node's live ones are as they were, with no new event.
+    for call in [&done, &other_node, &other_ringing] {
+        assert_eq!(&store.call(tenant, call.id).await.expect("call"), call);
+        assert!(store.call_events(tenant, call.id).await.unwrap().is_empty());
+    }
+    // A second start finds nothing left to close.
+    assert_eq!(
+        store
+            .close_calls_left_by(&node("edge-a"), vca_sip::store::now())
+            .await
+            .unwrap(),
+        0
+    );
 }

@@ -45,6 +45,12 @@ pub struct AppState {
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
 
+/// The OpenAPI document that `/api/openapi.json` serves: the API's JSON names are a
+/// contract, and tests compare this document with a committed snapshot.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    <openapi::ApiDoc as utoipa::OpenApi>::openapi()
+}
+
 /// The whole HTTP surface.
 pub fn router(state: AppState) -> Router {
     let api = Router::new()

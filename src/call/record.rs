@@ -68,6 +68,7 @@ impl Record {
             codec: None,
             status: CallStatus::Initiated,
             sip_status: None,
+            q850_cause: None,
             hangup_cause: None,
             started_at: clock.now(),
             answered_at: None,
@@ -117,13 +118,18 @@ impl Record {
         );
     }
 
-    /// Refused before answer: `status` is the final response sent.
-    pub fn fail(&mut self, status: u16, cause: HangupCause, why: &str) {
+    /// Refused before answer: `status` is the final response sent, `q850` the cause of
+    /// the Reason header sent with it (RFC 6432), if any.
+    pub fn fail(&mut self, status: u16, q850: Option<u16>, cause: HangupCause, why: &str) {
         self.call.status = CallStatus::Failed;
         self.call.sip_status = Some(i64::from(status));
+        self.call.q850_cause = q850.map(i64::from);
         self.call.hangup_cause = Some(cause);
         self.call.ended_at = Some(self.clock.now());
-        self.event("failed", json!({"sip_status": status, "reason": why}));
+        self.event(
+            "failed",
+            json!({"sip_status": status, "q850_cause": q850, "reason": why}),
+        );
     }
 
     /// An answered call that ended normally.

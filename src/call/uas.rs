@@ -473,7 +473,7 @@ impl<P: Link + std::fmt::Debug> Uas<P> {
     fn cancelled(&mut self) {
         self.send_response(487, "Request Terminated", &[], None);
         if let Some(record) = self.record.as_mut() {
-            record.fail(487, HangupCause::Cancel, "cancelled by the caller");
+            record.fail(487, None, HangupCause::Cancel, "cancelled by the caller");
         }
         self.write();
         self.finish();
@@ -775,7 +775,12 @@ impl<P: Link + std::fmt::Debug> Uas<P> {
     fn refuse_recorded(&mut self, refusal: Refusal) {
         self.refuse(&refusal);
         if let Some(record) = self.record.as_mut() {
-            record.fail(refusal.status, HangupCause::Rejected, refusal.text);
+            record.fail(
+                refusal.status,
+                Some(refusal.cause),
+                HangupCause::Rejected,
+                refusal.text,
+            );
         }
         self.write();
         self.finish();

@@ -16,18 +16,25 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 
-use super::model::{Call, CallEvent, CallStatus, Direction};
+use super::model::{Call, CallEvent, CallStatus, Direction, HangupCause};
 use super::sqlite_writer::SqliteSink;
 use super::{Page, Result, Store, StoreError, on_pool};
-use crate::ids::{CallId, TenantId};
+use crate::ids::{CallEventId, CallId, NodeId, TenantId};
 
 macro_rules! call_columns {
     () => {
         "id, tenant_id, phone_number_id, ai_profile_id, trunk_id, direction, caller, called, \
          called_raw, sip_call_id, transport, remote_addr, codec, status, sip_status, \
-         hangup_cause, started_at, answered_at, ended_at, duration_s"
+         q850_cause, hangup_cause, started_at, answered_at, ended_at, duration_s"
     };
 }
+
+/// The parameters of a call's row as the writer inserts it: its columns, then the node
+/// that handles it.
+const INSERT_PARAMETERS: usize = 22;
+/// The parameters of a call's row as the writer updates it: its id and the columns that
+/// change.
+const UPDATE_PARAMETERS: usize = 9;
 
 /// The columns a recorded call changes, set the same way by an upsert and an update.
 macro_rules! changed_columns {
@@ -39,7 +46,9 @@ macro_rules! changed_columns {
             $from,
             ".status, sip_status = ",
             $from,
-            ".sip_status, hangup_cause = ",
+            ".sip_status, q850_cause = ",
+            $from,
+            ".q850_cause, hangup_cause = ",
             $from,
             ".hangup_cause, answered_at = ",
             $from,
@@ -58,8 +67,8 @@ const UPSERT_TAIL: &str = concat!(
     changed_columns!("excluded")
 );
 /// The rows of an update of recorded calls: the id, then the columns it sets.
-const UPDATE_HEAD: &str = "WITH changed (id, codec, status, sip_status, hangup_cause, \
-     answered_at, ended_at, duration_s) AS (";
+const UPDATE_HEAD: &str = "WITH changed (id, codec, status, sip_status, q850_cause, \
+     hangup_cause, answered_at, ended_at, duration_s) AS (";
 const UPDATE_TAIL: &str = concat!(
     ") UPDATE calls SET ",
     changed_columns!("changed"),
@@ -131,6 +140,110 @@ impl Store {
     }
 }
 
+/// A call that a node left live, as its restart reads it.
+#[derive(Debug, sqlx::FromRow)]
+struct LeftLive {
+    id: CallId,
+    tenant_id: TenantId,
+    status: CallStatus,
+    started_at: DateTime<Utc>,
+    answered_at: Option<DateTime<Utc>>,
+    /// The time of its latest event.
+    last_event: Option<DateTime<Utc>>,
+}
+
+impl LeftLive {
+    /// Its end: the last thing recorded of it, since nothing after that is known.
+    fn ended_at(&self) -> DateTime<Utc> {
+        [Some(self.started_at), self.answered_at, self.last_event]
+            .into_iter()
+            .flatten()
+            .max()
+            .unwrap_or(self.started_at)
+    }
+}
+
+impl Store {
+    /// Closes the calls that `node` left live (`queued`, `initiated`, `ringing` or
+    /// `answered`) when it stopped without ending them: a crash. Called when the node
+    /// starts, before it takes calls, so that every call of `node` still live then is one
+    /// that no process carries any more; other nodes' calls are left alone, whatever
+    /// their state. Each is closed with `hangup_cause` `node_restart`: `ended` (with its
+    /// duration) when it was answered, `failed` otherwise, `ended_at` its last recorded
+    /// activity (the latest of its events, answer and start), and an `ended` or `failed`
+    /// event on its timeline as any other end has. `now` is when the closing happens, kept
+    /// in the event. Returns how many calls were closed.
+    pub async fn close_calls_left_by(&self, node: &NodeId, now: DateTime<Utc>) -> Result<u64> {
+        const LIVE: &str = "SELECT id, tenant_id, status, started_at, answered_at, \
+             (SELECT MAX(e.at) FROM call_events e \
+              WHERE e.tenant_id = calls.tenant_id AND e.call_id = calls.id) AS last_event \
+             FROM calls WHERE node_id = $1 \
+             AND status IN ('queued', 'initiated', 'ringing', 'answered')";
+        // The state it was read in is part of the condition: a change since then wins.
+        const CLOSE: &str = "UPDATE calls SET status = $1, hangup_cause = $2, ended_at = $3, \
+             duration_s = $4 WHERE tenant_id = $5 AND id = $6 AND status = $7";
+        const EVENT: &str = "INSERT INTO call_events (id, call_id, tenant_id, kind, at, detail) \
+             VALUES ($1, $2, $3, $4, $5, $6)";
+        let cause = HangupCause::NodeRestart;
+        let why = "the node handling the call stopped without ending it";
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let left: Vec<LeftLive> = sqlx::query_as(LIVE)
+                .bind(node.as_str())
+                .fetch_all(&mut *tx)
+                .await?;
+            let mut closed = 0;
+            for call in &left {
+                let ended_at = call.ended_at();
+                let duration_s = call
+                    .answered_at
+                    .map(|answered| (ended_at - answered).num_seconds().max(0));
+                let (status, kind, detail) = if call.status == CallStatus::Answered {
+                    (
+                        CallStatus::Ended,
+                        "ended",
+                        serde_json::json!({"hangup_cause": cause, "reason": why,
+                            "duration_s": duration_s, "closed_at": now}),
+                    )
+                } else {
+                    (
+                        CallStatus::Failed,
+                        "failed",
+                        serde_json::json!({"hangup_cause": cause, "reason": why,
+                            "closed_at": now}),
+                    )
+                };
+                let changed = sqlx::query(CLOSE)
+                    .bind(status)
+                    .bind(cause)
+                    .bind(ended_at)
+                    .bind(duration_s)
+                    .bind(call.tenant_id)
+                    .bind(call.id)
+                    .bind(call.status)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if changed == 0 {
+                    continue;
+                }
+                sqlx::query(EVENT)
+                    .bind(CallEventId::new())
+                    .bind(call.id)
+                    .bind(call.tenant_id)
+                    .bind(kind)
+                    .bind(ended_at)
+                    .bind(sqlx::types::Json(detail))
+                    .execute(&mut *tx)
+                    .await?;
+                closed += 1;
+            }
+            tx.commit().await?;
+            Ok(closed)
+        })
+    }
+}
+
 /// A batch as it is written: the latest state of each call, split into calls to upsert
 /// whole and calls whose record is committed already, and every event in order.
 pub(super) struct Merged<'a> {
@@ -176,7 +289,7 @@ impl<'a> Merged<'a> {
 /// statements (the latest state of each call, then the events). Rows go in chunks of the
 /// sizes in [`ROWS_PER_STATEMENT`], whose statement texts are built once: each stays
 /// prepared in the connection's cache, and a batch only binds values.
-async fn write_batch_postgres(pool: &PgPool, batch: &[CallWrite]) -> Result<()> {
+async fn write_batch_postgres(pool: &PgPool, node: &NodeId, batch: &[CallWrite]) -> Result<()> {
     let Merged {
         calls,
         updates,
@@ -203,11 +316,13 @@ async fn write_batch_postgres(pool: &PgPool, batch: &[CallWrite]) -> Result<()> 
                 .bind(c.codec.as_deref())
                 .bind(c.status)
                 .bind(c.sip_status)
+                .bind(c.q850_cause)
                 .bind(c.hangup_cause)
                 .bind(c.started_at)
                 .bind(c.answered_at)
                 .bind(c.ended_at)
-                .bind(c.duration_s);
+                .bind(c.duration_s)
+                .bind(node.as_str());
         }
         query.execute(&mut *tx).await?;
     }
@@ -219,6 +334,7 @@ async fn write_batch_postgres(pool: &PgPool, batch: &[CallWrite]) -> Result<()> 
                 .bind(c.codec.as_deref())
                 .bind(c.status)
                 .bind(c.sip_status)
+                .bind(c.q850_cause)
                 .bind(c.hangup_cause)
                 .bind(c.answered_at)
                 .bind(c.ended_at)
@@ -244,19 +360,20 @@ async fn write_batch_postgres(pool: &PgPool, batch: &[CallWrite]) -> Result<()> 
 
 /// Where the writer commits its batches.
 enum Sink {
-    /// PostgreSQL, through the store's pool.
-    Postgres(PgPool),
+    /// PostgreSQL, through the store's pool; new rows name this node.
+    Postgres(PgPool, NodeId),
     /// SQLite, through a connection of the writer's own on a blocking thread.
     Sqlite(SqliteSink),
 }
 
 impl Sink {
-    fn new(store: Store) -> Sink {
+    fn new(store: Store, node: NodeId) -> Sink {
         match store {
             Store::Sqlite(pool) => Sink::Sqlite(SqliteSink::new(
                 pool.connect_options().get_filename().to_owned(),
+                node,
             )),
-            Store::Postgres(pool) => Sink::Postgres(pool),
+            Store::Postgres(pool) => Sink::Postgres(pool, node),
         }
     }
 
@@ -264,14 +381,14 @@ impl Sink {
     /// the outcome.
     async fn write(&mut self, writes: &mut Vec<CallWrite>) -> Result<()> {
         match self {
-            Sink::Postgres(pool) => write_batch_postgres(pool, writes).await,
+            Sink::Postgres(pool, node) => write_batch_postgres(pool, node, writes).await,
             Sink::Sqlite(sink) => sink.write(writes).await,
         }
     }
 }
 
-/// Rows per multi-row statement, largest first: a call has 20 parameters, so the largest
-/// statement binds 5,120, well under both backends' limits.
+/// Rows per multi-row statement, largest first: an inserted call has 22 parameters, so
+/// the largest statement binds 5,632, well under both backends' limits.
 pub(super) const ROWS_PER_STATEMENT: [usize; 4] = [256, 32, 4, 1];
 
 /// The multi-row statements of one backend, one per entry of [`ROWS_PER_STATEMENT`].
@@ -286,15 +403,22 @@ impl Statements {
         Statements {
             calls: ROWS_PER_STATEMENT.map(|rows| {
                 values_statement(
-                    concat!("INSERT INTO calls (", call_columns!(), ")"),
-                    20,
+                    concat!("INSERT INTO calls (", call_columns!(), ", node_id)"),
+                    INSERT_PARAMETERS,
                     rows,
                     UPSERT_TAIL,
                     placeholders,
                 )
             }),
-            updates: ROWS_PER_STATEMENT
-                .map(|rows| values_statement(UPDATE_HEAD, 8, rows, UPDATE_TAIL, placeholders)),
+            updates: ROWS_PER_STATEMENT.map(|rows| {
+                values_statement(
+                    UPDATE_HEAD,
+                    UPDATE_PARAMETERS,
+                    rows,
+                    UPDATE_TAIL,
+                    placeholders,
+                )
+            }),
             events: ROWS_PER_STATEMENT.map(|rows| {
                 values_statement(
                     "INSERT INTO call_events (id, call_id, tenant_id, kind, at, detail)",
@@ -408,10 +532,15 @@ const MAX_BATCH: usize = 1024;
 const LINGER: Duration = Duration::from_millis(2);
 
 impl CallWriter {
-    /// Starts the writer task over `store`, with room for `capacity` queued changes.
-    pub fn start(store: Store, capacity: usize) -> (CallWriter, tokio::task::JoinHandle<()>) {
+    /// Starts the writer task over `store`, with room for `capacity` queued changes. The
+    /// calls it records are `node`'s: a call's row names the node whose writer inserted it.
+    pub fn start(
+        store: Store,
+        capacity: usize,
+        node: NodeId,
+    ) -> (CallWriter, tokio::task::JoinHandle<()>) {
         let (queue, rx) = mpsc::channel(capacity);
-        let task = tokio::spawn(run_writer(store, rx));
+        let task = tokio::spawn(run_writer(store, node, rx));
         (CallWriter { queue }, task)
     }
 
@@ -464,8 +593,8 @@ const MAX_PENDING: usize = 200_000;
 /// How often changes kept for a retry are tried again when nothing new arrives.
 const RETRY_EVERY: Duration = Duration::from_secs(1);
 
-async fn run_writer(store: Store, mut rx: mpsc::Receiver<Queued>) {
-    let mut sink = Sink::new(store);
+async fn run_writer(store: Store, node: NodeId, mut rx: mpsc::Receiver<Queued>) {
+    let mut sink = Sink::new(store, node);
     let mut batch: Vec<Queued> = Vec::with_capacity(MAX_BATCH);
     // Changes nobody waits for that could not be written yet: they go first next time.
     let mut pending: Vec<CallWrite> = Vec::new();

@@ -8,9 +8,12 @@ use utoipa::ToSchema;
 use crate::ids::{AiProfileId, ApiKeyId, CallEventId, CallId, PhoneNumberId, TenantId, TrunkId};
 
 /// Declares an enum stored as lowercase text (checked by the database) and spoken as the
-/// same text in JSON.
+/// same text in JSON and in the OpenAPI document. The text is taken as a token tree, not
+/// a `literal` fragment: a fragment reaches the derives wrapped in an invisible group,
+/// which serde reads through but utoipa does not, so the document would name the Rust
+/// variants instead of the JSON values.
 macro_rules! text_enum {
-    ($(#[$doc:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident => $text:tt),+ $(,)? }) => {
         $(#[$doc])*
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
         pub enum $name {
@@ -149,8 +152,10 @@ text_enum!(
     Direction { Inbound => "inbound", Outbound => "outbound" }
 );
 text_enum!(
-    /// Where a call is in its life.
+    /// Where a call is in its life: `queued` (outbound, not yet sent) -> `initiated` ->
+    /// `ringing` -> `answered` -> `ended`, or `failed` when it was never answered.
     CallStatus {
+        Queued => "queued",
         Initiated => "initiated",
         Ringing => "ringing",
         Answered => "answered",
@@ -159,7 +164,9 @@ text_enum!(
     }
 );
 text_enum!(
-    /// Why a call ended.
+    /// Why a call ended or failed, whichever its direction and legs. `node_restart`: the
+    /// node handling the call stopped without ending it (a crash) and closed it when it
+    /// started again.
     HangupCause {
         CallerBye => "caller_bye",
         ServerBye => "server_bye",
@@ -167,11 +174,26 @@ text_enum!(
         Timeout => "timeout",
         Error => "error",
         Rejected => "rejected",
+        Busy => "busy",
+        NoAnswer => "no_answer",
+        AgentUnreachable => "agent_unreachable",
+        AgentHangup => "agent_hangup",
+        AgentDisconnected => "agent_disconnected",
+        BrowserHangup => "browser_hangup",
+        NodeRestart => "node_restart",
     }
 );
 text_enum!(
-    /// The transport a call's signalling arrived on.
-    SipTransport { Udp => "udp", Tcp => "tcp", Tls => "tls", Ws => "ws", Wss => "wss" }
+    /// The transport a call's signalling arrived on; `webrtc` for a browser's call set up
+    /// by HTTP offer/answer, which has no SIP transport.
+    SipTransport {
+        Udp => "udp",
+        Tcp => "tcp",
+        Tls => "tls",
+        Ws => "ws",
+        Wss => "wss",
+        Webrtc => "webrtc",
+    }
 );
 
 /// A call record (CDR).
@@ -196,6 +218,10 @@ pub struct Call {
     pub status: CallStatus,
     /// The final SIP status vca-sip sent.
     pub sip_status: Option<i64>,
+    /// The Q.850 cause of the Reason header vca-sip sent with its final response, or
+    /// received with the far end's (RFC 6432): a carrier's 480 for channel capacity (cause
+    /// 34) is told apart from one for no answer (19).
+    pub q850_cause: Option<i64>,
     pub hangup_cause: Option<HangupCause>,
     pub started_at: DateTime<Utc>,
     pub answered_at: Option<DateTime<Utc>>,

@@ -23,6 +23,7 @@ use super::calls::{
 };
 use super::model::{Call, CallEvent};
 use super::{Result, StoreError};
+use crate::ids::NodeId;
 
 /// How long a write waits for another connection's transaction, as the pool's do.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -30,13 +31,16 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// The writer's SQLite connection, opened on first use and again after it was lost.
 pub(super) struct SqliteSink {
     path: Arc<Path>,
+    /// The node whose calls the writer records: new rows name it.
+    node: Arc<NodeId>,
     conn: Option<Connection>,
 }
 
 impl SqliteSink {
-    pub(super) fn new(path: PathBuf) -> SqliteSink {
+    pub(super) fn new(path: PathBuf, node: NodeId) -> SqliteSink {
         SqliteSink {
             path: path.into(),
+            node: Arc::new(node),
             conn: None,
         }
     }
@@ -47,6 +51,7 @@ impl SqliteSink {
         let batch = Arc::new(std::mem::take(writes));
         let shared = Arc::clone(&batch);
         let path = Arc::clone(&self.path);
+        let node = Arc::clone(&self.node);
         let conn = self.conn.take();
         let joined = tokio::task::spawn_blocking(move || {
             let mut conn = match conn {
@@ -56,7 +61,7 @@ impl SqliteSink {
                     Err(err) => return (None, Err(err)),
                 },
             };
-            let result = write_batch(&mut conn, &shared);
+            let result = write_batch(&mut conn, &node, &shared);
             (Some(conn), result)
         })
         .await;
@@ -89,7 +94,7 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
 /// The same rows, in the same order and encodings, as the PostgreSQL writer's statements
 /// and the pool's reads expect: ids as hyphenated lowercase text, times as RFC 3339 with
 /// the fraction SQLite's driver writes, event details as JSON text.
-fn write_batch(conn: &mut Connection, batch: &[CallWrite]) -> rusqlite::Result<()> {
+fn write_batch(conn: &mut Connection, node: &NodeId, batch: &[CallWrite]) -> rusqlite::Result<()> {
     let Merged {
         calls,
         updates,
@@ -97,7 +102,7 @@ fn write_batch(conn: &mut Connection, batch: &[CallWrite]) -> rusqlite::Result<(
     } = Merged::new(batch);
     let statements: &Statements = &SQLITE_STATEMENTS;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    execute_chunks(&tx, &statements.calls, &calls, bind_call)?;
+    execute_chunks(&tx, &statements.calls, &calls, |b, c| bind_call(b, c, node))?;
     execute_chunks(&tx, &statements.updates, &updates, bind_update)?;
     execute_chunks(&tx, &statements.events, &events, bind_event)?;
     tx.commit()
@@ -108,7 +113,7 @@ fn execute_chunks<T>(
     tx: &Transaction<'_>,
     texts: &[String; ROWS_PER_STATEMENT.len()],
     rows: &[&T],
-    bind_row: fn(&mut Binder<'_, '_>, &T) -> rusqlite::Result<()>,
+    bind_row: impl Fn(&mut Binder<'_, '_>, &T) -> rusqlite::Result<()>,
 ) -> rusqlite::Result<()> {
     for (size, chunk) in fixed_chunks(rows) {
         let mut stmt = tx.prepare_cached(&texts[size])?;
@@ -156,7 +161,7 @@ impl<'s, 'c> Binder<'s, 'c> {
     }
 }
 
-fn bind_call(b: &mut Binder<'_, '_>, c: &Call) -> rusqlite::Result<()> {
+fn bind_call(b: &mut Binder<'_, '_>, c: &Call, node: &NodeId) -> rusqlite::Result<()> {
     b.id(c.id.0)?
         .id(c.tenant_id.0)?
         .opt_id(c.phone_number_id.map(|id| id.0))?
@@ -172,19 +177,23 @@ fn bind_call(b: &mut Binder<'_, '_>, c: &Call) -> rusqlite::Result<()> {
         .bind(c.codec.as_deref())?
         .bind(c.status.as_str())?
         .bind(c.sip_status)?
+        .bind(c.q850_cause)?
         .bind(c.hangup_cause.map(|h| h.as_str()))?
         .time(Some(c.started_at))?
         .time(c.answered_at)?
         .time(c.ended_at)?
-        .bind(c.duration_s)?;
+        .bind(c.duration_s)?
+        .bind(node.as_str())?;
     Ok(())
 }
 
+/// An update leaves the row's node as it was inserted.
 fn bind_update(b: &mut Binder<'_, '_>, c: &Call) -> rusqlite::Result<()> {
     b.id(c.id.0)?
         .bind(c.codec.as_deref())?
         .bind(c.status.as_str())?
         .bind(c.sip_status)?
+        .bind(c.q850_cause)?
         .bind(c.hangup_cause.map(|h| h.as_str()))?
         .time(c.answered_at)?
         .time(c.ended_at)?

@@ -14,6 +14,7 @@ pub fn command(dir: &Path) -> Command {
     cmd.current_dir(dir)
         .env_remove("VCA_ADMIN_TOKEN")
         .env_remove("DATABASE_URL")
+        .env_remove("VCA_NODE_ID")
         .env_remove("VCA_HTTP")
         .env_remove("VCA_CONFIG")
         .env_remove("VCA_SIP_TLS")
