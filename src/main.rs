@@ -20,6 +20,8 @@ fn main() -> ExitCode {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colours for a terminal only: a log file or journal keeps plain text to search.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let (settings, serve) = match &cli.command {
         Command::Serve(settings) => (settings, true),
@@ -71,6 +73,8 @@ const DRAIN: std::time::Duration = std::time::Duration::from_secs(30);
 
 async fn serve_until_signal(config: &Config) -> anyhow::Result<()> {
     let server = Server::start(config).await?;
+    // Before the lines that say the server is up: a SIGTERM sent once they are read drains.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     eprintln!(
         "vca-sip: SIP on udp/{} and tcp/{}",
         server.sip_udp_addr, server.sip_tcp_addr
@@ -79,7 +83,6 @@ async fn serve_until_signal(config: &Config) -> anyhow::Result<()> {
         eprintln!("vca-sip: SIP over TLS on tls/{addr} (SIGHUP reloads its certificate)");
     }
     eprintln!("vca-sip: HTTP API on http://{}", server.http_addr);
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}

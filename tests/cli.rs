@@ -231,7 +231,6 @@ fn the_node_id_defaults_to_the_host_name_and_the_start_names_it() {
         let Served { child, lines, .. } = common::process::serve(cmd, args);
         let said = lines
             .iter()
-            .map(|l| without_colours(l))
             .find(|l| l.contains("no calls left live by this node's last run"))
             .unwrap_or_else(|| panic!("no line on calls left live: {lines:?}"));
         assert!(
@@ -240,18 +239,4 @@ fn the_node_id_defaults_to_the_host_name_and_the_start_names_it() {
         );
         stop(child);
     }
-}
-
-/// A log line without its terminal colour sequences (`ESC [ ... m`).
-fn without_colours(line: &str) -> String {
-    let mut plain = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            chars.by_ref().find(|&c| c == 'm');
-        } else {
-            plain.push(c);
-        }
-    }
-    plain
 }
