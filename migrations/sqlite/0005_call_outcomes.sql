@@ -67,7 +67,7 @@ ALTER TABLE calls_0005 RENAME TO calls;
 ALTER TABLE call_events_0005 RENAME TO call_events;
 
 CREATE INDEX calls_tenant ON calls (tenant_id, id);
--- The calls a node has live, read once when it starts: only live calls are in it, so it
--- stays a few pages however many calls are recorded.
-CREATE INDEX calls_live_by_node ON calls (node_id)
-    WHERE status IN ('queued', 'initiated', 'ringing', 'answered');
+-- No index serves the node's start-up close of its live calls: it is one scan per start,
+-- while an index of live calls is written at every change of every call (measured at
+-- 13,000 calls/s on SQLite: commits took 12.7 ms on average with it, 6.9 ms without, and
+-- the calls it delayed ran the RTP port pool dry).
