@@ -179,7 +179,11 @@ impl Core {
                         let _ = entry.mailbox.try_send(CallEvent::AckTimeout);
                     }
                 }
-                Event::NoAck | Event::Timeout | Event::TransportError | Event::Terminated => {}
+                Event::Response(_)
+                | Event::NoAck
+                | Event::Timeout
+                | Event::TransportError
+                | Event::Terminated => {}
             }
         }
     }
@@ -256,9 +260,7 @@ impl Core {
             metrics::counter!("vca_sip_dropped_total", "reason" => "stray_response").increment(1);
             return;
         };
-        if self.table.handle_response(now, &key, response.status())
-            == transaction::ResponseMatch::NoMatch
-        {
+        if self.table.handle_response(now, &key, response) == transaction::ResponseMatch::NoMatch {
             metrics::counter!("vca_sip_dropped_total", "reason" => "stray_response").increment(1);
         }
     }
