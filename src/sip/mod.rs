@@ -12,3 +12,4 @@ pub mod sdp;
 pub mod session_timer;
 pub mod transaction;
 pub mod triage;
+pub mod uac;
