@@ -300,6 +300,8 @@ pub struct UacInvite {
     next_branch: u32,
     late_offer: bool,
     legs: Vec<Leg>,
+    /// The leg whose 2xx came first: the call's dialog.
+    winner: Option<usize>,
     outputs: VecDeque<UacOutput>,
 }
 
@@ -345,6 +347,7 @@ impl UacInvite {
             next_branch: 1,
             late_offer: params.offer.is_none(),
             legs: Vec::new(),
+            winner: None,
             outputs: VecDeque::new(),
         })
     }
@@ -382,11 +385,8 @@ impl UacInvite {
     /// The dialog the call runs on, once established, for the BYE that ends it and other
     /// requests (take CSeq numbers with [`UacDialog::next_local_cseq`]).
     pub fn established_mut(&mut self) -> Option<&mut UacDialog> {
-        self.legs
-            .iter_mut()
-            .map(|l| &mut l.dialog)
-            .find(|d| d.state == UacDialogState::Confirmed)
-            .filter(|_| self.state == UacInviteState::Established)
+        let leg = self.legs.get_mut(self.winner?)?;
+        Some(&mut leg.dialog).filter(|d| d.state == UacDialogState::Confirmed)
     }
 
     /// A new branch for a request of this INVITE's dialogs.
@@ -632,6 +632,7 @@ impl UacInvite {
         leg.surplus = surplus;
         let id = leg.dialog.id().clone();
         if !surplus {
+            self.winner = Some(index);
             self.outputs.push_back(UacOutput::Established {
                 dialog: id.clone(),
                 response: response.clone(),

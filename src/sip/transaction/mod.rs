@@ -187,6 +187,9 @@ pub enum TransactionError {
     /// A server key was used for a client transaction, or the other way round.
     #[error("the key belongs to the other side (server or client)")]
     WrongSide,
+    /// The INVITE of a client transaction lacks a header its CANCEL copies (§9.1).
+    #[error("the INVITE cannot be cancelled: it lacks a header the CANCEL copies")]
+    Uncancellable,
 }
 
 impl TransactionError {
@@ -199,7 +202,8 @@ impl TransactionError {
             | TransactionError::WrongSide => Some(500),
             TransactionError::NotAllowed { .. }
             | TransactionError::NoMatch
-            | TransactionError::Exists => None,
+            | TransactionError::Exists
+            | TransactionError::Uncancellable => None,
         }
     }
 }

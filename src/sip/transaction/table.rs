@@ -654,7 +654,7 @@ impl<P: Clone> TransactionTable<P> {
                 state: ict.state_name(),
             });
         }
-        let cancel = cancel_for(ict.invite()).map_err(|_| TransactionError::NoMatch)?;
+        let cancel = cancel_for(ict.invite()).map_err(|_| TransactionError::Uncancellable)?;
         let (transport, peer) = (ict.transport(), entry.peer.clone());
         let cancel_key = TransactionKey {
             side: Side::Client,

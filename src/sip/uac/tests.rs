@@ -190,8 +190,8 @@ fn a_2xx_confirms_the_dialog_and_gets_an_ack_again_for_each_retransmission() {
 fn a_second_forks_2xx_is_acked_then_ended_with_a_bye() {
     let offer = offer();
     let mut uac = UacInvite::new(&params(Some(&offer))).unwrap();
-    uac.handle_response(&response(180, "a", "", "")).unwrap();
     uac.handle_response(&response(180, "b", "", "")).unwrap();
+    uac.handle_response(&response(180, "a", "", "")).unwrap();
     uac.handle_response(&response(200, "a", "", "v=0\r\n"))
         .unwrap();
     drain(&mut uac);
@@ -221,7 +221,7 @@ fn a_second_forks_2xx_is_acked_then_ended_with_a_bye() {
         uac.dialog(&id("b")).unwrap().state(),
         UacDialogState::Terminated
     );
-    // Still the winner.
+    // Still the winner, though the other fork's dialog is older.
     assert_eq!(uac.established_mut().unwrap().id(), &id("a"));
     // The surplus fork's 2xx retransmitted: ACK again, no second BYE.
     uac.handle_response(&response(200, "b", "", "v=0\r\n"))
