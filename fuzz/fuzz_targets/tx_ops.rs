@@ -12,8 +12,9 @@
 //! - after `handle_timeout(now)`, no deadline at or before `now` is left.
 //!
 //! At the end the TU sends a final response on every server transaction still waiting for
-//! one (the machines wait for the TU without a timer, §17.2.1, §17.2.2), and the clock
-//! runs on ten minutes: every transaction must then have ended and no timer be left.
+//! one (the machines wait for the TU without a timer, §17.2.1, §17.2.2), every INVITE
+//! client transaction in Proceeding gets its final (it waits for the UAS without a timer
+//! once a provisional arrived, §17.1.1.2), and the clock runs on ten minutes: every transaction must then have ended and no timer be left.
 //!
 //! Run: `RUSTC_BOOTSTRAP=1 cargo fuzz run tx_ops` from the repository root.
 
@@ -24,9 +25,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
+use vca_sip::sip::message::{self, Message, Request, RequestBuilder, Response};
 use vca_sip::sip::transaction::{
-    AckMatch, Event, IstState, Method, RequestMatch, ResponseMatch, TimerConfig, TransactionError,
-    TransactionKey, TransactionTable, Transport,
+    AckMatch, Event, IctState, IstState, Method, RequestMatch, ResponseMatch, TimerConfig,
+    TransactionError, TransactionKey, TransactionTable, Transport,
 };
 
 /// Which machine a key fits, if any.
@@ -35,7 +37,7 @@ enum Fits {
     Ist,
     Nist,
     Nict,
-    Nothing,
+    Ict,
 }
 
 struct Key {
@@ -45,6 +47,8 @@ struct Key {
 }
 
 const BRANCHES: usize = 3;
+/// Keys built for each branch, in the order of [`keys`].
+const KEYS_PER_BRANCH: usize = 11;
 
 fn keys() -> Vec<Key> {
     let mut keys = Vec::new();
@@ -84,9 +88,14 @@ fn keys() -> Vec<Key> {
                 Fits::Nict,
             ),
             (
+                TransactionKey::client(branch.clone(), Method::Cancel),
+                false,
+                Fits::Nict,
+            ),
+            (
                 TransactionKey::client(branch.clone(), Method::Invite),
                 false,
-                Fits::Nothing,
+                Fits::Ict,
             ),
         ];
         keys.extend(
@@ -94,7 +103,42 @@ fn keys() -> Vec<Key> {
                 .map(|(key, server, fits)| Key { key, server, fits }),
         );
     }
+    assert_eq!(keys.len(), BRANCHES * KEYS_PER_BRANCH);
     keys
+}
+
+/// The INVITE a client transaction on branch `z9hG4bK-<b>` sends.
+fn invite(b: usize) -> Request {
+    let branch = format!("z9hG4bK-{b}");
+    let bytes = RequestBuilder::new(
+        message::Method::Invite,
+        "sip:+15551234567@192.0.2.2",
+        ("UDP", "192.0.2.1:5060", &branch),
+        ("<sip:vca@192.0.2.1>", "f1"),
+        ("<sip:+15551234567@192.0.2.2>", None),
+        "fuzz@192.0.2.1",
+        1,
+    )
+    .build();
+    match Message::parse(bytes) {
+        Ok(Message::Request(request)) => request,
+        _ => panic!("the INVITE vca-sip builds does not parse"),
+    }
+}
+
+/// A response with `status` for the client key `key`, or `None` for a status the parser
+/// refuses (the table never sees those).
+fn response(key: &TransactionKey, b: usize, status: u16) -> Option<Response> {
+    let text = format!(
+        "SIP/2.0 {status} X\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK-{b}\r\n\
+         From: <sip:vca@192.0.2.1>;tag=f1\r\nTo: <sip:+15551234567@192.0.2.2>;tag=t\r\n\
+         Call-ID: fuzz@192.0.2.1\r\nCSeq: 1 {}\r\nContent-Length: 0\r\n\r\n",
+        String::from_utf8_lossy(key.method().as_bytes())
+    );
+    match Message::parse(Bytes::from(text)) {
+        Ok(Message::Response(response)) => Some(response),
+        _ => None,
+    }
 }
 
 /// A byte reader that yields zeros once the input is used up.
@@ -202,7 +246,7 @@ impl Run {
         let now = self.now;
         self.next_peer = self.next_peer.wrapping_add(1);
         let peer = self.next_peer;
-        match op % 13 {
+        match op % 15 {
             0 => {
                 let matched = self.table.handle_request(now, &key);
                 let expected = if server && live {
@@ -247,9 +291,11 @@ impl Run {
             }
             6 => {
                 let status = input.status();
-                let matched = self.table.handle_response(now, &key, status);
-                if !(!server && live) {
-                    assert_eq!(matched, ResponseMatch::NoMatch);
+                if let Some(response) = response(&key, index / KEYS_PER_BRANCH, status) {
+                    let matched = self.table.handle_response(now, &key, response);
+                    if !(!server && live) {
+                        assert_eq!(matched, ResponseMatch::NoMatch);
+                    }
                 }
             }
             7 => {
@@ -273,6 +319,28 @@ impl Run {
                 }
                 self.timeout();
             }
+            13 => {
+                let transport = input.transport();
+                let invite = invite(index / KEYS_PER_BRANCH);
+                let result = self.table.create_ict(now, key, transport, peer, invite);
+                self.create(index, Fits::Ict, result);
+            }
+            14 => {
+                let proceeding = self.table.ict_state(&key) == Some(IctState::Proceeding);
+                match self.table.cancel_ict(now, &key) {
+                    Ok(cancel) => {
+                        assert!(proceeding, "a CANCEL outside Proceeding");
+                        let cancel_index = self.index_of(&cancel);
+                        let invite_peer = *self.live.get(&index).expect("the ICT is live");
+                        assert!(self.live.insert(cancel_index, invite_peer).is_none());
+                    }
+                    Err(_) => {
+                        // Refused in Proceeding only when the CANCEL (the key before the
+                        // INVITE's in `keys`) is already live.
+                        assert!(!proceeding || self.live.contains_key(&(index - 1)));
+                    }
+                }
+            }
             _ => self.table.shrink_to_fit(),
         }
         self.drain();
@@ -284,6 +352,16 @@ impl Run {
         waiting.sort_unstable();
         for index in waiting {
             let key = self.keys[index].key.clone();
+            if self.table.ict_state(&key) == Some(IctState::Proceeding) {
+                let final_response = response(&key, index / KEYS_PER_BRANCH, 487)
+                    .expect("a 487 parses");
+                assert_eq!(
+                    self.table.handle_response(self.now, &key, final_response),
+                    ResponseMatch::ToTu
+                );
+                self.drain();
+                continue;
+            }
             if !self.keys[index].server || !self.table.contains(&key) {
                 continue;
             }

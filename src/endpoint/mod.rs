@@ -216,7 +216,8 @@ impl<P: Link + std::fmt::Debug> Endpoint<P> {
                         });
                     }
                 }
-                transaction::Event::NoAck
+                transaction::Event::Response(_)
+                | transaction::Event::NoAck
                 | transaction::Event::Timeout
                 | transaction::Event::TransportError
                 | transaction::Event::Terminated => {}
@@ -317,9 +318,7 @@ impl<P: Link + std::fmt::Debug> Endpoint<P> {
             metrics::counter!("vca_sip_dropped_total", "reason" => "stray_response").increment(1);
             return;
         };
-        if self.table.handle_response(now, &key, response.status())
-            == transaction::ResponseMatch::NoMatch
-        {
+        if self.table.handle_response(now, &key, response) == transaction::ResponseMatch::NoMatch {
             metrics::counter!("vca_sip_dropped_total", "reason" => "stray_response").increment(1);
         }
     }

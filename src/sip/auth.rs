@@ -1,7 +1,8 @@
 //! SIP digest authentication without IO (RFC 3261 §22, RFC 7616 qop=auth, RFC 8760 SHA-256).
 //!
 //! This module builds `WWW-Authenticate` challenges, verifies `Authorization` answers and
-//! tracks failures for lockout. It does no network or storage IO and never reads a clock:
+//! tracks failures for lockout; its `client` part answers the challenges of the servers
+//! vca-sip calls ([`DigestClient`]). It does no network or storage IO and never reads a clock:
 //! the caller passes the time (Unix seconds, see [`unix_seconds`]), the server key, and a
 //! lookup that maps a username to its stored HA1.
 //!
@@ -32,6 +33,10 @@ use hmac::{Hmac, Mac};
 use md5::Md5;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+
+mod client;
+
+pub use client::{AuthHeader, Challenge, ChallengeKind, ClientAuthError, DigestClient};
 
 type HmacSha256 = Hmac<Sha256>;
 

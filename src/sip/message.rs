@@ -1941,6 +1941,15 @@ pub struct Response {
     body: Bytes,
 }
 
+/// Two responses are equal when their octets are: the parse is a function of them.
+impl PartialEq for Response {
+    fn eq(&self, other: &Self) -> bool {
+        self.head.buf == other.head.buf
+    }
+}
+
+impl Eq for Response {}
+
 /// A message that failed to parse, with whatever of its header section could be indexed, so
 /// that the caller can still answer 400 (or drop when nothing can be addressed).
 #[derive(Debug, Clone)]
@@ -2158,6 +2167,10 @@ impl Response {
     /// The body.
     pub fn body(&self) -> &Bytes {
         &self.body
+    }
+    /// The whole message buffer as received (folding replaced by spaces).
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.head.buf
     }
 
     /// Starts a response to `req` (§8.2.6.2): Vias, From, To, Call-ID and CSeq are copied.
@@ -2446,6 +2459,65 @@ impl<'a> RequestBuilder<'a> {
         self.write(&mut out);
         out.freeze()
     }
+}
+
+/// Builds the ACK that the INVITE client transaction sends for a 300-699 final
+/// (§17.1.1.3): the INVITE's Request-URI, top Via, Max-Forwards, Route, From and Call-ID,
+/// the To of the response (with the tag the UAS added) and the INVITE's CSeq number with
+/// method ACK. The ACK for a 2xx is a request of the dialog, built by the TU (§13.2.2.4).
+///
+/// Fails when the INVITE or the response lacks a header the ACK copies.
+pub fn ack_for_non_2xx(invite: &Request, response: &Response) -> Result<Bytes, ParseError> {
+    let to = response.headers().to()?.as_str();
+    invite_derived(invite, Method::Ack, to)
+}
+
+/// Builds the CANCEL of a pending INVITE (§9.1): the INVITE's Request-URI, top Via (so the
+/// CANCEL reaches the same transaction at the UAS), Max-Forwards, Route, From, To (with no
+/// tag added) and Call-ID, and its CSeq number with method CANCEL.
+///
+/// Fails when the INVITE lacks a header the CANCEL copies.
+pub fn cancel_for(invite: &Request) -> Result<Bytes, ParseError> {
+    let to = invite.headers().to()?.as_str();
+    invite_derived(invite, Method::Cancel, to)
+}
+
+/// A request that copies the INVITE's routing and identity (ACK for a non-2xx, CANCEL).
+fn invite_derived(invite: &Request, method: Method<'_>, to: &str) -> Result<Bytes, ParseError> {
+    let head = invite.headers();
+    let via = head.top_via()?.as_str();
+    let from = head.from()?.as_str();
+    let call_id = head.call_id()?;
+    let seq = head.cseq()?.seq;
+    let max_forwards = head.max_forwards()?.unwrap_or(70);
+    let uri = invite.uri().as_str();
+    let m = method.as_str();
+    let routes: Vec<&str> = head.get_all("Route").collect();
+    let mut out = BytesMut::with_capacity(
+        uri.len()
+            + via.len()
+            + from.len()
+            + to.len()
+            + call_id.len()
+            + routes.iter().map(|r| r.len() + 9).sum::<usize>()
+            + 2 * m.len()
+            + 120,
+    );
+    out.put_slice(m.as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(uri.as_bytes());
+    out.put_slice(b" SIP/2.0\r\n");
+    put_header(&mut out, "Via", via);
+    let _ = write!(ByteWriter(&mut out), "Max-Forwards: {max_forwards}\r\n");
+    for route in routes {
+        put_header(&mut out, "Route", route);
+    }
+    put_header(&mut out, "From", from);
+    put_header(&mut out, "To", to);
+    put_header(&mut out, "Call-ID", call_id);
+    let _ = write!(ByteWriter(&mut out), "CSeq: {seq} {m}\r\n");
+    out.put_slice(b"Content-Length: 0\r\n\r\n");
+    Ok(out.freeze())
 }
 
 /// A To-tag derived from the request (§8.2.7, §8.2.6.2): the same request, retransmitted,
@@ -2871,6 +2943,80 @@ v=0\r\ntrailing";
         assert_eq!(
             Message::parse(Bytes::from(many)).err(),
             Some(ParseError::HeadTooLarge)
+        );
+    }
+
+    const SENT_INVITE: &str = "INVITE sip:+15551234567@carrier.example SIP/2.0\r\n\
+Via: SIP/2.0/UDP 192.0.2.9:5060;branch=z9hG4bKout1;rport\r\n\
+Max-Forwards: 69\r\n\
+Route: <sip:p1.example;lr>\r\n\
+Route: <sip:p2.example;lr>\r\n\
+From: \"VCA\" <sip:agent@vca.example>;tag=f77\r\n\
+To: <sip:+15551234567@carrier.example>\r\n\
+Call-ID: out-1@192.0.2.9\r\n\
+CSeq: 7 INVITE\r\n\
+Contact: <sip:agent@192.0.2.9:5060>\r\n\
+Content-Type: application/sdp\r\n\
+Content-Length: 4\r\n\
+\r\n\
+v=0\n";
+
+    fn resp(s: &str) -> Response {
+        match Message::parse(Bytes::copy_from_slice(s.as_bytes())) {
+            Ok(Message::Response(r)) => r,
+            other => panic!("not a response: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_ack_of_a_non_2xx_copies_the_invite_and_the_responses_to() {
+        let invite = req(SENT_INVITE);
+        let busy = resp(
+            "SIP/2.0 486 Busy Here\r\n\
+Via: SIP/2.0/UDP 192.0.2.9:5060;branch=z9hG4bKout1;rport=5060;received=192.0.2.9\r\n\
+Record-Route: <sip:ignored.example;lr>\r\n\
+From: \"VCA\" <sip:agent@vca.example>;tag=f77\r\n\
+To: <sip:+15551234567@carrier.example>;tag=uas-9\r\n\
+Call-ID: out-1@192.0.2.9\r\n\
+CSeq: 7 INVITE\r\n\
+Content-Length: 0\r\n\r\n",
+        );
+        let ack = ack_for_non_2xx(&invite, &busy).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&ack).unwrap(),
+            "ACK sip:+15551234567@carrier.example SIP/2.0\r\n\
+Via: SIP/2.0/UDP 192.0.2.9:5060;branch=z9hG4bKout1;rport\r\n\
+Max-Forwards: 69\r\n\
+Route: <sip:p1.example;lr>\r\n\
+Route: <sip:p2.example;lr>\r\n\
+From: \"VCA\" <sip:agent@vca.example>;tag=f77\r\n\
+To: <sip:+15551234567@carrier.example>;tag=uas-9\r\n\
+Call-ID: out-1@192.0.2.9\r\n\
+CSeq: 7 ACK\r\n\
+Content-Length: 0\r\n\r\n"
+        );
+        let no_to = resp("SIP/2.0 486 Busy Here\r\nCSeq: 7 INVITE\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(
+            ack_for_non_2xx(&invite, &no_to),
+            Err(ParseError::MissingHeader("To"))
+        );
+    }
+
+    #[test]
+    fn the_cancel_copies_the_invite_with_its_to_untagged() {
+        let cancel = cancel_for(&req(SENT_INVITE)).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&cancel).unwrap(),
+            "CANCEL sip:+15551234567@carrier.example SIP/2.0\r\n\
+Via: SIP/2.0/UDP 192.0.2.9:5060;branch=z9hG4bKout1;rport\r\n\
+Max-Forwards: 69\r\n\
+Route: <sip:p1.example;lr>\r\n\
+Route: <sip:p2.example;lr>\r\n\
+From: \"VCA\" <sip:agent@vca.example>;tag=f77\r\n\
+To: <sip:+15551234567@carrier.example>\r\n\
+Call-ID: out-1@192.0.2.9\r\n\
+CSeq: 7 CANCEL\r\n\
+Content-Length: 0\r\n\r\n"
         );
     }
 }

@@ -5,6 +5,7 @@
 //! an input and `now`, and hand back what to send and when to wake next.
 
 pub mod auth;
+pub mod b2b;
 pub mod dialog;
 pub mod framing;
 pub mod message;
@@ -12,3 +13,4 @@ pub mod sdp;
 pub mod session_timer;
 pub mod transaction;
 pub mod triage;
+pub mod uac;

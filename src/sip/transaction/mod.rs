@@ -13,17 +13,23 @@
 //! `None`, then (re-)arm one sleep until `poll_timeout()`. When that sleep ends, call
 //! `handle_timeout(now)` and drain again. A timeout that arrives early or twice is a no-op.
 //!
-//! Machines never parse or build SIP messages: they see status codes as `u16`, requests as
-//! "a retransmission of the request arrived", and messages to send as already-serialised
-//! [`Bytes`]. [`TransactionTable`] owns many machines, matches requests to them in O(1)
+//! Server machines and the NICT never parse or build SIP messages: they see status codes
+//! as `u16`, requests as "a retransmission of the request arrived", and messages to send
+//! as already-serialised [`Bytes`]. The ICT is the exception §17.1.1.3 forces: it keeps
+//! the parsed INVITE and builds the ACK of a non-2xx final from it and the response.
+//! Client transactions hand every response they pass on to the TU whole. [`TransactionTable`] owns many machines, matches requests to them in O(1)
 //! (§17.2.3) and multiplexes their timers into one deadline.
 //!
 //! - [`ist`]: INVITE server transaction (§17.2.1, RFC 6026 Accepted state).
 //! - [`nist`]: non-INVITE server transaction (§17.2.2, RFC 4320).
-//! - [`nict`]: non-INVITE client transaction (§17.1.2), for the BYE vca-sip sends.
+//! - [`ict`]: INVITE client transaction (§17.1.1, RFC 6026 Accepted state), for the
+//!   INVITE vca-sip sends; it builds the ACK of a non-2xx final itself.
+//! - [`nict`]: non-INVITE client transaction (§17.1.2), for the BYE and CANCEL vca-sip
+//!   sends.
 //! - [`uas2xx`]: the 2xx-to-INVITE retransmission of the UAS core (§13.3.1.4).
 //! - [`table`]: the transaction table and its keys.
 
+pub mod ict;
 pub mod ist;
 pub mod nict;
 pub mod nist;
@@ -37,6 +43,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+pub use ict::{Ict, IctInput, IctOutput, IctState};
 pub use ist::{Ist, IstInput, IstOutput, IstState};
 pub use nict::{Nict, NictInput, NictOutput, NictState};
 pub use nist::{Nist, NistInput, NistOutput, NistState};
@@ -180,6 +187,9 @@ pub enum TransactionError {
     /// A server key was used for a client transaction, or the other way round.
     #[error("the key belongs to the other side (server or client)")]
     WrongSide,
+    /// The INVITE of a client transaction lacks a header its CANCEL copies (§9.1).
+    #[error("the INVITE cannot be cancelled: it lacks a header the CANCEL copies")]
+    Uncancellable,
 }
 
 impl TransactionError {
@@ -192,7 +202,8 @@ impl TransactionError {
             | TransactionError::WrongSide => Some(500),
             TransactionError::NotAllowed { .. }
             | TransactionError::NoMatch
-            | TransactionError::Exists => None,
+            | TransactionError::Exists
+            | TransactionError::Uncancellable => None,
         }
     }
 }

@@ -2,8 +2,9 @@
 //! §17.1.3 (client), with one combined deadline.
 //!
 //! The table owns INVITE server transactions (each with the UAS core's 2xx retransmitter
-//! once a 2xx is sent, §13.3.1.4), non-INVITE server transactions and non-INVITE client
-//! transactions. A retransmitted request is matched with one hash lookup and no
+//! once a 2xx is sent, §13.3.1.4), non-INVITE server transactions, and the INVITE and
+//! non-INVITE client transactions of the requests vca-sip sends (their responses reach
+//! the TU whole, as [`Event::Response`]). A retransmitted request is matched with one hash lookup and no
 //! allocation: a [`TransactionKey`] is built from [`Bytes`] slices of the received
 //! message. The hash index holds only slot numbers (four bytes a bucket; the key lives in
 //! its slot), so a table sized for a million transactions costs megabytes, not the
@@ -16,9 +17,10 @@
 //! ```text
 //!   received request ──▶ handle_request / handle_ack ──▶ New: create_ist / create_nist
 //!   received response ─▶ handle_response                 Retransmission: absorbed
-//!   TU decisions ──────▶ respond, ack_2xx, create_nict, transport_error
+//!   TU decisions ──────▶ respond, ack_2xx, create_ict, cancel_ict, create_nict,
+//!                        transport_error
 //!   sleep expired ─────▶ handle_timeout
-//!                        poll_output ──▶ (key, Transmit | NoAck | GiveUp | Timeout | ...)
+//!                        poll_output ──▶ (key, Transmit | Response | GiveUp | Timeout ..)
 //!                        poll_timeout ─▶ next wake-up
 //! ```
 //!
@@ -70,11 +72,13 @@ use bytes::Bytes;
 use hashbrown::HashTable;
 use hashbrown::hash_table::Entry;
 
+use super::ict::{Ict, IctInput, IctOutput, IctState};
 use super::ist::{Ist, IstInput, IstOutput, IstState};
 use super::nict::{Nict, NictInput, NictOutput};
 use super::nist::{Nist, NistInput, NistOutput};
 use super::uas2xx::{Uas2xx, Uas2xxInput, Uas2xxOutput};
 use super::{MAGIC_COOKIE, Method, TimerConfig, TransactionError, Transport};
+use crate::sip::message::{Request, Response, cancel_for};
 
 /// Which side of a transaction a key names. A server key's branch was chosen by the peer,
 /// a client key's by vca-sip: keeping them apart stops a peer from reaching a client
@@ -197,9 +201,10 @@ pub enum AckMatch {
 /// What became of a received response offered to [`TransactionTable::handle_response`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResponseMatch {
-    /// Pass the response to the TU.
+    /// The response is queued for the TU as an [`Event::Response`].
     ToTu,
-    /// It retransmits a final response already passed on: absorbed.
+    /// It retransmits a final response already passed on: absorbed (for an INVITE's
+    /// 300-699 final, after resending the ACK).
     Absorbed,
     /// No client transaction matches: drop it and count it (§18.1.2).
     NoMatch,
@@ -210,13 +215,16 @@ pub enum ResponseMatch {
 pub enum Event {
     /// Send these bytes over the transaction's transport to its peer.
     Transmit(Bytes),
+    /// A client transaction passes this response to the TU: a provisional, a final, or
+    /// (an INVITE's, RFC 6026 Accepted) a further 2xx, which the TU acknowledges.
+    Response(Response),
     /// Timer H fired: the non-2xx final to an INVITE was never acknowledged.
     NoAck,
     /// The 2xx to an INVITE was not acknowledged within 64*T1 (§13.3.1.4): send a BYE and
     /// record the call as failed.
     GiveUp,
-    /// Timer F fired: a request vca-sip sent got no final response (the TU treats it as a
-    /// 408; nothing is sent).
+    /// Timer F (or Timer B for an INVITE) fired: a request vca-sip sent got no final
+    /// response (the TU treats it as a 408; nothing is sent).
     Timeout,
     /// The transport failed for a request vca-sip sent (the TU treats it as a 503).
     TransportError,
@@ -248,6 +256,9 @@ enum Machine {
     },
     Nist(Nist),
     Nict(Nict),
+    /// An INVITE client transaction. Boxed: it keeps the parsed INVITE, and the server
+    /// transactions that fill most slots should not pay for that space.
+    Ict(Box<Ict>),
 }
 
 impl Machine {
@@ -262,6 +273,7 @@ impl Machine {
             }
             Machine::Nist(nist) => nist.poll_timeout(),
             Machine::Nict(nict) => nict.poll_timeout(),
+            Machine::Ict(ict) => ict.poll_timeout(),
         }
     }
 
@@ -275,6 +287,7 @@ impl Machine {
             }
             Machine::Nist(nist) => nist.handle_timeout(now),
             Machine::Nict(nict) => nict.handle_timeout(now),
+            Machine::Ict(ict) => ict.handle_timeout(now),
         }
     }
 
@@ -285,16 +298,19 @@ impl Machine {
             }
             Machine::Nist(nist) => nist.is_terminated(),
             Machine::Nict(nict) => nict.is_terminated(),
+            Machine::Ict(ict) => ict.is_terminated(),
         }
     }
 
     /// Moves the machine's outputs to `out`, tagged with `key`. Returns true if the machine
-    /// passed the message just handed in (an ACK, a response) to the TU.
+    /// passed the message just handed in (an ACK, a response) to the TU. `response` is the
+    /// response just handed to a NICT, which sees only its status: it goes out whole.
     fn drain<P: Clone>(
         &mut self,
         key: &TransactionKey,
         peer: &P,
         out: &mut VecDeque<TableOutput<P>>,
+        response: &mut Option<Response>,
     ) -> bool {
         let mut to_tu = false;
         let mut push = |event| {
@@ -341,8 +357,27 @@ impl Machine {
                         NictOutput::Transmit(bytes) => push(Event::Transmit(bytes)),
                         NictOutput::Timeout => push(Event::Timeout),
                         NictOutput::TransportError => push(Event::TransportError),
-                        NictOutput::Response(_) => to_tu = true,
+                        NictOutput::Response(_) => {
+                            to_tu = true;
+                            if let Some(response) = response.take() {
+                                push(Event::Response(response));
+                            }
+                        }
                         NictOutput::Terminated => {}
+                    }
+                }
+            }
+            Machine::Ict(ict) => {
+                while let Some(output) = ict.poll_output() {
+                    match output {
+                        IctOutput::Transmit(bytes) => push(Event::Transmit(bytes)),
+                        IctOutput::Response(response) => {
+                            to_tu = true;
+                            push(Event::Response(response));
+                        }
+                        IctOutput::Timeout => push(Event::Timeout),
+                        IctOutput::TransportError => push(Event::TransportError),
+                        IctOutput::Terminated => {}
                     }
                 }
             }
@@ -397,6 +432,8 @@ pub struct TransactionTable<P = ()> {
     free: Vec<u32>,
     heap: BinaryHeap<Reverse<Deadline>>,
     outputs: VecDeque<TableOutput<P>>,
+    /// The response being handed to a NICT, for [`Machine::drain`] to pass on whole.
+    pending: Option<Response>,
 }
 
 impl<P: Clone> TransactionTable<P> {
@@ -415,6 +452,7 @@ impl<P: Clone> TransactionTable<P> {
             free: Vec::with_capacity(capacity),
             heap: BinaryHeap::with_capacity(capacity),
             outputs: VecDeque::new(),
+            pending: None,
         }
     }
 
@@ -449,7 +487,16 @@ impl<P: Clone> TransactionTable<P> {
     pub fn ist_state(&self, key: &TransactionKey) -> Option<IstState> {
         match &self.entry(key)?.machine {
             Machine::Invite { ist, .. } => Some(ist.state()),
-            Machine::Nist(_) | Machine::Nict(_) => None,
+            Machine::Nist(_) | Machine::Nict(_) | Machine::Ict(_) => None,
+        }
+    }
+
+    /// The state of the INVITE client transaction with this key, if live. A CANCEL may be
+    /// sent only in `Proceeding` (§9.1), see [`TransactionTable::cancel_ict`].
+    pub fn ict_state(&self, key: &TransactionKey) -> Option<IctState> {
+        match &self.entry(key)?.machine {
+            Machine::Ict(ict) => Some(ict.state()),
+            Machine::Invite { .. } | Machine::Nist(_) | Machine::Nict(_) => None,
         }
     }
 
@@ -469,7 +516,7 @@ impl<P: Clone> TransactionTable<P> {
                 Machine::Nist(nist) => {
                     let _ = nist.handle(now, NistInput::Request);
                 }
-                Machine::Nict(_) => {}
+                Machine::Nict(_) | Machine::Ict(_) => {}
             }
         }
         self.settle(index);
@@ -559,6 +606,65 @@ impl<P: Clone> TransactionTable<P> {
         self.insert(key, peer, Machine::Nict(nict))
     }
 
+    /// Creates an INVITE client transaction and sends `invite` (queued as a
+    /// [`Event::Transmit`]) at `now`. `invite` is the parsed form of the bytes to send: the
+    /// transaction builds the ACK of a non-2xx final and any CANCEL from it. `key` is
+    /// [`TransactionKey::client`] with the branch of the INVITE's Via and method INVITE.
+    pub fn create_ict(
+        &mut self,
+        now: Instant,
+        key: TransactionKey,
+        transport: Transport,
+        peer: P,
+        invite: Request,
+    ) -> Result<(), TransactionError> {
+        if key.side != Side::Client {
+            return Err(TransactionError::WrongSide);
+        }
+        if key.method != Method::Invite {
+            return Err(TransactionError::WrongMethod(key.method));
+        }
+        let ict = Ict::new(now, self.config, transport, invite);
+        self.insert(key, peer, Machine::Ict(Box::new(ict)))
+    }
+
+    /// Cancels the pending INVITE client transaction `key` (§9.1): builds the CANCEL from
+    /// its INVITE and sends it in its own non-INVITE client transaction, keyed by the same
+    /// branch with method CANCEL, to the same peer. The INVITE's final (a 487, or a 200
+    /// that crossed the CANCEL) still arrives on `key`; the ICT acknowledges a 487 itself.
+    ///
+    /// Allowed only once a provisional arrived (`Proceeding`): before that the CANCEL could
+    /// overtake the INVITE, and after the final there is nothing to cancel. Returns the
+    /// CANCEL's key. Drain [`TransactionTable::poll_output`] afterwards.
+    pub fn cancel_ict(
+        &mut self,
+        now: Instant,
+        key: &TransactionKey,
+    ) -> Result<TransactionKey, TransactionError> {
+        let entry = self
+            .live_index(key, Side::Client)
+            .and_then(|index| self.slots.get(index as usize)?.entry.as_ref())
+            .ok_or(TransactionError::NoMatch)?;
+        let Machine::Ict(ict) = &entry.machine else {
+            return Err(TransactionError::WrongMethod(key.method.clone()));
+        };
+        if ict.state() != IctState::Proceeding {
+            return Err(TransactionError::NotAllowed {
+                input: "CANCEL",
+                state: ict.state_name(),
+            });
+        }
+        let cancel = cancel_for(ict.invite()).map_err(|_| TransactionError::Uncancellable)?;
+        let (transport, peer) = (ict.transport(), entry.peer.clone());
+        let cancel_key = TransactionKey {
+            side: Side::Client,
+            method: Method::Cancel,
+            id: key.id.clone(),
+        };
+        self.create_nict(now, cancel_key.clone(), transport, peer, cancel)?;
+        Ok(cancel_key)
+    }
+
     /// The TU responds on a server transaction: `response` is the serialised response with
     /// status `status`. A 2xx to an INVITE starts the UAS core's retransmission
     /// (§13.3.1.4), which sends it at once. Drain [`TransactionTable::poll_output`]
@@ -590,7 +696,7 @@ impl<P: Clone> TransactionTable<P> {
                 result
             }
             Machine::Nist(nist) => nist.handle(now, NistInput::Respond { status, response }),
-            Machine::Nict(_) => Err(TransactionError::WrongSide),
+            Machine::Nict(_) | Machine::Ict(_) => Err(TransactionError::WrongSide),
         };
         self.settle(index);
         result
@@ -615,24 +721,36 @@ impl<P: Clone> TransactionTable<P> {
     }
 
     /// Offers a received response, keyed by its top Via branch and CSeq method
-    /// ([`TransactionKey::client`]). Drain [`TransactionTable::poll_output`] afterwards.
+    /// ([`TransactionKey::client`], §17.1.3). A response the transaction passes on is
+    /// queued whole as [`Event::Response`]. Drain [`TransactionTable::poll_output`]
+    /// afterwards.
     pub fn handle_response(
         &mut self,
         now: Instant,
         key: &TransactionKey,
-        status: u16,
+        response: Response,
     ) -> ResponseMatch {
         let Some(index) = self.live_index(key, Side::Client) else {
             return ResponseMatch::NoMatch;
         };
         let mut is_client = false;
-        if let Some(entry) = self.entry_at(index)
-            && let Machine::Nict(nict) = &mut entry.machine
-        {
-            is_client = true;
-            nict.handle(now, NictInput::Response(status));
+        if let Some(entry) = self.entry_at(index) {
+            match &mut entry.machine {
+                Machine::Nict(nict) => {
+                    is_client = true;
+                    nict.handle(now, NictInput::Response(response.status()));
+                    self.pending = Some(response);
+                }
+                Machine::Ict(ict) => {
+                    is_client = true;
+                    ict.handle(now, IctInput::Response(response));
+                }
+                Machine::Invite { .. } | Machine::Nist(_) => {}
+            }
         }
-        match (self.settle(index), is_client) {
+        let to_tu = self.settle(index);
+        self.pending = None;
+        match (to_tu, is_client) {
             (true, _) => ResponseMatch::ToTu,
             (false, true) => ResponseMatch::Absorbed,
             (false, false) => ResponseMatch::NoMatch,
@@ -659,6 +777,7 @@ impl<P: Clone> TransactionTable<P> {
                 let _ = nist.handle(now, NistInput::TransportError);
             }
             Machine::Nict(nict) => nict.handle(now, NictInput::TransportError),
+            Machine::Ict(ict) => ict.handle(now, IctInput::TransportError),
         }
         self.settle(index);
         Ok(())
@@ -826,9 +945,12 @@ impl<P: Clone> TransactionTable<P> {
         let Some(entry) = slot.entry.as_mut() else {
             return false;
         };
-        let to_tu = entry
-            .machine
-            .drain(&entry.key, &entry.peer, &mut self.outputs);
+        let to_tu = entry.machine.drain(
+            &entry.key,
+            &entry.peer,
+            &mut self.outputs,
+            &mut self.pending,
+        );
         if entry.machine.is_finished() {
             if let Some(entry) = slot.entry.take() {
                 let hash = self.hasher.hash_one(&entry.key);

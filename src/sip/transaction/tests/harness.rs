@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! # comment
-//! machine ist            # ist | nist | nict | uas2xx | table
+//! machine ist            # ist | nist | nict | ict | uas2xx | table
 //! transport udp          # udp | tcp
 //! trying yes             # ist and table: hand the machine a 100 Trying to send itself
 //! at 0 respond 486       # an input at a millisecond offset
@@ -15,17 +15,20 @@
 //! machine's `poll_timeout()` (timers due at an input's millisecond fire before it), and
 //! records every output with its millisecond. The recorded list must equal the `expect`
 //! lines exactly, in order. A serialised message is represented by its label: a response
-//! with status N is the bytes `N`, the request a client transaction sends is `request`.
+//! with status N is the bytes `N`, the request a client transaction sends is `request`,
+//! and the ACK and CANCEL the INVITE client transaction builds are `ack` and `cancel`. A
+//! response a client transaction hands to the TU is `tu N`.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::sip::message::{self, Message, Request, RequestBuilder, Response};
 use crate::sip::transaction::{
-    AckMatch, Event, Ist, IstInput, IstOutput, Method, Nict, NictInput, NictOutput, Nist,
-    NistInput, NistOutput, RequestMatch, ResponseMatch, TimerConfig, TransactionKey,
-    TransactionTable, Transport, Uas2xx, Uas2xxInput, Uas2xxOutput,
+    AckMatch, Event, Ict, IctInput, IctOutput, Ist, IstInput, IstOutput, Method, Nict, NictInput,
+    NictOutput, Nist, NistInput, NistOutput, RequestMatch, ResponseMatch, TimerConfig,
+    TransactionKey, TransactionTable, Transport, Uas2xx, Uas2xxInput, Uas2xxOutput,
 };
 
 /// Virtual time beyond which a scenario counts as runaway.
@@ -71,9 +74,58 @@ pub trait Driven {
     fn drain(&mut self) -> Vec<String>;
 }
 
-/// The label of a serialised message and back.
+/// The label of a serialised message: the requests the INVITE client transaction sends
+/// by their method, anything else as its text.
 pub fn label(bytes: &Bytes) -> String {
+    for (start, name) in [
+        (&b"INVITE "[..], "request"),
+        (b"ACK ", "ack"),
+        (b"CANCEL ", "cancel"),
+    ] {
+        if bytes.starts_with(start) {
+            return name.into();
+        }
+    }
     String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The INVITE a client transaction named `name` sends: branch `z9hG4bK<name>`, one Route.
+pub fn invite(name: &str) -> Request {
+    let branch = format!("z9hG4bK{name}");
+    let bytes = RequestBuilder::new(
+        message::Method::Invite,
+        "sip:+15551234567@192.0.2.1",
+        ("UDP", "192.0.2.9:5060", &branch),
+        ("<sip:vca@192.0.2.9>", "f1"),
+        ("<sip:+15551234567@192.0.2.1>", None),
+        "c1@192.0.2.9",
+        1,
+    )
+    .route("<sip:proxy.example;lr>")
+    .build();
+    match Message::parse(bytes) {
+        Ok(Message::Request(request)) => request,
+        other => panic!("the test INVITE does not parse: {other:?}"),
+    }
+}
+
+/// A response with `status` to the client transaction `name` for `method`, To-tag `t1`
+/// (none on a 100).
+pub fn response_to(name: &str, method: &str, status: u16) -> Response {
+    let tag = if status == 100 { "" } else { ";tag=t1" };
+    let text = format!(
+        "SIP/2.0 {status} Reason\r\n\
+         Via: SIP/2.0/UDP 192.0.2.9:5060;branch=z9hG4bK{name}\r\n\
+         From: <sip:vca@192.0.2.9>;tag=f1\r\n\
+         To: <sip:+15551234567@192.0.2.1>{tag}\r\n\
+         Call-ID: c1@192.0.2.9\r\n\
+         CSeq: 1 {method}\r\n\
+         Content-Length: 0\r\n\r\n"
+    );
+    match Message::parse(Bytes::from(text)) {
+        Ok(Message::Response(response)) => response,
+        other => panic!("the test response does not parse: {other:?}"),
+    }
 }
 
 fn status(words: &[&str], at: usize) -> u16 {
@@ -203,6 +255,37 @@ impl Driven for NictDriver {
     }
 }
 
+struct IctDriver(Ict);
+
+impl Driven for IctDriver {
+    fn input(&mut self, now: Instant, words: &[&str]) -> Vec<String> {
+        let input = match words.first().copied() {
+            Some("response") => IctInput::Response(response_to("a", "INVITE", status(words, 1))),
+            Some("transport-error") => IctInput::TransportError,
+            _ => panic!("unknown ict input {words:?}"),
+        };
+        self.0.handle(now, input);
+        Vec::new()
+    }
+    fn timeout(&mut self, now: Instant) {
+        self.0.handle_timeout(now);
+    }
+    fn next_timeout(&mut self) -> Option<Instant> {
+        self.0.poll_timeout()
+    }
+    fn drain(&mut self) -> Vec<String> {
+        std::iter::from_fn(|| self.0.poll_output())
+            .map(|o| match o {
+                IctOutput::Transmit(b) => format!("transmit {}", label(&b)),
+                IctOutput::Response(r) => format!("tu {}", r.status()),
+                IctOutput::Timeout => "timeout".into(),
+                IctOutput::TransportError => "transport-error".into(),
+                IctOutput::Terminated => "terminated".into(),
+            })
+            .collect()
+    }
+}
+
 struct Uas2xxDriver(Uas2xx);
 
 impl Driven for Uas2xxDriver {
@@ -231,7 +314,7 @@ impl Driven for Uas2xxDriver {
 
 /// The table under test. Transactions are named by tokens: `a` is the INVITE transaction
 /// with branch `z9hG4bKa`, `a/CANCEL` and `a/BYE` server transactions on the same branch,
-/// `c:a/BYE` a client transaction. Keys named `bulk...` are created by `bulk N` and their
+/// `c:a/BYE` a client transaction (`c:a` an INVITE client transaction). Keys named `bulk...` are created by `bulk N` and their
 /// outputs are reported as counts per millisecond: `bulk <event> xN`.
 pub struct TableDriver {
     table: TransactionTable,
@@ -318,17 +401,37 @@ impl Driven for TableDriver {
             }
             Some("send") => {
                 let key = self.named(token);
-                err(self.table.create_nict(
-                    now,
-                    key,
-                    self.transport,
-                    (),
-                    Bytes::from_static(b"request"),
-                ))
+                if *key.method() == Method::Invite {
+                    let name = token.trim_start_matches("c:");
+                    err(self
+                        .table
+                        .create_ict(now, key, self.transport, (), invite(name)))
+                } else {
+                    err(self.table.create_nict(
+                        now,
+                        key,
+                        self.transport,
+                        (),
+                        Bytes::from_static(b"request"),
+                    ))
+                }
+            }
+            Some("cancel") => {
+                let key = self.named(token);
+                match self.table.cancel_ict(now, &key) {
+                    Ok(cancel) => {
+                        self.names.insert(cancel, format!("{token}/CANCEL"));
+                        Vec::new()
+                    }
+                    Err(e) => vec![format!("error {e:?}")],
+                }
             }
             Some("response") => {
                 let key = self.named(token);
-                let result = match self.table.handle_response(now, &key, status(words, 2)) {
+                let bare = token.trim_start_matches("c:");
+                let (name, method) = bare.split_once('/').unwrap_or((bare, "INVITE"));
+                let response = response_to(name, method, status(words, 2));
+                let result = match self.table.handle_response(now, &key, response) {
                     ResponseMatch::ToTu => "to-tu",
                     ResponseMatch::Absorbed => "absorbed",
                     ResponseMatch::NoMatch => "no-match",
@@ -392,6 +495,7 @@ impl Driven for TableDriver {
         while let Some(output) = self.table.poll_output() {
             let event = match output.event {
                 Event::Transmit(b) => format!("transmit {}", label(&b)),
+                Event::Response(r) => format!("tu {}", r.status()),
                 Event::NoAck => "no-ack".into(),
                 Event::GiveUp => "give-up".into(),
                 Event::Timeout => "timeout".into(),
@@ -487,6 +591,12 @@ impl Scenario {
                 config,
                 self.transport,
                 Bytes::from_static(b"request"),
+            ))),
+            "ict" => Box::new(IctDriver(Ict::new(
+                now,
+                config,
+                self.transport,
+                invite("a"),
             ))),
             "uas2xx" => Box::new(Uas2xxDriver(Uas2xx::new(
                 now,

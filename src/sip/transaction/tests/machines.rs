@@ -4,10 +4,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::harness::Clock;
+use super::harness::{Clock, invite, response_to};
 use crate::sip::transaction::{
-    Ist, IstInput, IstOutput, IstState, Method, Nict, NictOutput, Nist, NistInput, TimerConfig,
-    TransactionError, TransactionKey, Transport, Uas2xx,
+    Ict, IctInput, IctOutput, IctState, Ist, IstInput, IstOutput, IstState, Method, Nict,
+    NictOutput, Nist, NistInput, TimerConfig, TransactionError, TransactionKey, Transport, Uas2xx,
 };
 
 fn bytes(s: &'static str) -> Bytes {
@@ -211,4 +211,57 @@ fn method_tokens() {
     );
     assert_eq!(Method::from_token(bytes("NOTIFY")).as_bytes(), b"NOTIFY");
     assert_eq!(Method::Cancel.as_bytes(), b"CANCEL");
+}
+
+#[test]
+fn the_ict_acks_a_non_2xx_with_the_responses_to_tag_and_hands_it_on_whole() {
+    let clock = Clock::new();
+    let invite = invite("a");
+    let sent = invite.as_bytes().clone();
+    let mut ict = Ict::new(
+        clock.now(),
+        TimerConfig::default(),
+        Transport::Unreliable,
+        invite,
+    );
+    assert_eq!(ict.poll_output(), Some(IctOutput::Transmit(sent)));
+    let busy = response_to("a", "INVITE", 486);
+    ict.handle(clock.at_ms(100), IctInput::Response(busy.clone()));
+    let Some(IctOutput::Transmit(ack)) = ict.poll_output() else {
+        panic!("no ACK");
+    };
+    assert_eq!(
+        std::str::from_utf8(&ack).unwrap(),
+        "ACK sip:+15551234567@192.0.2.1 SIP/2.0\r\n\
+Via: SIP/2.0/UDP 192.0.2.9:5060;branch=z9hG4bKa\r\n\
+Max-Forwards: 70\r\n\
+Route: <sip:proxy.example;lr>\r\n\
+From: <sip:vca@192.0.2.9>;tag=f1\r\n\
+To: <sip:+15551234567@192.0.2.1>;tag=t1\r\n\
+Call-ID: c1@192.0.2.9\r\n\
+CSeq: 1 ACK\r\n\
+Content-Length: 0\r\n\r\n"
+    );
+    assert_eq!(ict.poll_output(), Some(IctOutput::Response(busy)));
+    assert_eq!(ict.poll_output(), None);
+    assert_eq!(ict.state(), IctState::Completed);
+    assert_eq!(ict.poll_timeout(), Some(clock.at_ms(32_100)));
+}
+
+#[test]
+fn a_provisional_stops_timer_b_so_a_ringing_b_leg_never_times_out_in_the_ict() {
+    let clock = Clock::new();
+    let mut ict = Ict::new(
+        clock.now(),
+        TimerConfig::default(),
+        Transport::Unreliable,
+        invite("a"),
+    );
+    while ict.poll_output().is_some() {}
+    ict.handle(
+        clock.at_ms(300),
+        IctInput::Response(response_to("a", "INVITE", 180)),
+    );
+    assert_eq!(ict.state(), IctState::Proceeding);
+    assert_eq!(ict.poll_timeout(), None);
 }

@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 
-use super::harness::{Clock, TableDriver};
+use super::harness::{Clock, TableDriver, response_to};
 use crate::sip::transaction::{
     AckMatch, Event, IstState, Method, RequestMatch, ResponseMatch, TableOutput, TimerConfig,
     TransactionError, TransactionKey, TransactionTable, Transport,
@@ -252,7 +252,7 @@ fn misuse_is_reported() {
     );
     // A response can never reach a server transaction, nor a request a client one.
     assert_eq!(
-        table.handle_response(now, &invite, 200),
+        table.handle_response(now, &invite, response_to("a", "INVITE", 200)),
         ResponseMatch::NoMatch
     );
     table
