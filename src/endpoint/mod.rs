@@ -102,6 +102,16 @@ pub struct NewCall<P> {
 struct CallEntry {
     local_tag: Arc<str>,
     invite: TransactionKey,
+    /// Server transactions handed to the call that still wait for its final response:
+    /// answered by the endpoint itself if the call goes without answering them.
+    unanswered: Vec<Unanswered>,
+}
+
+/// A request the call was given (its INVITE, or a request inside its dialog) and has not
+/// yet answered with a final response.
+struct Unanswered {
+    key: TransactionKey,
+    request: Request,
 }
 
 /// Where a transaction's messages go, and the call it belongs to.
@@ -233,6 +243,9 @@ impl<P: Link + std::fmt::Debug> Endpoint<P> {
                 status,
                 response,
             } => {
+                if status >= 200 {
+                    self.answered(&key);
+                }
                 if self.table.respond(now, &key, status, response).is_err() {
                     metrics::counter!("vca_sip_late_responses_total").increment(1);
                 }
@@ -254,8 +267,50 @@ impl<P: Link + std::fmt::Debug> Endpoint<P> {
                 }
             }
             Command::Gone { call } => {
-                self.calls.remove(&call);
+                if let Some(entry) = self.calls.remove(&call) {
+                    self.answer_for_gone(now, entry);
+                }
                 self.dialogs_gauge.set(self.calls.len() as f64);
+            }
+        }
+    }
+
+    /// The final response on server transaction `key` is being sent: its call no longer
+    /// waits on it.
+    fn answered(&mut self, key: &TransactionKey) {
+        let call = self.table.peer(key).and_then(|tx| tx.call.clone());
+        if let Some(entry) = call.and_then(|call| self.calls.get_mut(&call)) {
+            entry.unanswered.retain(|u| &u.key != key);
+        }
+    }
+
+    /// A call went without a final response to every request it was given. Each such
+    /// server transaction would otherwise wait for its TU forever (an INVITE server
+    /// transaction in Proceeding and a non-INVITE one in Trying run no timer, §17.2), so
+    /// the endpoint answers it, and the transaction then ends by its own timers:
+    /// - a request inside the dialog (a BYE, INFO or re-INVITE queued behind the one that
+    ///   ended the call) gets 481: the dialog it names is gone, which is what the same
+    ///   request arriving a moment later is told (§12.2.2);
+    /// - the INVITE that started the call and never got a final gets 500: the call failed
+    ///   inside vca-sip without deciding, and 500 (not 481: the INVITE created no dialog
+    ///   the caller could have lost) says the fault is the server's.
+    fn answer_for_gone(&mut self, now: Instant, entry: CallEntry) {
+        for Unanswered { key, request } in entry.unanswered {
+            let Some(addr) = self.table.peer(&key).map(|tx| tx.peer.addr()) else {
+                continue;
+            };
+            let (status, reason) = if request.in_dialog() {
+                (481, "Call/Transaction Does Not Exist")
+            } else {
+                (500, "Server Internal Error")
+            };
+            let response = Response::to_request(&request, status, reason)
+                .to_tag(&entry.local_tag)
+                .received(addr.ip(), addr.port())
+                .build();
+            if self.table.respond(now, &key, status, response).is_ok() {
+                metrics::counter!("vca_sip_unanswered_at_end_total", "status" => status.to_string())
+                    .increment(1);
             }
         }
     }
@@ -278,6 +333,7 @@ impl<P: Link + std::fmt::Debug> Endpoint<P> {
             .received(addr.ip(), addr.port())
             .header("Retry-After", &retry_after().to_string())
             .build();
+        self.answered(&key);
         let _ = self.table.respond(now, &key, 500, response);
     }
 
@@ -541,6 +597,10 @@ impl<P: Link + std::fmt::Debug> Endpoint<P> {
             CallEntry {
                 local_tag: local_tag.clone(),
                 invite: key.clone(),
+                unanswered: vec![Unanswered {
+                    key: key.clone(),
+                    request: request.clone(),
+                }],
             },
         );
         self.dialogs_gauge.set(self.calls.len() as f64);
@@ -614,6 +674,12 @@ impl<P: Link + std::fmt::Debug> Endpoint<P> {
         };
         if created.is_err() {
             return;
+        }
+        if let Some(entry) = self.calls.get_mut(&call_key) {
+            entry.unanswered.push(Unanswered {
+                key: key.clone(),
+                request: request.clone(),
+            });
         }
         self.events.push_back(Event::Deliver {
             call: call_key,

@@ -390,6 +390,7 @@ fn a_gone_call_leaves_its_dialog_unknown() {
     h.command(Command::Gone {
         call: new.key.clone(),
     });
+    assert_eq!(h.statuses(), vec![500], "the INVITE it never answered");
     assert_eq!(h.endpoint.calls(), 0);
     h.receive(CALL.request("BYE", "bye", Some(&new.local_tag), 2, ""));
     assert_eq!(h.statuses(), vec![481]);
@@ -540,4 +541,115 @@ fn over_tcp_the_2xx_is_still_resent_until_the_ack() {
     assert_eq!(h.statuses(), vec![200]);
     h.advance(Duration::from_millis(500));
     assert_eq!(h.statuses(), vec![200]);
+}
+
+#[test]
+fn a_call_gone_without_a_final_gets_its_invite_answered_500_and_the_table_empties() {
+    // Fuzz reproducer `01 00 2b 2c`: an INVITE over TCP, then the call lets go at once.
+    let mut h = Harness::new();
+    h.receive_from(CARRIER, Transport::Tcp, CALL.invite());
+    let Some(Event::NewCall(new)) = h.events().pop() else {
+        panic!("expected a call");
+    };
+    h.command(Command::Gone {
+        call: new.key.clone(),
+    });
+    let sent = h.sent();
+    assert_eq!(sent.iter().map(Response::status).collect::<Vec<_>>(), [500]);
+    let to = sent[0].headers().to().expect("a To");
+    assert_eq!(to.tag(), Some(&*new.local_tag), "in the call's To-tag");
+    assert_eq!(h.endpoint.calls(), 0);
+    // Timer H (64*T1) ends the INVITE transaction even without an ACK over TCP.
+    h.advance(Duration::from_secs(32));
+    assert_eq!(h.endpoint.transactions(), 0);
+    assert_eq!(h.endpoint.poll_timeout(), None);
+}
+
+#[test]
+fn over_udp_the_500_for_a_gone_call_is_resent_until_its_ack() {
+    let mut h = Harness::new();
+    let new = h.new_call(&CALL);
+    h.command(Command::Gone {
+        call: new.key.clone(),
+    });
+    assert_eq!(h.statuses(), [500]);
+    h.advance(Duration::from_millis(500));
+    assert_eq!(h.statuses(), [500], "Timer G resends it");
+    h.receive(CALL.request("ACK", "inv", Some(&new.local_tag), 1, ""));
+    h.advance(Duration::from_secs(5));
+    assert!(h.sent().is_empty(), "the ACK stopped it; Timer I absorbs");
+    assert_eq!(h.endpoint.transactions(), 0);
+    assert_eq!(h.endpoint.poll_timeout(), None);
+}
+
+#[test]
+fn requests_queued_behind_the_bye_get_481_when_the_call_goes() {
+    let mut h = Harness::new();
+    let new = h.new_call(&CALL);
+    h.answer(&new);
+    h.receive(CALL.request("ACK", "ack", Some(&new.local_tag), 1, ""));
+    assert_eq!(h.statuses(), [200]);
+    h.receive(CALL.request("BYE", "bye", Some(&new.local_tag), 2, ""));
+    h.receive(CALL.request("INFO", "info", Some(&new.local_tag), 3, ""));
+    let keys: Vec<(TransactionKey, Request)> = h
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Deliver {
+                event: CallEvent::Request { key, request, .. },
+                ..
+            } => Some((key, request)),
+            _ => None,
+        })
+        .collect();
+    // ACK, BYE and INFO reached the call; it answers the BYE and goes.
+    let (bye_key, bye) = keys.first().cloned().expect("the BYE");
+    assert_eq!(bye.method(), Method::Bye);
+    let ok = Response::to_request(&bye, 200, "OK")
+        .to_tag(&new.local_tag)
+        .build();
+    h.command(Command::Respond {
+        key: bye_key,
+        status: 200,
+        response: ok,
+    });
+    h.command(Command::Gone {
+        call: new.key.clone(),
+    });
+    let sent = h.sent();
+    let answers: Vec<(u16, String)> = sent
+        .iter()
+        .map(|r| {
+            let cseq = r.headers().cseq().expect("a CSeq");
+            (r.status(), format!("{} {}", cseq.seq, cseq.method.as_str()))
+        })
+        .collect();
+    assert_eq!(
+        answers,
+        [(200, "2 BYE".to_owned()), (481, "3 INFO".to_owned())],
+        "the BYE as the call answered it, the INFO by the endpoint"
+    );
+    // Timer J (64*T1 over UDP) for the BYE and INFO, Timer L for the INVITE.
+    h.advance(Duration::from_secs(32));
+    assert_eq!(h.endpoint.transactions(), 0);
+    assert_eq!(h.endpoint.poll_timeout(), None);
+}
+
+#[test]
+fn a_request_answered_by_the_call_is_not_answered_again_when_it_goes() {
+    let mut h = Harness::new();
+    let new = h.new_call(&CALL);
+    let busy = Response::to_request(&new.request, 486, "Busy Here")
+        .to_tag(&new.local_tag)
+        .build();
+    h.command(Command::Respond {
+        key: new.invite_key.clone(),
+        status: 486,
+        response: busy,
+    });
+    assert_eq!(h.statuses(), [486]);
+    h.command(Command::Gone {
+        call: new.key.clone(),
+    });
+    assert!(h.sent().is_empty(), "nothing more for an answered INVITE");
 }
