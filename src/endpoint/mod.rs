@@ -37,7 +37,7 @@ use crate::sip::transaction::{
     self, AckMatch, IstState, RequestMatch, TransactionKey, TransactionTable,
 };
 use crate::sip::triage::{ALLOW, MethodClass, Triage, triage};
-use crate::ua::{CallEvent, CallKey, Command, Link, new_tag};
+use crate::ua::{CallEvent, CallKey, Command, Link, new_tag, outbound_call_key};
 
 pub use driver::{CoreHandle, Driver, QUEUE_CAPACITY};
 
@@ -105,6 +105,8 @@ struct CallEntry {
     /// Server transactions handed to the call that still wait for its final response:
     /// answered by the endpoint itself if the call goes without answering them.
     unanswered: Vec<Unanswered>,
+    /// vca-sip placed the call: it is keyed by its own From-tag, not the peer's.
+    outbound: bool,
 }
 
 /// A request the call was given (its INVITE, or a request inside its dialog) and has not
@@ -226,14 +228,31 @@ impl<P: Link + std::fmt::Debug> Endpoint<P> {
                         });
                     }
                 }
-                transaction::Event::Response(_)
-                | transaction::Event::NoAck
-                | transaction::Event::Timeout
-                | transaction::Event::TransportError
-                | transaction::Event::Terminated => {}
+                transaction::Event::Response(response) => self.deliver(
+                    out.peer.call,
+                    CallEvent::Response {
+                        key: out.key,
+                        response,
+                    },
+                ),
+                transaction::Event::Timeout => {
+                    self.deliver(out.peer.call, CallEvent::Timeout { key: out.key })
+                }
+                transaction::Event::TransportError => {
+                    self.deliver(out.peer.call, CallEvent::TransportError { key: out.key })
+                }
+                transaction::Event::NoAck | transaction::Event::Terminated => {}
             }
         }
         self.transactions_gauge.set(self.table.len() as f64);
+    }
+
+    /// Hands `event` to `call` if it is still live; a call that went misses nothing it
+    /// could act on (its client transactions finish by themselves).
+    fn deliver(&mut self, call: Option<CallKey>, event: CallEvent<P>) {
+        if let Some(call) = call.filter(|c| self.calls.contains_key(c)) {
+            self.events.push_back(Event::Deliver { call, event });
+        }
     }
 
     fn handle_command(&mut self, now: Instant, command: Command<P>) {
@@ -250,9 +269,17 @@ impl<P: Link + std::fmt::Debug> Endpoint<P> {
                     metrics::counter!("vca_sip_late_responses_total").increment(1);
                 }
             }
-            Command::Request { key, peer, request } => {
+            Command::Request {
+                call,
+                key,
+                peer,
+                request,
+            } => {
                 let transport = reliability(&peer);
-                let tx = TxPeer { peer, call: None };
+                let tx = TxPeer {
+                    peer,
+                    call: Some(call),
+                };
                 if self
                     .table
                     .create_nict(now, key, transport, tx, request)
@@ -261,6 +288,18 @@ impl<P: Link + std::fmt::Debug> Endpoint<P> {
                     metrics::counter!("vca_sip_request_errors_total").increment(1);
                 }
             }
+            Command::Invite {
+                call,
+                key,
+                peer,
+                invite,
+            } => self.invite(now, call, key, peer, invite),
+            Command::Cancel { key } => {
+                if self.table.cancel_ict(now, &key).is_err() {
+                    metrics::counter!("vca_sip_request_errors_total").increment(1);
+                }
+            }
+            Command::Ack { peer, request } => self.send(&peer, request),
             Command::SetInvite { call, key } => {
                 if let Some(entry) = self.calls.get_mut(&call) {
                     entry.invite = key;
@@ -272,6 +311,44 @@ impl<P: Link + std::fmt::Debug> Endpoint<P> {
                 }
                 self.dialogs_gauge.set(self.calls.len() as f64);
             }
+        }
+    }
+
+    /// Starts an INVITE client transaction for `call`, registering the call the first time
+    /// (a call vca-sip places).
+    fn invite(
+        &mut self,
+        now: Instant,
+        call: CallKey,
+        key: TransactionKey,
+        peer: P,
+        invite: Request,
+    ) {
+        if !self.calls.contains_key(&call) {
+            let Some(local_tag) = invite.headers().from().ok().and_then(|f| f.tag()) else {
+                metrics::counter!("vca_sip_request_errors_total").increment(1);
+                return;
+            };
+            let entry = CallEntry {
+                local_tag: Arc::from(local_tag),
+                invite: key.clone(),
+                unanswered: Vec::new(),
+                outbound: true,
+            };
+            self.calls.insert(call.clone(), entry);
+            self.dialogs_gauge.set(self.calls.len() as f64);
+        }
+        let transport = reliability(&peer);
+        let tx = TxPeer {
+            peer,
+            call: Some(call),
+        };
+        if self
+            .table
+            .create_ict(now, key, transport, tx, invite)
+            .is_err()
+        {
+            metrics::counter!("vca_sip_request_errors_total").increment(1);
         }
     }
 
@@ -412,8 +489,10 @@ impl<P: Link + std::fmt::Debug> Endpoint<P> {
         if method == Method::Cancel && self.table.ist_state(&key.invite_key()).is_some() {
             return self.cancel(now, request, key, call_key, peer);
         }
-        if request.in_dialog() && self.dialog_of(&call_key, &request).is_some() {
-            return self.in_dialog(now, request, key, call_key, peer);
+        if request.in_dialog()
+            && let Some(dialog) = self.dialog_of(&request)
+        {
+            return self.in_dialog(now, request, key, Some(dialog), peer);
         }
 
         let source = peer.addr().ip();
@@ -471,15 +550,31 @@ impl<P: Link + std::fmt::Debug> Endpoint<P> {
                     .build();
                 let _ = self.table.respond(now, &key, 200, response);
             }
-            _ => self.in_dialog(now, request, key, call_key, peer),
+            _ => {
+                let dialog = self.dialog_of(&request);
+                self.in_dialog(now, request, key, dialog, peer)
+            }
         }
     }
 
-    /// The live dialog a request with a To-tag belongs to.
-    fn dialog_of(&self, call_key: &CallKey, request: &Request) -> Option<&CallEntry> {
-        let to = request.headers().to().ok()?;
-        let tag = to.tag()?;
-        self.calls.get(call_key).filter(|e| tag == &*e.local_tag)
+    /// The call whose live dialog a request with a To-tag belongs to. A call that came in
+    /// is keyed by the caller's From-tag and its To-tag is ours; a call vca-sip placed is
+    /// keyed by our own tag, which the far end's requests carry as their To-tag.
+    fn dialog_of(&self, request: &Request) -> Option<CallKey> {
+        let tag = request.headers().to().ok()?.tag()?;
+        let inbound = call_key(request);
+        if self
+            .calls
+            .get(&inbound)
+            .is_some_and(|e| !e.outbound && tag == &*e.local_tag)
+        {
+            return Some(inbound);
+        }
+        let outbound = outbound_call_key(request.headers().call_id().ok()?, tag);
+        self.calls
+            .get(&outbound)
+            .is_some_and(|e| e.outbound)
+            .then_some(outbound)
     }
 
     /// A stateless answer (§8.2.7's To-tag, no transaction left behind).
@@ -601,6 +696,7 @@ impl<P: Link + std::fmt::Debug> Endpoint<P> {
                     key: key.clone(),
                     request: request.clone(),
                 }],
+                outbound: false,
             },
         );
         self.dialogs_gauge.set(self.calls.len() as f64);
@@ -644,15 +740,16 @@ impl<P: Link + std::fmt::Debug> Endpoint<P> {
         }
     }
 
+    /// A request for the live dialog of `dialog` ([`Endpoint::dialog_of`]), or 481.
     fn in_dialog(
         &mut self,
         now: Instant,
         request: Request,
         key: TransactionKey,
-        call_key: CallKey,
+        dialog: Option<CallKey>,
         peer: P,
     ) {
-        if self.dialog_of(&call_key, &request).is_none() {
+        let Some(call_key) = dialog else {
             return self.respond_stateful(
                 now,
                 &request,
@@ -661,7 +758,7 @@ impl<P: Link + std::fmt::Debug> Endpoint<P> {
                 481,
                 "Call/Transaction Does Not Exist",
             );
-        }
+        };
         let tx = TxPeer {
             peer: peer.clone(),
             call: Some(call_key.clone()),
