@@ -111,7 +111,8 @@ pub enum Command<P> {
         call: CallKey,
         key: TransactionKey,
         peer: P,
-        invite: Request,
+        /// Boxed: the parsed INVITE is far larger than any other command.
+        invite: Box<Request>,
     },
     /// Cancel the INVITE client transaction `key` (§9.1; only once a provisional arrived).
     Cancel { key: TransactionKey },

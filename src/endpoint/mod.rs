@@ -293,7 +293,7 @@ impl<P: Link + std::fmt::Debug> Endpoint<P> {
                 key,
                 peer,
                 invite,
-            } => self.invite(now, call, key, peer, invite),
+            } => self.invite(now, call, key, peer, *invite),
             Command::Cancel { key } => {
                 if self.table.cancel_ict(now, &key).is_err() {
                     metrics::counter!("vca_sip_request_errors_total").increment(1);

@@ -724,7 +724,7 @@ impl Harness {
             call: call.clone(),
             key: key.clone(),
             peer: far_peer(),
-            invite: invite.clone(),
+            invite: Box::new(invite.clone()),
         });
         (call, key, invite)
     }
