@@ -107,6 +107,9 @@ struct CallEntry {
     unanswered: Vec<Unanswered>,
     /// vca-sip placed the call: it is keyed by its own From-tag, not the peer's.
     outbound: bool,
+    /// The INVITE client transactions the call started (its INVITE, and the INVITE
+    /// retried with credentials).
+    client_invites: Vec<TransactionKey>,
 }
 
 /// A request the call was given (its INVITE, or a request inside its dialog) and has not
@@ -334,9 +337,13 @@ impl<P: Link + std::fmt::Debug> Endpoint<P> {
                 invite: key.clone(),
                 unanswered: Vec::new(),
                 outbound: true,
+                client_invites: Vec::new(),
             };
             self.calls.insert(call.clone(), entry);
             self.dialogs_gauge.set(self.calls.len() as f64);
+        }
+        if let Some(entry) = self.calls.get_mut(&call) {
+            entry.client_invites.push(key.clone());
         }
         let transport = reliability(&peer);
         let tx = TxPeer {
@@ -371,7 +378,17 @@ impl<P: Link + std::fmt::Debug> Endpoint<P> {
     /// - the INVITE that started the call and never got a final gets 500: the call failed
     ///   inside vca-sip without deciding, and 500 (not 481: the INVITE created no dialog
     ///   the caller could have lost) says the fault is the server's.
+    ///
+    /// An INVITE client transaction of the call still in Proceeding (a provisional came,
+    /// no final, typically a CANCEL that was never answered) runs no timer either
+    /// (§17.1.1.2): it is destroyed, as §9.1 says a UAC does once it stops waiting for the
+    /// final.
     fn answer_for_gone(&mut self, now: Instant, entry: CallEntry) {
+        for key in &entry.client_invites {
+            if self.table.ict_state(key) == Some(transaction::IctState::Proceeding) {
+                let _ = self.table.transport_error(now, key);
+            }
+        }
         for Unanswered { key, request } in entry.unanswered {
             let Some(addr) = self.table.peer(&key).map(|tx| tx.peer.addr()) else {
                 continue;
@@ -697,6 +714,7 @@ impl<P: Link + std::fmt::Debug> Endpoint<P> {
                     request: request.clone(),
                 }],
                 outbound: false,
+                client_invites: Vec::new(),
             },
         );
         self.dialogs_gauge.set(self.calls.len() as f64);

@@ -993,3 +993,23 @@ fn responses_for_a_call_that_went_are_not_delivered_and_strays_are_dropped() {
     assert!(h.events().is_empty());
     assert!(h.sent_lines().is_empty());
 }
+
+#[test]
+fn an_invite_left_proceeding_by_a_call_that_went_is_destroyed() {
+    // A CANCEL the far end never answers leaves the INVITE transaction in Proceeding,
+    // where no timer runs; the call gives up and goes.
+    let mut h = Harness::new();
+    let (call, key, _) = h.place();
+    let ringing = far_response(180, OUT_BRANCH, "1 INVITE", Some("callee"), "");
+    h.receive_from(CARRIER, Transport::Udp, ringing);
+    h.command(Command::Cancel { key });
+    h.advance(Duration::from_secs(32));
+    assert_eq!(
+        h.endpoint.transactions(),
+        1,
+        "the CANCEL ended; the INVITE waits"
+    );
+    h.command(Command::Gone { call });
+    assert_eq!(h.endpoint.transactions(), 0);
+    assert_eq!(h.endpoint.poll_timeout(), None);
+}
