@@ -7,10 +7,13 @@
 
 mod record;
 mod throttle;
+pub mod uac;
 pub mod uas;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod uac_tests;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
