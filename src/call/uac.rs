@@ -91,6 +91,13 @@ impl std::fmt::Debug for TrunkCredentials {
     }
 }
 
+/// Where an answered outbound call's audio goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaTarget {
+    /// Back to the far end, by the echo leg that answers inbound calls today.
+    Echo,
+}
+
 /// What one outbound call is placed with.
 #[derive(Debug, Clone)]
 pub struct OutboundCall {
@@ -110,6 +117,7 @@ pub struct OutboundCall {
     /// How long an answered call may last before vca-sip ends it with a BYE (zero: no
     /// limit).
     pub max_duration: Duration,
+    pub media: MediaTarget,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -580,12 +588,15 @@ impl<P: Link + std::fmt::Debug> Uac<P> {
         self.record.codec(negotiated.codec.encoding_name());
         self.record.answered_received(status);
         self.write();
-        self.outputs.push_back(Output::StartMedia(MediaConfig {
+        let config = MediaConfig {
             remote: negotiated.remote_rtp,
             audio_pt: Pt::new(negotiated.payload_type).unwrap_or(Pt::PCMU),
             event_pt: negotiated.telephone_event_pt.and_then(Pt::new),
             media_timeout: self.settings.media_timeout,
-        }));
+        };
+        match self.call.media {
+            MediaTarget::Echo => self.outputs.push_back(Output::StartMedia(config)),
+        }
         self.media_started = true;
         let max = self.call.max_duration;
         self.hangup_at = (!max.is_zero()).then(|| now + max);

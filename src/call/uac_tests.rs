@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use chrono::{TimeZone, Utc};
 
-use super::uac::{OutboundCall, TrunkCredentials, Uac, q850_cause};
+use super::uac::{MediaTarget, OutboundCall, TrunkCredentials, Uac, q850_cause};
 use super::uas::{CallSettings, MediaEnd, Output};
 use crate::clock::FakeClock;
 use crate::endpoint::{Endpoint, Event, Input};
@@ -69,6 +69,7 @@ fn call(credentials: Option<TrunkCredentials>) -> OutboundCall {
         credentials,
         ring_timeout: RING,
         max_duration: MAX,
+        media: MediaTarget::Echo,
     }
 }
 

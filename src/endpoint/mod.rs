@@ -39,7 +39,7 @@ use crate::sip::transaction::{
 use crate::sip::triage::{ALLOW, MethodClass, Triage, triage};
 use crate::ua::{CallEvent, CallKey, Command, Link, new_tag, outbound_call_key};
 
-pub use driver::{CoreHandle, Driver, QUEUE_CAPACITY};
+pub use driver::{CoreHandle, Driver, PlaceError, QUEUE_CAPACITY};
 
 /// Above this many queued inbound messages new calls are refused with 503 while requests of
 /// calls already up are still served (RELIABILITY 11).
