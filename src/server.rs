@@ -16,11 +16,12 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::api::{self, AppState};
+use crate::call::uac::OutboundCall;
 use crate::call::{CallContext, CallSettings, Throttle};
 use crate::config::Config;
-use crate::endpoint::{CoreHandle, Driver};
+use crate::endpoint::{CoreHandle, Driver, PlaceError};
 use crate::gate::{Gate, Shield};
-use crate::ids::NodeId;
+use crate::ids::{CallId, NodeId};
 use crate::media::runtime::{self, MediaRuntime};
 use crate::routing::admission::Admission;
 use crate::routing::directory::Directory;
@@ -41,6 +42,8 @@ pub struct Server {
     pub directory: Directory,
     context: Arc<CallContext>,
     core: CoreHandle,
+    /// The SIP UDP socket, which calls placed over UDP go out (and are answered) on.
+    udp: Arc<tokio::net::UdpSocket>,
     shutdown: watch::Sender<bool>,
     http: JoinHandle<std::io::Result<()>>,
     background: Vec<JoinHandle<()>>,
@@ -156,7 +159,7 @@ impl Server {
         let mut background = vec![
             tokio::spawn(core.run()),
             tokio::spawn(transport::udp::run(
-                udp,
+                udp.clone(),
                 handle.inbound.clone(),
                 shield.clone(),
             )),
@@ -213,10 +216,22 @@ impl Server {
             directory,
             context,
             core: handle,
+            udp,
             shutdown,
             http,
             background,
         })
+    }
+
+    /// Places `call` over UDP to `to`, from the SIP UDP socket (so that responses and the
+    /// far end's requests come back the way inbound calls' do), and returns the id of its
+    /// record.
+    pub fn place_call(&self, to: SocketAddr, call: OutboundCall) -> Result<CallId, PlaceError> {
+        let peer = transport::Peer::Udp {
+            socket: self.udp.clone(),
+            addr: to,
+        };
+        self.core.place_call(peer, call)
     }
 
     /// Calls up on this node now.

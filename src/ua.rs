@@ -16,7 +16,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use rustls::pki_types::CertificateDer;
 
-use crate::sip::message::Request;
+use crate::sip::message::{Request, Response};
 use crate::sip::transaction::TransactionKey;
 use crate::sip::triage::Transport;
 
@@ -69,6 +69,20 @@ pub enum CallEvent<P> {
         request: Request,
         peer: P,
     },
+    /// A response to a request the call sent, whole, from its client transaction `key`:
+    /// a provisional or final to its INVITE, a further 2xx to that INVITE (a
+    /// retransmission, or another fork's answer: RFC 6026, the call acknowledges each), or
+    /// the final to a BYE, PRACK or CANCEL.
+    Response {
+        key: TransactionKey,
+        response: Response,
+    },
+    /// A request the call sent got no final response in time (Timer B or F): the call
+    /// treats it as a 408 (§8.1.3.1).
+    Timeout { key: TransactionKey },
+    /// The transport could not deliver a request the call sent: the call treats it as a
+    /// 503 (§8.1.3.1).
+    TransportError { key: TransactionKey },
 }
 
 /// What a call asks the endpoint to do.
@@ -80,16 +94,46 @@ pub enum Command<P> {
         status: u16,
         response: Bytes,
     },
-    /// Start a client transaction (the BYE vca-sip sends).
+    /// Start a non-INVITE client transaction for `call` (a BYE, PRACK or INFO it sends);
+    /// its responses come back as [`CallEvent::Response`].
     Request {
+        call: CallKey,
         key: TransactionKey,
         peer: P,
         request: Bytes,
     },
+    /// Send `invite` to `peer` in a new INVITE client transaction keyed `key`, for `call`
+    /// (its responses come back as [`CallEvent::Response`]). The first INVITE of a call
+    /// vca-sip places also registers the call, under
+    /// [`outbound_call_key`]`(Call-ID, From-tag)`, so that the far end's requests in the
+    /// dialog reach it.
+    Invite {
+        call: CallKey,
+        key: TransactionKey,
+        peer: P,
+        /// Boxed: the parsed INVITE is far larger than any other command.
+        invite: Box<Request>,
+    },
+    /// Cancel the INVITE client transaction `key` (§9.1; only once a provisional arrived).
+    Cancel { key: TransactionKey },
+    /// Send the ACK for a 2xx to our INVITE: a request of the dialog, not of the INVITE's
+    /// transaction, sent once per 2xx received and never retransmitted (§13.2.2.4,
+    /// §17.1.1.3).
+    Ack { peer: P, request: Bytes },
     /// The dialog's current INVITE (initial or re-INVITE) whose 2xx an ACK stops.
     SetInvite { call: CallKey, key: TransactionKey },
     /// The call is over: forget it.
     Gone { call: CallKey },
+}
+
+/// The key of a call vca-sip places: its Call-ID and its own From-tag. Requests of the far
+/// end carry that tag as their To-tag, which is how the endpoint finds the call.
+pub fn outbound_call_key(call_id: &str, local_tag: &str) -> CallKey {
+    let mut key = String::with_capacity(call_id.len() + local_tag.len() + 1);
+    key.push_str(call_id);
+    key.push('\u{0}');
+    key.push_str(local_tag);
+    Arc::from(key)
 }
 
 /// A fresh random tag or branch suffix (§19.3: at least 32 bits of randomness).

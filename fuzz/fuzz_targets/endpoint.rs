@@ -1,12 +1,14 @@
-//! Fuzz target for the user-agent endpoint (RFC 3261 §8.2, §12.2.2, §17.2.3): datagrams,
-//! call commands, undelivered events, queue depth and clock steps, decoded from the input
-//! bytes, over a small set of dialogs on both transports.
+//! Fuzz target for the user-agent endpoint (RFC 3261 §8.2, §12.2.2, §17.1, §17.2.3):
+//! datagrams, call commands, undelivered events, queue depth and clock steps, decoded from
+//! the input bytes, over a small set of dialogs on both transports; and the client path:
+//! calls vca-sip places (INVITE, CANCEL, BYE, the ACK of a 2xx), the far end's responses
+//! and its requests inside those dialogs.
 //!
 //! Invariants checked:
 //! - nothing panics, whatever arrives (well-formed messages built from templates, or raw
 //!   bytes);
 //! - after `handle_timeout(now)`, no deadline at or before `now` is left;
-//! - every transmitted message parses as a SIP response;
+//! - every transmitted message parses as SIP;
 //! - at the end, once every call has answered its INVITE, let go (`Gone`) and the clock has
 //!   run on ten minutes, no call, no transaction and no timer is left.
 //!
@@ -24,10 +26,10 @@ use vca_sip::gate::flood::FloodConfig;
 use vca_sip::gate::{Gate, GateConfig, Shield};
 use vca_sip::routing::trunks::TrunkBook;
 use vca_sip::sip::auth::NonceKey;
-use vca_sip::sip::message::{Message, Response};
-use vca_sip::sip::transaction::TimerConfig;
+use vca_sip::sip::message::{Message, Request, Response};
+use vca_sip::sip::transaction::{self, TimerConfig, TransactionKey};
 use vca_sip::sip::triage::Transport;
-use vca_sip::ua::{CallEvent, Command, Link};
+use vca_sip::ua::{CallEvent, CallKey, Command, Link, outbound_call_key};
 
 #[derive(Clone, Debug)]
 struct Peer {
@@ -65,11 +67,59 @@ fn message(method: &str, dialog: u8, branch: u8, cseq: u8, to_tag: Option<&str>)
     )
 }
 
+/// A call vca-sip places: its key, its INVITE's transaction key and the INVITE.
+struct Placed {
+    key: CallKey,
+    invite_key: TransactionKey,
+    invite: Request,
+    peer: Peer,
+}
+
+fn placed(n: u8, transport: Transport) -> Placed {
+    let (call_id, tag, branch) = (format!("o{n}"), format!("t{n}"), format!("z9hG4bKo{n}.0"));
+    let text = format!(
+        "INVITE sip:+15551234567@127.0.0.1:5080 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 127.0.0.1:5060;branch={branch}\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:vca@127.0.0.1>;tag={tag}\r\n\
+         To: <sip:+15551234567@127.0.0.1:5080>\r\n\
+         Call-ID: {call_id}\r\n\
+         CSeq: 1 INVITE\r\n\
+         Content-Length: 0\r\n\r\n"
+    );
+    let Ok(Message::Request(invite)) = Message::parse(Bytes::from(text)) else {
+        panic!("the INVITE template parses");
+    };
+    Placed {
+        key: outbound_call_key(&call_id, &tag),
+        invite_key: TransactionKey::client(Bytes::from(branch), transaction::Method::Invite),
+        invite,
+        peer: Peer {
+            addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5080),
+            transport,
+        },
+    }
+}
+
+/// The far end's BYE (or INFO) inside the dialog of call `n`.
+fn far_request(method: &str, n: u8, branch: u8) -> String {
+    format!(
+        "{method} sip:vca@127.0.0.1:5060 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bKfar{branch}\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:+15551234567@127.0.0.1:5080>;tag=far\r\n\
+         To: <sip:vca@127.0.0.1>;tag=t{n}\r\n\
+         Call-ID: o{n}\r\n\
+         CSeq: {branch} {method}\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+}
+
 fn check_transmits(endpoint: &mut Endpoint<Peer>) {
     while let Some(t) = endpoint.poll_transmit() {
         assert!(
-            matches!(Message::parse(t.data), Ok(Message::Response(_))),
-            "the endpoint sent something that is not a response"
+            Message::parse(t.data).is_ok(),
+            "the endpoint sent something that does not parse"
         );
     }
 }
@@ -82,13 +132,15 @@ fuzz_target!(|data: &[u8]| {
     let mut now = Instant::now();
     let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
     let mut calls: Vec<NewCall<Peer>> = Vec::new();
-    let mut held: Vec<(vca_sip::ua::CallKey, CallEvent<Peer>)> = Vec::new();
+    let mut held: Vec<(CallKey, CallEvent<Peer>)> = Vec::new();
+    let mut out: Vec<Placed> = Vec::new();
+    let mut branches: u32 = 0;
 
     let mut bytes = data.iter().copied();
     while let Some(op) = bytes.next() {
         let arg = bytes.next().unwrap_or(0);
         let arg2 = bytes.next().unwrap_or(0);
-        match op % 8 {
+        match op % 10 {
             0 | 1 => {
                 let method = METHODS[usize::from(arg % 8)];
                 let dialog = arg2 % 3;
@@ -96,7 +148,11 @@ fuzz_target!(|data: &[u8]| {
                     .iter()
                     .find(|c| c.request.headers().call_id().ok() == Some(&format!("c{dialog}")))
                     .map(|c| c.local_tag.to_string());
-                let to_tag = if arg & 0x80 != 0 { tag.as_deref() } else { None };
+                let to_tag = if arg & 0x80 != 0 {
+                    tag.as_deref()
+                } else {
+                    None
+                };
                 let text = message(method, dialog, arg2 / 3 % 4, arg2 % 5, to_tag);
                 let transport = if op % 8 == 0 {
                     Transport::Udp
@@ -135,6 +191,11 @@ fuzz_target!(|data: &[u8]| {
                     endpoint.handle(now, wall, Input::Command(command));
                 }
             }
+            4 if arg2 & 1 == 1 && !out.is_empty() => {
+                let call = out.remove(usize::from(arg) % out.len());
+                let command = Command::Gone { call: call.key };
+                endpoint.handle(now, wall, Input::Command(command));
+            }
             4 => {
                 if !calls.is_empty() {
                     let call = calls.remove(usize::from(arg) % calls.len());
@@ -155,9 +216,78 @@ fuzz_target!(|data: &[u8]| {
                     endpoint.handle(now, wall, Input::Undelivered { call, event });
                 }
             }
-            _ => {
+            7 => {
                 endpoint.set_backlog(if arg & 1 == 0 { 0 } else { 1 << 20 });
                 endpoint.set_draining(arg2 & 0x10 != 0);
+            }
+            8 => {
+                let n = arg2 % 3;
+                let transport = if arg & 1 == 0 {
+                    Transport::Udp
+                } else {
+                    Transport::Tcp
+                };
+                if !out
+                    .iter()
+                    .any(|p| p.invite.headers().call_id().ok() == Some(&format!("o{n}")))
+                {
+                    let call = placed(n, transport);
+                    let command = Command::Invite {
+                        call: call.key.clone(),
+                        key: call.invite_key.clone(),
+                        peer: call.peer.clone(),
+                        invite: Box::new(call.invite.clone()),
+                    };
+                    endpoint.handle(now, wall, Input::Command(command));
+                    out.push(call);
+                }
+            }
+            _ => {
+                let Some(call) = out.get(usize::from(arg) % out.len().max(1)) else {
+                    continue;
+                };
+                let n = call.key.as_bytes().get(1).map_or(0, |b| b - b'0');
+                let peer = call.peer.clone();
+                match arg2 % 8 {
+                    action @ 0..=4 => {
+                        let status = [100, 180, 200, 486, 487][usize::from(action)];
+                        let data = Response::to_request(&call.invite, status, "Far")
+                            .to_tag("far")
+                            .build();
+                        endpoint.handle(now, wall, Input::Datagram { data, peer });
+                    }
+                    5 => {
+                        let key = call.invite_key.clone();
+                        endpoint.handle(now, wall, Input::Command(Command::Cancel { key }));
+                    }
+                    6 => {
+                        branches += 1;
+                        let branch = format!("z9hG4bKbye{branches}");
+                        let request = Bytes::from(format!(
+                            "BYE sip:far@127.0.0.1:5080 SIP/2.0\r\n\
+                             Via: SIP/2.0/UDP 127.0.0.1:5060;branch={branch}\r\n\
+                             From: <sip:vca@127.0.0.1>;tag=t{n}\r\n\
+                             To: <sip:+15551234567@127.0.0.1:5080>;tag=far\r\n\
+                             Call-ID: o{n}\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"
+                        ));
+                        let key =
+                            TransactionKey::client(Bytes::from(branch), transaction::Method::Bye);
+                        let command = Command::Request {
+                            call: call.key.clone(),
+                            key,
+                            peer: peer.clone(),
+                            request: request.clone(),
+                        };
+                        endpoint.handle(now, wall, Input::Command(command));
+                        let ack = Command::Ack { peer, request };
+                        endpoint.handle(now, wall, Input::Command(ack));
+                    }
+                    _ => {
+                        let method = if arg & 0x40 == 0 { "BYE" } else { "INFO" };
+                        let data = Bytes::from(far_request(method, n, arg2 / 8 % 4));
+                        endpoint.handle(now, wall, Input::Datagram { data, peer });
+                    }
+                }
             }
         }
         check_transmits(&mut endpoint);
@@ -185,6 +315,9 @@ fuzz_target!(|data: &[u8]| {
             response,
         };
         endpoint.handle(now, wall, Input::Command(respond));
+        endpoint.handle(now, wall, Input::Command(Command::Gone { call: call.key }));
+    }
+    for call in out.drain(..) {
         endpoint.handle(now, wall, Input::Command(Command::Gone { call: call.key }));
     }
     check_transmits(&mut endpoint);

@@ -1,4 +1,5 @@
-//! The call: one task per inbound call driving its sans-IO machine ([`uas::Uas`]).
+//! The call: one task per call driving its sans-IO machine ([`uas::Uas`] for a call that
+//! came in, [`uac::Uac`] for one vca-sip places; RFC 3261 §13).
 //!
 //! The machine owns every decision about its call (routing, admission, SDP, the dialog,
 //! the record); this driver owns what does IO for it: the mailbox from the endpoint, the
@@ -7,10 +8,13 @@
 
 mod record;
 mod throttle;
+pub mod uac;
 pub mod uas;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod uac_tests;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,6 +35,7 @@ use crate::transport::Peer;
 use crate::ua::{self, CallKey};
 
 pub(crate) use throttle::Throttle;
+use uac::Uac;
 pub use uas::CallSettings;
 use uas::{MediaEnd, Output, Uas};
 
@@ -51,16 +56,122 @@ pub struct CallContext {
     pub(crate) port_warnings: Throttle,
 }
 
-/// One inbound call's driver.
-pub struct Call {
+/// What the driver needs of its machine: the face [`Uas`] and [`Uac`] share.
+pub trait Machine: Send + 'static {
+    /// The decisions before any IO (routing and admission, or the first record write).
+    fn start(&mut self, ctx: &CallContext, now: Instant);
+    fn poll_output(&mut self) -> Option<Output<Peer>>;
+    fn poll_timeout(&self) -> Option<Instant>;
+    fn handle_event(&mut self, now: Instant, event: CallEvent);
+    fn handle_lost(&mut self, now: Instant);
+    fn handle_media_end(&mut self, now: Instant, end: MediaEnd);
+    fn handle_timeout(&mut self, now: Instant);
+    fn handle_committed(&mut self, now: Instant, committed: bool);
+    fn handle_ports(&mut self, now: Instant, port: Option<u16>);
+    /// The Call-ID, for the call's log span.
+    fn sip_call_id(&self) -> String;
+}
+
+impl Machine for Uas<Peer> {
+    fn start(&mut self, ctx: &CallContext, _now: Instant) {
+        Uas::start(self, &ctx.directory, &ctx.admission);
+    }
+    fn poll_output(&mut self) -> Option<Output<Peer>> {
+        Uas::poll_output(self)
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        Uas::poll_timeout(self)
+    }
+    fn handle_event(&mut self, now: Instant, event: CallEvent) {
+        Uas::handle_event(self, now, event);
+    }
+    fn handle_lost(&mut self, now: Instant) {
+        Uas::handle_lost(self, now);
+    }
+    fn handle_media_end(&mut self, now: Instant, end: MediaEnd) {
+        Uas::handle_media_end(self, now, end);
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        Uas::handle_timeout(self, now);
+    }
+    fn handle_committed(&mut self, now: Instant, committed: bool) {
+        Uas::handle_committed(self, now, committed);
+    }
+    fn handle_ports(&mut self, now: Instant, port: Option<u16>) {
+        Uas::handle_ports(self, now, port);
+    }
+    fn sip_call_id(&self) -> String {
+        let call_id = self.invite().headers().call_id();
+        call_id.unwrap_or_default().to_owned()
+    }
+}
+
+impl Machine for Uac<Peer> {
+    fn start(&mut self, _ctx: &CallContext, now: Instant) {
+        Uac::start(self, now);
+    }
+    fn poll_output(&mut self) -> Option<Output<Peer>> {
+        Uac::poll_output(self)
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        Uac::poll_timeout(self)
+    }
+    fn handle_event(&mut self, now: Instant, event: CallEvent) {
+        Uac::handle_event(self, now, event);
+    }
+    fn handle_lost(&mut self, now: Instant) {
+        Uac::handle_lost(self, now);
+    }
+    fn handle_media_end(&mut self, now: Instant, end: MediaEnd) {
+        Uac::handle_media_end(self, now, end);
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        Uac::handle_timeout(self, now);
+    }
+    fn handle_committed(&mut self, now: Instant, committed: bool) {
+        Uac::handle_committed(self, now, committed);
+    }
+    fn handle_ports(&mut self, now: Instant, port: Option<u16>) {
+        Uac::handle_ports(self, now, port);
+    }
+    fn sip_call_id(&self) -> String {
+        self.call_id().to_owned()
+    }
+}
+
+/// One call's driver: an inbound call's by default, an outbound one's with [`Uac`].
+pub struct Call<M = Uas<Peer>> {
     ctx: Arc<CallContext>,
     core: mpsc::Sender<Command>,
     key: CallKey,
     peer: Peer,
-    machine: Uas<Peer>,
+    machine: M,
     events: mpsc::Receiver<CallEvent>,
     ports: Option<RtpPorts>,
     media: Option<MediaSession>,
+}
+
+impl Call<Uac<Peer>> {
+    /// The driver of a call vca-sip places; its mailbox `events` must be registered under
+    /// [`Uac::key`] before the task runs.
+    pub fn outbound(
+        ctx: Arc<CallContext>,
+        core: mpsc::Sender<Command>,
+        machine: Uac<Peer>,
+        peer: Peer,
+        events: mpsc::Receiver<CallEvent>,
+    ) -> Self {
+        Call {
+            ctx,
+            core,
+            key: machine.key().clone(),
+            peer,
+            machine,
+            events,
+            ports: None,
+            media: None,
+        }
+    }
 }
 
 impl Call {
@@ -97,15 +208,11 @@ impl Call {
             media: None,
         }
     }
+}
 
+impl<M: Machine> Call<M> {
     pub async fn run(mut self) {
-        let call_id = self
-            .machine
-            .invite()
-            .headers()
-            .call_id()
-            .unwrap_or_default()
-            .to_owned();
+        let call_id = self.machine.sip_call_id();
         let span = tracing::debug_span!("call", sip_call_id = %call_id);
         tracing::Instrument::instrument(self.drive(), span).await;
         // Dropping the session hangs it up.
@@ -121,7 +228,7 @@ impl Call {
     /// Feeds the machine until it is done.
     #[allow(clippy::disallowed_methods)] // the driver is where the clock is read
     async fn drive(&mut self) {
-        self.machine.start(&self.ctx.directory, &self.ctx.admission);
+        self.machine.start(&self.ctx, Instant::now());
         let far = Duration::from_secs(86_400 * 365);
         loop {
             if self.carry_out().await {

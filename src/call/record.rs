@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use crate::clock::WallClock;
-use crate::ids::{CallEventId, CallId, TrunkId};
+use crate::ids::{CallEventId, CallId, TenantId, TrunkId};
 use crate::routing::directory::Route;
 use crate::sip::message::Request;
 use crate::store::CallWrite;
@@ -83,6 +83,67 @@ impl Record {
         }
     }
 
+    /// The record of a call vca-sip places, `queued` until its INVITE goes out.
+    pub fn outbound(clock: Arc<dyn WallClock>, id: CallId, call: Outbound<'_>) -> Record {
+        let transport = match call.transport {
+            Transport::Udp => SipTransport::Udp,
+            Transport::Tcp => SipTransport::Tcp,
+            Transport::Tls => SipTransport::Tls,
+            Transport::Ws => SipTransport::Ws,
+        };
+        let call = Call {
+            id,
+            tenant_id: call.tenant_id,
+            phone_number_id: None,
+            ai_profile_id: None,
+            trunk_id: call.trunk_id,
+            direction: Direction::Outbound,
+            caller: truncate(call.caller, 128),
+            called: truncate(call.called, 128),
+            called_raw: truncate(call.called, 128),
+            sip_call_id: truncate(call.sip_call_id, 256),
+            transport,
+            remote_addr: call.remote.to_string(),
+            codec: None,
+            status: CallStatus::Queued,
+            sip_status: None,
+            q850_cause: None,
+            hangup_cause: None,
+            started_at: clock.now(),
+            answered_at: None,
+            ended_at: None,
+            duration_s: None,
+        };
+        Record {
+            clock,
+            call,
+            events: Vec::new(),
+            stored: false,
+        }
+    }
+
+    /// The INVITE of an outbound call went out.
+    pub fn initiated(&mut self) {
+        self.call.status = CallStatus::Initiated;
+        self.event(
+            "initiated",
+            json!({"remote_addr": self.call.remote_addr.clone()}),
+        );
+    }
+
+    /// An outbound call's far end rings (`status` 180 or 183).
+    pub fn ringing_received(&mut self, status: u16) {
+        self.call.status = CallStatus::Ringing;
+        self.call.sip_status = Some(i64::from(status));
+        self.event("ringing", json!({"sip_status": status}));
+    }
+
+    /// An outbound call's far end answered with `status`.
+    pub fn answered_received(&mut self, status: u16) {
+        self.answered();
+        self.call.sip_status = Some(i64::from(status));
+    }
+
     pub fn event(&mut self, kind: &str, detail: Value) {
         self.events.push(CallEvent {
             id: CallEventId::new(),
@@ -121,8 +182,20 @@ impl Record {
     /// Refused before answer: `status` is the final response sent, `q850` the cause of
     /// the Reason header sent with it (RFC 6432), if any.
     pub fn fail(&mut self, status: u16, q850: Option<u16>, cause: HangupCause, why: &str) {
+        self.fail_with(Some(status), q850, cause, why);
+    }
+
+    /// Never answered; `status` is the final response sent or received, none when there
+    /// was none (a timeout, a transport error, a call given up before its INVITE).
+    pub fn fail_with(
+        &mut self,
+        status: Option<u16>,
+        q850: Option<u16>,
+        cause: HangupCause,
+        why: &str,
+    ) {
         self.call.status = CallStatus::Failed;
-        self.call.sip_status = Some(i64::from(status));
+        self.call.sip_status = status.map(i64::from);
         self.call.q850_cause = q850.map(i64::from);
         self.call.hangup_cause = Some(cause);
         self.call.ended_at = Some(self.clock.now());
@@ -172,6 +245,20 @@ impl Record {
     pub fn committed(&mut self) {
         self.stored = true;
     }
+}
+
+/// What the record of a call vca-sip places is made from.
+#[derive(Debug, Clone, Copy)]
+pub struct Outbound<'a> {
+    pub tenant_id: TenantId,
+    pub trunk_id: Option<TrunkId>,
+    /// The calling number as sent in From.
+    pub caller: &'a str,
+    /// The number called, E.164.
+    pub called: &'a str,
+    pub sip_call_id: &'a str,
+    pub transport: Transport,
+    pub remote: SocketAddr,
 }
 
 fn truncate(s: &str, max: usize) -> String {

@@ -398,7 +398,11 @@ impl<P: Link + std::fmt::Debug> Uas<P> {
                 CallEvent::Request { key, request, .. } => {
                     self.respond(&key, &request, 491, "Request Pending", &[], None)
                 }
-                CallEvent::Ack { .. } | CallEvent::AckTimeout => {}
+                CallEvent::Ack { .. }
+                | CallEvent::AckTimeout
+                | CallEvent::Response { .. }
+                | CallEvent::Timeout { .. }
+                | CallEvent::TransportError { .. } => {}
             },
             State::Committing => self.deferred.push_back(event),
             State::AwaitingAck => self.awaiting_ack(now, event),
@@ -419,7 +423,11 @@ impl<P: Link + std::fmt::Debug> Uas<P> {
                         dialog.handle_ack_timeout();
                     }
                 }
-                CallEvent::Cancel => {}
+                // Only a BYE of ours can be answered, and the call ended when it sent it.
+                CallEvent::Cancel
+                | CallEvent::Response { .. }
+                | CallEvent::Timeout { .. }
+                | CallEvent::TransportError { .. } => {}
             },
         }
     }
@@ -537,7 +545,10 @@ impl<P: Link + std::fmt::Debug> Uas<P> {
                 self.send_bye();
                 self.end_failed(HangupCause::Timeout, "no ACK for the 200 OK");
             }
-            CallEvent::Cancel => {}
+            CallEvent::Cancel
+            | CallEvent::Response { .. }
+            | CallEvent::Timeout { .. }
+            | CallEvent::TransportError { .. } => {}
             CallEvent::Request { key, request, .. } => {
                 if request.method() == Method::Bye {
                     self.respond(&key, &request, 200, "OK", &[], None);
@@ -901,7 +912,13 @@ impl<P: Link + std::fmt::Debug> Uas<P> {
         dialog.terminate();
         let key = TransactionKey::client(Bytes::from(branch), transaction::Method::Bye);
         let peer = self.peer.clone();
-        self.command(Command::Request { key, peer, request });
+        let call = self.key.clone();
+        self.command(Command::Request {
+            call,
+            key,
+            peer,
+            request,
+        });
     }
 }
 

@@ -21,8 +21,10 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
 
 use super::{Endpoint, Event, Input, TRANSACTIONS_RESERVED};
+use crate::call::uac::{OutboundCall, Uac};
 use crate::call::{self, CallContext};
 use crate::gate::Gate;
+use crate::ids::CallId;
 use crate::sip::transaction::TimerConfig;
 use crate::transport::{Inbound, Peer};
 use crate::ua::{CallEvent, CallKey, Command};
@@ -37,12 +39,51 @@ const MAILBOX: usize = 16;
 /// Messages taken from the inbound queue per pass.
 const BATCH: usize = 64;
 
+/// Calls waiting to be placed; a full queue refuses the next one.
+const PLACEMENTS: usize = 1024;
+
 /// Handles shared with the rest of the server: draining flag and the driver's queues.
 #[derive(Clone)]
 pub struct CoreHandle {
     pub inbound: mpsc::Sender<Inbound>,
     pub commands: mpsc::Sender<Command<Peer>>,
     pub draining: Arc<AtomicBool>,
+    placements: mpsc::Sender<Placement>,
+}
+
+/// A call to place, as [`CoreHandle::place_call`] hands it to the driver.
+struct Placement {
+    id: CallId,
+    call: OutboundCall,
+    peer: Peer,
+}
+
+/// Why a call could not be placed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PlaceError {
+    /// The node is draining: it starts no new call.
+    #[error("the node is draining")]
+    Draining,
+    /// Too many calls wait to be placed, or the core has stopped.
+    #[error("the core cannot take another call now")]
+    Busy,
+}
+
+impl CoreHandle {
+    /// Places `call` to `peer` (the far end and the socket or connection to reach it by)
+    /// and returns the id of its record, which exists (`queued`) once the call's task has
+    /// committed it; the call then runs by itself to its end.
+    pub fn place_call(&self, peer: Peer, call: OutboundCall) -> Result<CallId, PlaceError> {
+        if self.draining.load(Ordering::Relaxed) {
+            return Err(PlaceError::Draining);
+        }
+        let id = CallId::new();
+        self.placements
+            .try_send(Placement { id, call, peer })
+            .map_err(|_| PlaceError::Busy)?;
+        Ok(id)
+    }
 }
 
 /// Owns the endpoint and everything around it that does IO.
@@ -52,6 +93,7 @@ pub struct Driver {
     context: Arc<CallContext>,
     inbound: mpsc::Receiver<Inbound>,
     commands: mpsc::Receiver<Command<Peer>>,
+    placements: mpsc::Receiver<Placement>,
     handle: CoreHandle,
 }
 
@@ -59,10 +101,12 @@ impl Driver {
     pub fn new(context: Arc<CallContext>, gate: Gate) -> (Driver, CoreHandle) {
         let (inbound_tx, inbound) = mpsc::channel(QUEUE_CAPACITY);
         let (commands_tx, commands) = mpsc::channel(QUEUE_CAPACITY);
+        let (placements_tx, placements) = mpsc::channel(PLACEMENTS);
         let handle = CoreHandle {
             inbound: inbound_tx,
             commands: commands_tx,
             draining: Arc::new(AtomicBool::new(false)),
+            placements: placements_tx,
         };
         let driver = Driver {
             endpoint: Endpoint::new(gate, TimerConfig::default(), TRANSACTIONS_RESERVED),
@@ -70,6 +114,7 @@ impl Driver {
             context,
             inbound,
             commands,
+            placements,
             handle: handle.clone(),
         };
         (driver, handle)
@@ -98,6 +143,7 @@ impl Driver {
                         self.command(now, wall, command);
                     }
                 }
+                Some(placement) = self.placements.recv() => self.place(placement),
                 n = self.inbound.recv_many(&mut batch, BATCH) => {
                     if n == 0 {
                         return;
@@ -118,6 +164,19 @@ impl Driver {
                 }
             }
         }
+    }
+
+    /// Registers the new call's mailbox, then starts its task: whatever the endpoint
+    /// hands the call from its first command on finds the mailbox there.
+    fn place(&mut self, placement: Placement) {
+        let Placement { id, call, peer } = placement;
+        let settings = self.context.settings.clone();
+        let machine = Uac::new(settings, self.context.clock.clone(), id, call, peer.clone());
+        let (mailbox, events) = mpsc::channel(MAILBOX);
+        self.mailboxes.insert(machine.key().clone(), mailbox);
+        let commands = self.handle.commands.clone();
+        let call = call::Call::outbound(self.context.clone(), commands, machine, peer, events);
+        tokio::spawn(call.run());
     }
 
     fn command(&mut self, now: Instant, wall: SystemTime, command: Command<Peer>) {

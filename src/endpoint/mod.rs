@@ -37,9 +37,9 @@ use crate::sip::transaction::{
     self, AckMatch, IstState, RequestMatch, TransactionKey, TransactionTable,
 };
 use crate::sip::triage::{ALLOW, MethodClass, Triage, triage};
-use crate::ua::{CallEvent, CallKey, Command, Link, new_tag};
+use crate::ua::{CallEvent, CallKey, Command, Link, new_tag, outbound_call_key};
 
-pub use driver::{CoreHandle, Driver, QUEUE_CAPACITY};
+pub use driver::{CoreHandle, Driver, PlaceError, QUEUE_CAPACITY};
 
 /// Above this many queued inbound messages new calls are refused with 503 while requests of
 /// calls already up are still served (RELIABILITY 11).
@@ -102,6 +102,21 @@ pub struct NewCall<P> {
 struct CallEntry {
     local_tag: Arc<str>,
     invite: TransactionKey,
+    /// Server transactions handed to the call that still wait for its final response:
+    /// answered by the endpoint itself if the call goes without answering them.
+    unanswered: Vec<Unanswered>,
+    /// vca-sip placed the call: it is keyed by its own From-tag, not the peer's.
+    outbound: bool,
+    /// The INVITE client transactions the call started (its INVITE, and the INVITE
+    /// retried with credentials).
+    client_invites: Vec<TransactionKey>,
+}
+
+/// A request the call was given (its INVITE, or a request inside its dialog) and has not
+/// yet answered with a final response.
+struct Unanswered {
+    key: TransactionKey,
+    request: Request,
 }
 
 /// Where a transaction's messages go, and the call it belongs to.
@@ -216,14 +231,31 @@ impl<P: Link + std::fmt::Debug> Endpoint<P> {
                         });
                     }
                 }
-                transaction::Event::Response(_)
-                | transaction::Event::NoAck
-                | transaction::Event::Timeout
-                | transaction::Event::TransportError
-                | transaction::Event::Terminated => {}
+                transaction::Event::Response(response) => self.deliver(
+                    out.peer.call,
+                    CallEvent::Response {
+                        key: out.key,
+                        response,
+                    },
+                ),
+                transaction::Event::Timeout => {
+                    self.deliver(out.peer.call, CallEvent::Timeout { key: out.key })
+                }
+                transaction::Event::TransportError => {
+                    self.deliver(out.peer.call, CallEvent::TransportError { key: out.key })
+                }
+                transaction::Event::NoAck | transaction::Event::Terminated => {}
             }
         }
         self.transactions_gauge.set(self.table.len() as f64);
+    }
+
+    /// Hands `event` to `call` if it is still live; a call that went misses nothing it
+    /// could act on (its client transactions finish by themselves).
+    fn deliver(&mut self, call: Option<CallKey>, event: CallEvent<P>) {
+        if let Some(call) = call.filter(|c| self.calls.contains_key(c)) {
+            self.events.push_back(Event::Deliver { call, event });
+        }
     }
 
     fn handle_command(&mut self, now: Instant, command: Command<P>) {
@@ -233,13 +265,24 @@ impl<P: Link + std::fmt::Debug> Endpoint<P> {
                 status,
                 response,
             } => {
+                if status >= 200 {
+                    self.answered(&key);
+                }
                 if self.table.respond(now, &key, status, response).is_err() {
                     metrics::counter!("vca_sip_late_responses_total").increment(1);
                 }
             }
-            Command::Request { key, peer, request } => {
+            Command::Request {
+                call,
+                key,
+                peer,
+                request,
+            } => {
                 let transport = reliability(&peer);
-                let tx = TxPeer { peer, call: None };
+                let tx = TxPeer {
+                    peer,
+                    call: Some(call),
+                };
                 if self
                     .table
                     .create_nict(now, key, transport, tx, request)
@@ -248,14 +291,120 @@ impl<P: Link + std::fmt::Debug> Endpoint<P> {
                     metrics::counter!("vca_sip_request_errors_total").increment(1);
                 }
             }
+            Command::Invite {
+                call,
+                key,
+                peer,
+                invite,
+            } => self.invite(now, call, key, peer, *invite),
+            Command::Cancel { key } => {
+                if self.table.cancel_ict(now, &key).is_err() {
+                    metrics::counter!("vca_sip_request_errors_total").increment(1);
+                }
+            }
+            Command::Ack { peer, request } => self.send(&peer, request),
             Command::SetInvite { call, key } => {
                 if let Some(entry) = self.calls.get_mut(&call) {
                     entry.invite = key;
                 }
             }
             Command::Gone { call } => {
-                self.calls.remove(&call);
+                if let Some(entry) = self.calls.remove(&call) {
+                    self.answer_for_gone(now, entry);
+                }
                 self.dialogs_gauge.set(self.calls.len() as f64);
+            }
+        }
+    }
+
+    /// Starts an INVITE client transaction for `call`, registering the call the first time
+    /// (a call vca-sip places).
+    fn invite(
+        &mut self,
+        now: Instant,
+        call: CallKey,
+        key: TransactionKey,
+        peer: P,
+        invite: Request,
+    ) {
+        if !self.calls.contains_key(&call) {
+            let Some(local_tag) = invite.headers().from().ok().and_then(|f| f.tag()) else {
+                metrics::counter!("vca_sip_request_errors_total").increment(1);
+                return;
+            };
+            let entry = CallEntry {
+                local_tag: Arc::from(local_tag),
+                invite: key.clone(),
+                unanswered: Vec::new(),
+                outbound: true,
+                client_invites: Vec::new(),
+            };
+            self.calls.insert(call.clone(), entry);
+            self.dialogs_gauge.set(self.calls.len() as f64);
+        }
+        if let Some(entry) = self.calls.get_mut(&call) {
+            entry.client_invites.push(key.clone());
+        }
+        let transport = reliability(&peer);
+        let tx = TxPeer {
+            peer,
+            call: Some(call),
+        };
+        if self
+            .table
+            .create_ict(now, key, transport, tx, invite)
+            .is_err()
+        {
+            metrics::counter!("vca_sip_request_errors_total").increment(1);
+        }
+    }
+
+    /// The final response on server transaction `key` is being sent: its call no longer
+    /// waits on it.
+    fn answered(&mut self, key: &TransactionKey) {
+        let call = self.table.peer(key).and_then(|tx| tx.call.clone());
+        if let Some(entry) = call.and_then(|call| self.calls.get_mut(&call)) {
+            entry.unanswered.retain(|u| &u.key != key);
+        }
+    }
+
+    /// A call went without a final response to every request it was given. Each such
+    /// server transaction would otherwise wait for its TU forever (an INVITE server
+    /// transaction in Proceeding and a non-INVITE one in Trying run no timer, §17.2), so
+    /// the endpoint answers it, and the transaction then ends by its own timers:
+    /// - a request inside the dialog (a BYE, INFO or re-INVITE queued behind the one that
+    ///   ended the call) gets 481: the dialog it names is gone, which is what the same
+    ///   request arriving a moment later is told (§12.2.2);
+    /// - the INVITE that started the call and never got a final gets 500: the call failed
+    ///   inside vca-sip without deciding, and 500 (not 481: the INVITE created no dialog
+    ///   the caller could have lost) says the fault is the server's.
+    ///
+    /// An INVITE client transaction of the call still in Proceeding (a provisional came,
+    /// no final, typically a CANCEL that was never answered) runs no timer either
+    /// (§17.1.1.2): it is destroyed, as §9.1 says a UAC does once it stops waiting for the
+    /// final.
+    fn answer_for_gone(&mut self, now: Instant, entry: CallEntry) {
+        for key in &entry.client_invites {
+            if self.table.ict_state(key) == Some(transaction::IctState::Proceeding) {
+                let _ = self.table.transport_error(now, key);
+            }
+        }
+        for Unanswered { key, request } in entry.unanswered {
+            let Some(addr) = self.table.peer(&key).map(|tx| tx.peer.addr()) else {
+                continue;
+            };
+            let (status, reason) = if request.in_dialog() {
+                (481, "Call/Transaction Does Not Exist")
+            } else {
+                (500, "Server Internal Error")
+            };
+            let response = Response::to_request(&request, status, reason)
+                .to_tag(&entry.local_tag)
+                .received(addr.ip(), addr.port())
+                .build();
+            if self.table.respond(now, &key, status, response).is_ok() {
+                metrics::counter!("vca_sip_unanswered_at_end_total", "status" => status.to_string())
+                    .increment(1);
             }
         }
     }
@@ -278,6 +427,7 @@ impl<P: Link + std::fmt::Debug> Endpoint<P> {
             .received(addr.ip(), addr.port())
             .header("Retry-After", &retry_after().to_string())
             .build();
+        self.answered(&key);
         let _ = self.table.respond(now, &key, 500, response);
     }
 
@@ -356,8 +506,10 @@ impl<P: Link + std::fmt::Debug> Endpoint<P> {
         if method == Method::Cancel && self.table.ist_state(&key.invite_key()).is_some() {
             return self.cancel(now, request, key, call_key, peer);
         }
-        if request.in_dialog() && self.dialog_of(&call_key, &request).is_some() {
-            return self.in_dialog(now, request, key, call_key, peer);
+        if request.in_dialog()
+            && let Some(dialog) = self.dialog_of(&request)
+        {
+            return self.in_dialog(now, request, key, Some(dialog), peer);
         }
 
         let source = peer.addr().ip();
@@ -415,15 +567,31 @@ impl<P: Link + std::fmt::Debug> Endpoint<P> {
                     .build();
                 let _ = self.table.respond(now, &key, 200, response);
             }
-            _ => self.in_dialog(now, request, key, call_key, peer),
+            _ => {
+                let dialog = self.dialog_of(&request);
+                self.in_dialog(now, request, key, dialog, peer)
+            }
         }
     }
 
-    /// The live dialog a request with a To-tag belongs to.
-    fn dialog_of(&self, call_key: &CallKey, request: &Request) -> Option<&CallEntry> {
-        let to = request.headers().to().ok()?;
-        let tag = to.tag()?;
-        self.calls.get(call_key).filter(|e| tag == &*e.local_tag)
+    /// The call whose live dialog a request with a To-tag belongs to. A call that came in
+    /// is keyed by the caller's From-tag and its To-tag is ours; a call vca-sip placed is
+    /// keyed by our own tag, which the far end's requests carry as their To-tag.
+    fn dialog_of(&self, request: &Request) -> Option<CallKey> {
+        let tag = request.headers().to().ok()?.tag()?;
+        let inbound = call_key(request);
+        if self
+            .calls
+            .get(&inbound)
+            .is_some_and(|e| !e.outbound && tag == &*e.local_tag)
+        {
+            return Some(inbound);
+        }
+        let outbound = outbound_call_key(request.headers().call_id().ok()?, tag);
+        self.calls
+            .get(&outbound)
+            .is_some_and(|e| e.outbound)
+            .then_some(outbound)
     }
 
     /// A stateless answer (§8.2.7's To-tag, no transaction left behind).
@@ -541,6 +709,12 @@ impl<P: Link + std::fmt::Debug> Endpoint<P> {
             CallEntry {
                 local_tag: local_tag.clone(),
                 invite: key.clone(),
+                unanswered: vec![Unanswered {
+                    key: key.clone(),
+                    request: request.clone(),
+                }],
+                outbound: false,
+                client_invites: Vec::new(),
             },
         );
         self.dialogs_gauge.set(self.calls.len() as f64);
@@ -584,15 +758,16 @@ impl<P: Link + std::fmt::Debug> Endpoint<P> {
         }
     }
 
+    /// A request for the live dialog of `dialog` ([`Endpoint::dialog_of`]), or 481.
     fn in_dialog(
         &mut self,
         now: Instant,
         request: Request,
         key: TransactionKey,
-        call_key: CallKey,
+        dialog: Option<CallKey>,
         peer: P,
     ) {
-        if self.dialog_of(&call_key, &request).is_none() {
+        let Some(call_key) = dialog else {
             return self.respond_stateful(
                 now,
                 &request,
@@ -601,7 +776,7 @@ impl<P: Link + std::fmt::Debug> Endpoint<P> {
                 481,
                 "Call/Transaction Does Not Exist",
             );
-        }
+        };
         let tx = TxPeer {
             peer: peer.clone(),
             call: Some(call_key.clone()),
@@ -614,6 +789,12 @@ impl<P: Link + std::fmt::Debug> Endpoint<P> {
         };
         if created.is_err() {
             return;
+        }
+        if let Some(entry) = self.calls.get_mut(&call_key) {
+            entry.unanswered.push(Unanswered {
+                key: key.clone(),
+                request: request.clone(),
+            });
         }
         self.events.push_back(Event::Deliver {
             call: call_key,

@@ -390,6 +390,7 @@ fn a_gone_call_leaves_its_dialog_unknown() {
     h.command(Command::Gone {
         call: new.key.clone(),
     });
+    assert_eq!(h.statuses(), vec![500], "the INVITE it never answered");
     assert_eq!(h.endpoint.calls(), 0);
     h.receive(CALL.request("BYE", "bye", Some(&new.local_tag), 2, ""));
     assert_eq!(h.statuses(), vec![481]);
@@ -540,4 +541,475 @@ fn over_tcp_the_2xx_is_still_resent_until_the_ack() {
     assert_eq!(h.statuses(), vec![200]);
     h.advance(Duration::from_millis(500));
     assert_eq!(h.statuses(), vec![200]);
+}
+
+#[test]
+fn a_call_gone_without_a_final_gets_its_invite_answered_500_and_the_table_empties() {
+    // Fuzz reproducer `01 00 2b 2c`: an INVITE over TCP, then the call lets go at once.
+    let mut h = Harness::new();
+    h.receive_from(CARRIER, Transport::Tcp, CALL.invite());
+    let Some(Event::NewCall(new)) = h.events().pop() else {
+        panic!("expected a call");
+    };
+    h.command(Command::Gone {
+        call: new.key.clone(),
+    });
+    let sent = h.sent();
+    assert_eq!(sent.iter().map(Response::status).collect::<Vec<_>>(), [500]);
+    let to = sent[0].headers().to().expect("a To");
+    assert_eq!(to.tag(), Some(&*new.local_tag), "in the call's To-tag");
+    assert_eq!(h.endpoint.calls(), 0);
+    // Timer H (64*T1) ends the INVITE transaction even without an ACK over TCP.
+    h.advance(Duration::from_secs(32));
+    assert_eq!(h.endpoint.transactions(), 0);
+    assert_eq!(h.endpoint.poll_timeout(), None);
+}
+
+#[test]
+fn over_udp_the_500_for_a_gone_call_is_resent_until_its_ack() {
+    let mut h = Harness::new();
+    let new = h.new_call(&CALL);
+    h.command(Command::Gone {
+        call: new.key.clone(),
+    });
+    assert_eq!(h.statuses(), [500]);
+    h.advance(Duration::from_millis(500));
+    assert_eq!(h.statuses(), [500], "Timer G resends it");
+    h.receive(CALL.request("ACK", "inv", Some(&new.local_tag), 1, ""));
+    h.advance(Duration::from_secs(5));
+    assert!(h.sent().is_empty(), "the ACK stopped it; Timer I absorbs");
+    assert_eq!(h.endpoint.transactions(), 0);
+    assert_eq!(h.endpoint.poll_timeout(), None);
+}
+
+#[test]
+fn requests_queued_behind_the_bye_get_481_when_the_call_goes() {
+    let mut h = Harness::new();
+    let new = h.new_call(&CALL);
+    h.answer(&new);
+    h.receive(CALL.request("ACK", "ack", Some(&new.local_tag), 1, ""));
+    assert_eq!(h.statuses(), [200]);
+    h.receive(CALL.request("BYE", "bye", Some(&new.local_tag), 2, ""));
+    h.receive(CALL.request("INFO", "info", Some(&new.local_tag), 3, ""));
+    let keys: Vec<(TransactionKey, Request)> = h
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Deliver {
+                event: CallEvent::Request { key, request, .. },
+                ..
+            } => Some((key, request)),
+            _ => None,
+        })
+        .collect();
+    // ACK, BYE and INFO reached the call; it answers the BYE and goes.
+    let (bye_key, bye) = keys.first().cloned().expect("the BYE");
+    assert_eq!(bye.method(), Method::Bye);
+    let ok = Response::to_request(&bye, 200, "OK")
+        .to_tag(&new.local_tag)
+        .build();
+    h.command(Command::Respond {
+        key: bye_key,
+        status: 200,
+        response: ok,
+    });
+    h.command(Command::Gone {
+        call: new.key.clone(),
+    });
+    let sent = h.sent();
+    let answers: Vec<(u16, String)> = sent
+        .iter()
+        .map(|r| {
+            let cseq = r.headers().cseq().expect("a CSeq");
+            (r.status(), format!("{} {}", cseq.seq, cseq.method.as_str()))
+        })
+        .collect();
+    assert_eq!(
+        answers,
+        [(200, "2 BYE".to_owned()), (481, "3 INFO".to_owned())],
+        "the BYE as the call answered it, the INFO by the endpoint"
+    );
+    // Timer J (64*T1 over UDP) for the BYE and INFO, Timer L for the INVITE.
+    h.advance(Duration::from_secs(32));
+    assert_eq!(h.endpoint.transactions(), 0);
+    assert_eq!(h.endpoint.poll_timeout(), None);
+}
+
+#[test]
+fn a_request_answered_by_the_call_is_not_answered_again_when_it_goes() {
+    let mut h = Harness::new();
+    let new = h.new_call(&CALL);
+    let busy = Response::to_request(&new.request, 486, "Busy Here")
+        .to_tag(&new.local_tag)
+        .build();
+    h.command(Command::Respond {
+        key: new.invite_key.clone(),
+        status: 486,
+        response: busy,
+    });
+    assert_eq!(h.statuses(), [486]);
+    h.command(Command::Gone {
+        call: new.key.clone(),
+    });
+    assert!(h.sent().is_empty(), "nothing more for an answered INVITE");
+}
+
+// ---- The client path: calls vca-sip places -------------------------------------------
+
+const OUT_CALL_ID: &str = "out-1@vca";
+const OUT_TAG: &str = "vcatag1";
+const OUT_BRANCH: &str = "z9hG4bKout1.0";
+
+/// The INVITE of a call vca-sip places, its call key and its client transaction key.
+fn outbound_invite() -> (CallKey, TransactionKey, Request) {
+    let text = format!(
+        "INVITE sip:+15551234567@127.0.0.1:5080 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 127.0.0.1:5060;branch={OUT_BRANCH}\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:vca@127.0.0.1>;tag={OUT_TAG}\r\n\
+         To: <sip:+15551234567@127.0.0.1:5080>\r\n\
+         Call-ID: {OUT_CALL_ID}\r\n\
+         CSeq: 1 INVITE\r\n\
+         Contact: <sip:vca@127.0.0.1:5060>\r\n\
+         Content-Length: 0\r\n\r\n"
+    );
+    let Ok(Message::Request(invite)) = Message::parse(Bytes::from(text)) else {
+        panic!("the INVITE parses");
+    };
+    let key = TransactionKey::client(
+        Bytes::from_static(OUT_BRANCH.as_bytes()),
+        transaction::Method::Invite,
+    );
+    (outbound_call_key(OUT_CALL_ID, OUT_TAG), key, invite)
+}
+
+/// A response of the far end to the outbound INVITE (or, with `method`, to another
+/// request on `branch`).
+fn far_response(
+    status: u16,
+    branch: &str,
+    cseq: &str,
+    to_tag: Option<&str>,
+    extra: &str,
+) -> String {
+    let to_tag = to_tag.map(|t| format!(";tag={t}")).unwrap_or_default();
+    format!(
+        "SIP/2.0 {status} Whatever\r\n\
+         Via: SIP/2.0/UDP 127.0.0.1:5060;branch={branch}\r\n\
+         From: <sip:vca@127.0.0.1>;tag={OUT_TAG}\r\n\
+         To: <sip:+15551234567@127.0.0.1:5080>{to_tag}\r\n\
+         Call-ID: {OUT_CALL_ID}\r\n\
+         CSeq: {cseq}\r\n\
+         Contact: <sip:callee@127.0.0.1:5080>\r\n\
+         {extra}\
+         Content-Length: 0\r\n\r\n"
+    )
+}
+
+impl Harness {
+    /// Everything sent since the last call, as the start line of each message.
+    fn sent_lines(&mut self) -> Vec<String> {
+        std::iter::from_fn(|| self.endpoint.poll_transmit())
+            .map(|t| {
+                let text = String::from_utf8_lossy(&t.data).into_owned();
+                text.lines().next().unwrap_or_default().to_owned()
+            })
+            .collect()
+    }
+
+    /// Places the outbound call: its INVITE goes out at once.
+    fn place(&mut self) -> (CallKey, TransactionKey, Request) {
+        let (call, key, invite) = outbound_invite();
+        self.command(Command::Invite {
+            call: call.clone(),
+            key: key.clone(),
+            peer: far_peer(),
+            invite: Box::new(invite.clone()),
+        });
+        (call, key, invite)
+    }
+
+    /// The responses, timeouts and transport errors delivered to `call`, as (status or
+    /// 0 for a timeout, CSeq method).
+    fn delivered(&mut self, call: &CallKey) -> Vec<(u16, String)> {
+        self.events()
+            .into_iter()
+            .map(|e| match e {
+                Event::Deliver { call: c, event } if &c == call => match event {
+                    CallEvent::Response { response, .. } => {
+                        let method = response
+                            .headers()
+                            .cseq()
+                            .map(|c| c.method.as_str().to_owned());
+                        (response.status(), method.unwrap_or_default())
+                    }
+                    CallEvent::Timeout { .. } => (0, "timeout".to_owned()),
+                    CallEvent::TransportError { .. } => (0, "transport".to_owned()),
+                    other => panic!("unexpected event {other:?}"),
+                },
+                other => panic!("unexpected event {other:?}"),
+            })
+            .collect()
+    }
+}
+
+fn far_peer() -> TestPeer {
+    TestPeer {
+        addr: SocketAddr::new(CARRIER, 5080),
+        transport: Transport::Udp,
+    }
+}
+
+#[test]
+fn an_outbound_invite_over_udp_is_resent_on_timer_a_and_timer_b_reaches_the_call() {
+    let mut h = Harness::new();
+    let start = h.now;
+    let (call, _, _) = h.place();
+    assert_eq!(h.endpoint.calls(), 1, "the call is registered");
+    let mut sent_at = Vec::new();
+    for ms in (0..=32_000u64).step_by(100) {
+        h.now = start + Duration::from_millis(ms);
+        h.endpoint.handle_timeout(h.now);
+        for line in h.sent_lines() {
+            assert!(line.starts_with("INVITE "), "{line}");
+            sent_at.push(ms);
+        }
+        let delivered = h.delivered(&call);
+        if ms < 32_000 {
+            assert!(
+                delivered.is_empty(),
+                "nothing before Timer B: {delivered:?} at {ms}"
+            );
+        } else {
+            assert_eq!(delivered, [(0, "timeout".to_owned())]);
+        }
+    }
+    assert_eq!(sent_at, [0, 500, 1500, 3500, 7500, 15_500, 31_500]);
+    assert_eq!(
+        h.endpoint.transactions(),
+        0,
+        "Timer B ended the transaction"
+    );
+}
+
+#[test]
+fn provisionals_and_the_2xx_reach_the_call_whole_and_a_retransmitted_2xx_too() {
+    let mut h = Harness::new();
+    let (call, _, _) = h.place();
+    assert_eq!(h.sent_lines().len(), 1);
+    h.receive_from(
+        CARRIER,
+        Transport::Udp,
+        far_response(100, OUT_BRANCH, "1 INVITE", None, ""),
+    );
+    h.receive_from(
+        CARRIER,
+        Transport::Udp,
+        far_response(180, OUT_BRANCH, "1 INVITE", Some("callee"), ""),
+    );
+    let ringing = h.events();
+    let Some(Event::Deliver {
+        event: CallEvent::Response { response, .. },
+        ..
+    }) = ringing.last()
+    else {
+        panic!("the 180 is delivered: {ringing:?}");
+    };
+    assert_eq!(response.status(), 180);
+    assert_eq!(
+        response.headers().to().ok().and_then(|t| t.tag()),
+        Some("callee")
+    );
+    h.advance(Duration::from_secs(2));
+    assert!(
+        h.sent_lines().is_empty(),
+        "no INVITE resent once a provisional came"
+    );
+    let ok = far_response(200, OUT_BRANCH, "1 INVITE", Some("callee"), "");
+    h.receive_from(CARRIER, Transport::Udp, ok.clone());
+    assert_eq!(h.delivered(&call), [(200, "INVITE".to_owned())]);
+    // The TU's ACK goes out as it is, once.
+    let ack = Bytes::from_static(b"ACK sip:callee@127.0.0.1:5080 SIP/2.0\r\n\r\n");
+    h.command(Command::Ack {
+        peer: far_peer(),
+        request: ack,
+    });
+    assert_eq!(h.sent_lines(), ["ACK sip:callee@127.0.0.1:5080 SIP/2.0"]);
+    // The ACK was lost: the 2xx comes again, and the call is told, to ACK again (RFC 6026).
+    h.receive_from(CARRIER, Transport::Udp, ok);
+    assert_eq!(h.delivered(&call), [(200, "INVITE".to_owned())]);
+    assert!(
+        h.sent_lines().is_empty(),
+        "the transaction sends nothing for a 2xx"
+    );
+    // Timer M ends the transaction; the call stays until it goes.
+    h.advance(Duration::from_secs(32));
+    assert_eq!(h.endpoint.transactions(), 0);
+    assert_eq!(h.endpoint.calls(), 1);
+}
+
+#[test]
+fn a_486_is_acknowledged_by_the_transaction_and_delivered() {
+    let mut h = Harness::new();
+    let (call, _, _) = h.place();
+    h.sent_lines();
+    let busy = far_response(486, OUT_BRANCH, "1 INVITE", Some("callee"), "");
+    h.receive_from(CARRIER, Transport::Udp, busy.clone());
+    assert_eq!(h.delivered(&call), [(486, "INVITE".to_owned())]);
+    assert_eq!(
+        h.sent_lines(),
+        ["ACK sip:+15551234567@127.0.0.1:5080 SIP/2.0"]
+    );
+    h.receive_from(CARRIER, Transport::Udp, busy);
+    assert!(
+        h.delivered(&call).is_empty(),
+        "a retransmitted 486 is absorbed"
+    );
+    assert_eq!(
+        h.sent_lines(),
+        ["ACK sip:+15551234567@127.0.0.1:5080 SIP/2.0"]
+    );
+    h.command(Command::Gone { call });
+    h.advance(Duration::from_secs(32));
+    assert_eq!(h.endpoint.transactions(), 0, "Timer D ended it");
+    assert_eq!(h.endpoint.calls(), 0);
+    assert_eq!(h.endpoint.poll_timeout(), None);
+}
+
+#[test]
+fn a_cancelled_invite_gets_its_cancel_answered_and_its_487_acknowledged() {
+    let mut h = Harness::new();
+    let (call, key, _) = h.place();
+    h.sent_lines();
+    h.receive_from(
+        CARRIER,
+        Transport::Udp,
+        far_response(180, OUT_BRANCH, "1 INVITE", Some("callee"), ""),
+    );
+    assert_eq!(h.delivered(&call), [(180, "INVITE".to_owned())]);
+    h.command(Command::Cancel { key });
+    assert_eq!(
+        h.sent_lines(),
+        ["CANCEL sip:+15551234567@127.0.0.1:5080 SIP/2.0"]
+    );
+    h.receive_from(
+        CARRIER,
+        Transport::Udp,
+        far_response(200, OUT_BRANCH, "1 CANCEL", Some("callee"), ""),
+    );
+    h.receive_from(
+        CARRIER,
+        Transport::Udp,
+        far_response(487, OUT_BRANCH, "1 INVITE", Some("callee"), ""),
+    );
+    assert_eq!(
+        h.delivered(&call),
+        [(200, "CANCEL".to_owned()), (487, "INVITE".to_owned())]
+    );
+    assert_eq!(
+        h.sent_lines(),
+        ["ACK sip:+15551234567@127.0.0.1:5080 SIP/2.0"]
+    );
+}
+
+#[test]
+fn the_far_ends_bye_reaches_the_call_vca_sip_placed_and_our_bye_gets_its_answer() {
+    let mut h = Harness::new();
+    let (call, _, _) = h.place();
+    h.receive_from(
+        CARRIER,
+        Transport::Udp,
+        far_response(200, OUT_BRANCH, "1 INVITE", Some("callee"), ""),
+    );
+    h.sent_lines();
+    h.events();
+    // The callee's BYE: its From-tag is the callee's, its To-tag ours.
+    let bye = format!(
+        "BYE sip:vca@127.0.0.1:5060 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bKfarbye\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:+15551234567@127.0.0.1:5080>;tag=callee\r\n\
+         To: <sip:vca@127.0.0.1>;tag={OUT_TAG}\r\n\
+         Call-ID: {OUT_CALL_ID}\r\n\
+         CSeq: 7 BYE\r\n\
+         Content-Length: 0\r\n\r\n"
+    );
+    h.receive_from(CARRIER, Transport::Udp, bye);
+    let events = h.events();
+    assert!(
+        matches!(
+            events.as_slice(),
+            [Event::Deliver { call: c, event: CallEvent::Request { request, .. } }]
+                if c == &call && request.method() == Method::Bye
+        ),
+        "{events:?}"
+    );
+    // Our own BYE on another call's dialog: its 200 comes back to the call.
+    let key = TransactionKey::client(
+        Bytes::from_static(b"z9hG4bKout1.2"),
+        transaction::Method::Bye,
+    );
+    h.command(Command::Request {
+        call: call.clone(),
+        key,
+        peer: far_peer(),
+        request: Bytes::from_static(b"BYE sip:callee@127.0.0.1:5080 SIP/2.0\r\n\r\n"),
+    });
+    assert_eq!(h.sent_lines(), ["BYE sip:callee@127.0.0.1:5080 SIP/2.0"]);
+    h.receive_from(
+        CARRIER,
+        Transport::Udp,
+        far_response(200, "z9hG4bKout1.2", "2 BYE", Some("callee"), ""),
+    );
+    assert_eq!(h.delivered(&call), [(200, "BYE".to_owned())]);
+}
+
+#[test]
+fn responses_for_a_call_that_went_are_not_delivered_and_strays_are_dropped() {
+    let mut h = Harness::new();
+    let (call, _, _) = h.place();
+    h.sent_lines();
+    h.command(Command::Gone { call });
+    assert!(
+        h.sent_lines().is_empty(),
+        "an outbound call has no server transaction to answer"
+    );
+    h.receive_from(
+        CARRIER,
+        Transport::Udp,
+        far_response(486, OUT_BRANCH, "1 INVITE", Some("callee"), ""),
+    );
+    assert!(h.events().is_empty());
+    assert_eq!(
+        h.sent_lines().len(),
+        1,
+        "the transaction still ACKs the 486"
+    );
+    h.receive_from(
+        CARRIER,
+        Transport::Udp,
+        far_response(200, "z9hG4bKnobody", "1 INVITE", Some("x"), ""),
+    );
+    assert!(h.events().is_empty());
+    assert!(h.sent_lines().is_empty());
+}
+
+#[test]
+fn an_invite_left_proceeding_by_a_call_that_went_is_destroyed() {
+    // A CANCEL the far end never answers leaves the INVITE transaction in Proceeding,
+    // where no timer runs; the call gives up and goes.
+    let mut h = Harness::new();
+    let (call, key, _) = h.place();
+    let ringing = far_response(180, OUT_BRANCH, "1 INVITE", Some("callee"), "");
+    h.receive_from(CARRIER, Transport::Udp, ringing);
+    h.command(Command::Cancel { key });
+    h.advance(Duration::from_secs(32));
+    assert_eq!(
+        h.endpoint.transactions(),
+        1,
+        "the CANCEL ended; the INVITE waits"
+    );
+    h.command(Command::Gone { call });
+    assert_eq!(h.endpoint.transactions(), 0);
+    assert_eq!(h.endpoint.poll_timeout(), None);
 }

@@ -284,6 +284,7 @@ mod tests {
             max_forwards: 69,
             offer: None,
             reliable_provisionals: false,
+            headers: &[],
         })
         .unwrap()
     }

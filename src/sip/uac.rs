@@ -198,6 +198,9 @@ pub struct UacInviteParams<'a> {
     pub offer: Option<&'a Bytes>,
     /// Whether to advertise `Supported: 100rel` (RFC 3262).
     pub reliable_provisionals: bool,
+    /// Further header lines, e.g. the `Authorization` of an INVITE retried after a 401
+    /// (§22.2).
+    pub headers: &'a [(&'a str, &'a str)],
 }
 
 /// What the driver does for the INVITE, in order.
@@ -330,6 +333,9 @@ impl UacInvite {
         }
         if params.reliable_provisionals {
             builder = builder.header("Supported", "100rel");
+        }
+        for (name, value) in params.headers {
+            builder = builder.header(name, value);
         }
         if let Some(offer) = params.offer {
             builder = builder.body("application/sdp", offer.clone());

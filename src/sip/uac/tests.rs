@@ -20,6 +20,7 @@ fn params<'a>(offer: Option<&'a Bytes>) -> UacInviteParams<'a> {
         max_forwards: 70,
         offer,
         reliable_provisionals: true,
+        headers: &[],
     }
 }
 
