@@ -34,12 +34,11 @@ pub struct AttemptLog {
 }
 
 impl AttemptLog {
-    /// Counts one attempt from `source` refused for `reason` (e.g. "unknown_did").
-    pub fn record(&self, source: IpAddr, reason: &'static str, called: &str) {
+    /// Counts one attempt from `source` refused for `reason` (e.g. "unknown_did") at `at`,
+    /// in the minute it falls in.
+    pub fn record(&self, at: DateTime<Utc>, source: IpAddr, reason: &'static str, called: &str) {
         metrics::counter!("vca_rejected_attempts_total", "reason" => reason).increment(1);
-        let minute = Utc::now()
-            .duration_trunc(TimeDelta::minutes(1))
-            .unwrap_or_else(|_| Utc::now());
+        let minute = at.duration_trunc(TimeDelta::minutes(1)).unwrap_or(at);
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         if pending.len() >= MAX_KEYS
             && !pending.contains_key(&Key {
