@@ -457,3 +457,25 @@ impl Gate {
         self.digests = next;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::origin;
+    use std::time::Duration;
+
+    #[test]
+    fn a_ban_lasts_its_length_on_the_instants_the_transports_give() {
+        let shield = Shield::new(TrunkBook::default(), FloodConfig::default());
+        let source: IpAddr = "192.0.2.7".parse().unwrap();
+        let t0 = origin();
+        assert!(shield.admit(t0, source));
+        shield.ban(t0, source, BanReason::Signature);
+        assert!(!shield.admit(t0 + Duration::from_secs(299), source));
+        assert!(shield.admit(t0 + Duration::from_secs(300), source));
+        // Loopback is the development trunk: never banned.
+        let loopback: IpAddr = "127.0.0.1".parse().unwrap();
+        shield.ban(t0, loopback, BanReason::Signature);
+        assert!(shield.admit(t0, loopback));
+    }
+}

@@ -119,3 +119,34 @@ impl Store {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attempts_are_tallied_in_the_minute_of_the_time_they_are_given() {
+        let log = AttemptLog::default();
+        let minute = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let source: IpAddr = "192.0.2.1".parse().unwrap();
+        let at = |s| minute + TimeDelta::seconds(s);
+        log.record(at(30), source, "unknown_did", "+914446001");
+        log.record(at(59), source, "unknown_did", "+914446002");
+        log.record(at(60), source, "unknown_did", "+914446003");
+        let pending = log.pending.lock().unwrap();
+        let tally = |minute| {
+            let t = &pending[&Key {
+                minute,
+                source,
+                reason: "unknown_did",
+            }];
+            (t.count, t.last_called.clone())
+        };
+        assert_eq!(pending.len(), 2);
+        assert_eq!(tally(minute), (2, "+914446002".to_owned()));
+        assert_eq!(
+            tally(minute + TimeDelta::minutes(1)),
+            (1, "+914446003".to_owned())
+        );
+    }
+}
