@@ -8,7 +8,7 @@
 
 use std::hint::black_box;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use vca_sip::media::bridge::{Bridge, Side};
@@ -76,7 +76,7 @@ fn bench_shard(c: &mut Criterion) {
         event_pt: Pt::new(101),
         media_timeout: Duration::from_secs(30),
     };
-    let now = Instant::now();
+    let now = vca_sip::clock::origin();
     let mut bridge = Bridge::new(RtpLeg::new(now, &config), EchoLeg::new());
     let packet = pcmu_packet(1);
     let mut group = c.benchmark_group("shard");
@@ -218,7 +218,12 @@ fn bench_ports(c: &mut Criterion) {
     let Ok(registry) = poll.registry().try_clone() else {
         return;
     };
-    let pool = PortPool::new(Ipv4Addr::LOCALHOST.into(), 24000..=24999, vec![registry]);
+    let pool = PortPool::new(
+        Ipv4Addr::LOCALHOST.into(),
+        24000..=24999,
+        vec![registry],
+        vca_sip::clock::monotonic(),
+    );
     let mut group = c.benchmark_group("ports");
     group.throughput(Throughput::Elements(1));
     group.bench_function("allocate_and_release_pair", |b| {

@@ -9,7 +9,7 @@
 
 use std::hint::black_box;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -49,7 +49,7 @@ fn tcp_486(c: &mut Criterion) {
     let trying = Bytes::from_static(b"SIP/2.0 100 Trying\r\n\r\n");
     let busy = Bytes::from_static(b"SIP/2.0 486 Busy Here\r\n\r\n");
     let mut table = TransactionTable::<SocketAddr>::with_capacity(TimerConfig::default(), KEYS);
-    let now = Instant::now();
+    let now = vca_sip::clock::origin();
     let mut i = 0;
     c.bench_function("ist_tcp_invite_retransmit_486_ack", |b| {
         b.iter(|| {
@@ -82,7 +82,7 @@ fn udp_200(c: &mut Criterion) {
     let ok = Bytes::from_static(b"SIP/2.0 200 OK\r\n\r\n");
     let mut table = TransactionTable::<SocketAddr>::with_capacity(TimerConfig::default(), KEYS);
     let step = TimerConfig::default().t1x64() + Duration::from_millis(1);
-    let mut now = Instant::now();
+    let mut now = vca_sip::clock::origin();
     let mut i = 0;
     c.bench_function("ist_udp_invite_retransmit_180_200_ack_timer_l", |b| {
         b.iter(|| {

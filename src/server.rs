@@ -8,6 +8,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
+use chrono::{DateTime, Utc};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use rand::RngCore;
 use tokio::net::TcpListener;
@@ -60,8 +61,9 @@ const WRITER_QUEUE: usize = 65_536;
 async fn evict_idle_sources(shield: Arc<Shield>) {
     let mut tick = tokio::time::interval(Duration::from_secs(10));
     loop {
-        tick.tick().await;
-        shield.evict();
+        // The tick's own instant: when it was due, near enough for forgetting idle sources.
+        let now = tick.tick().await.into_std();
+        shield.evict(now);
     }
 }
 
@@ -78,7 +80,8 @@ impl Server {
             .migrate()
             .await
             .context("cannot apply database migrations")?;
-        close_calls_left_live(&store, &config.node_id).await?;
+        let clock = crate::clock::system();
+        close_calls_left_live(&store, &config.node_id, clock.now()).await?;
         let directory = Directory::load(&store)
             .await
             .context("cannot load the DID directory")?;
@@ -92,7 +95,7 @@ impl Server {
             );
         }
         let nonce_key = store
-            .node_secret("digest_nonce_key")
+            .node_secret("digest_nonce_key", clock.now())
             .await
             .context("cannot read the digest nonce key")?;
         let nonce_key =
@@ -152,7 +155,7 @@ impl Server {
                 max_call_duration: config.max_call_duration,
                 country: config.default_country_code.clone(),
             },
-            clock: crate::clock::system(),
+            clock: clock.clone(),
             port_warnings: Throttle::new(Duration::from_secs(1)),
         });
         let (core, handle) = Driver::new(context.clone(), gate);
@@ -192,6 +195,7 @@ impl Server {
             directory: directory.clone(),
             trunks: trunks.clone(),
             metrics,
+            clock,
         };
         let listener = TcpListener::bind(config.http)
             .await
@@ -243,10 +247,12 @@ impl Server {
     /// writes every pending call record, and closes the store.
     pub async fn stop(self, drain: Duration) -> anyhow::Result<()> {
         self.core.draining.store(true, Ordering::Relaxed);
-        let deadline = tokio::time::Instant::now() + drain;
-        while self.live_calls() > 0 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let drained = async {
+            while self.live_calls() > 0 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        let _ = tokio::time::timeout(drain, drained).await;
         // Calls that ended just now may still be handing their last change to the writer.
         tokio::time::sleep(Duration::from_millis(50)).await;
         let flushed = self.context.writer.flush().await;
@@ -270,9 +276,13 @@ impl Server {
 
 /// Closes the calls that this node's last run left live (it crashed), before this run
 /// takes any call of its own; says in one line how many there were.
-async fn close_calls_left_live(store: &Store, node: &NodeId) -> anyhow::Result<()> {
+async fn close_calls_left_live(
+    store: &Store,
+    node: &NodeId,
+    now: DateTime<Utc>,
+) -> anyhow::Result<()> {
     let closed = store
-        .close_calls_left_by(node, crate::store::now())
+        .close_calls_left_by(node, crate::store::stamp(now))
         .await
         .context("cannot close the calls left live by this node's last run")?;
     if closed > 0 {

@@ -5,6 +5,7 @@ mod common;
 use common::{Backend, TestServer};
 use reqwest::Method;
 use serde_json::{Value, json};
+use vca_sip::clock::WallClock;
 
 on_both_backends!(
     tenants_are_created_read_listed_and_changed,
@@ -404,7 +405,7 @@ async fn raw_insert_default_profile(
     const SQL: &str = "INSERT INTO ai_profiles (id, tenant_id, name, role, system_prompt, is_default, created_at) \
                        VALUES ($1, $2, 'raw', 'custom', 'p', TRUE, $3)";
     let id = vca_sip::ids::AiProfileId::new();
-    let at = chrono::Utc::now();
+    let at = vca_sip::store::stamp(vca_sip::clock::SystemClock.now());
     match store {
         Store::Sqlite(pool) => sqlx::query(SQL)
             .bind(id)

@@ -8,11 +8,11 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use chrono::Utc;
 use common::process::{command, serve};
 use common::sipp::{Sipp, scenario};
 use common::{ADMIN_TOKEN, Backend, TestDb};
 use serde_json::json;
+use vca_sip::clock::{SystemClock, WallClock};
 use vca_sip::ids::{CallEventId, CallId, NodeId, TenantId};
 use vca_sip::store::model::{Call, CallEvent, CallStatus, Direction, HangupCause, SipTransport};
 use vca_sip::store::{CallWrite, CallWriter, DatabaseUrl, Store};
@@ -133,7 +133,7 @@ async fn live_calls_of(store: &Store, node: &str) -> Vec<CallId> {
 
 /// An answered call of another node sharing the database, up when this node crashed.
 async fn record_call_of_another_node(store: &Store, tenant: TenantId) -> Call {
-    let now = vca_sip::store::now();
+    let now = vca_sip::store::stamp(SystemClock.now());
     let call = Call {
         id: CallId::new(),
         tenant_id: tenant,
@@ -219,7 +219,7 @@ async fn answered_calls_survive_sigkill(backend: Backend) {
         tokio::time::sleep(Duration::from_millis(2500)).await;
         served.child.kill().expect("SIGKILL");
         served.child.wait().expect("reaped");
-        Utc::now()
+        SystemClock.now()
     };
     let (run, killed_at) = tokio::join!(sipp.run(), crash);
 

@@ -4,6 +4,7 @@
 mod common;
 
 use common::{Backend, TestDb};
+use vca_sip::clock::{SystemClock, WallClock};
 use vca_sip::ids::{AiProfileId, CallEventId, CallId, NodeId, PhoneNumberId, TenantId};
 use vca_sip::store::model::{
     Call, CallEvent, CallStatus, Direction, HangupCause, Plan, SipTransport, TenantStatus,
@@ -30,15 +31,23 @@ async fn store(backend: Backend) -> (Store, TestDb) {
     (store, db)
 }
 
+/// The wall clock's time at the precision the store keeps.
+fn now() -> chrono::DateTime<chrono::Utc> {
+    vca_sip::store::stamp(SystemClock.now())
+}
+
 async fn tenant(store: &Store) -> TenantId {
     store
-        .create_tenant(NewTenant {
-            name: "T".to_owned(),
-            status: TenantStatus::Active,
-            plan: Plan::Starter,
-            default_country_code: "91".to_owned(),
-            max_concurrent_calls: 5,
-        })
+        .create_tenant(
+            NewTenant {
+                name: "T".to_owned(),
+                status: TenantStatus::Active,
+                plan: Plan::Starter,
+                default_country_code: "91".to_owned(),
+                max_concurrent_calls: 5,
+            },
+            now(),
+        )
         .await
         .expect("tenant")
         .id
@@ -84,7 +93,7 @@ async fn durability_settings_are_in_force(backend: Backend) {
 async fn database_refuses_invalid_enum_values(backend: Backend) {
     let (store, _db) = store(backend).await;
     let id = tenant(&store).await;
-    let now = chrono::Utc::now();
+    let now = now();
     let bad_status = exec!(
         &store,
         "INSERT INTO tenants (id, name, status, plan, default_country_code, max_concurrent_calls, created_at, updated_at) \
@@ -125,7 +134,7 @@ async fn database_keeps_did_numbers_unique_and_in_e164(backend: Backend) {
     let (store, _db) = store(backend).await;
     let a = tenant(&store).await;
     let b = tenant(&store).await;
-    let now = chrono::Utc::now();
+    let now = now();
     let insert = "INSERT INTO phone_numbers (id, tenant_id, did_number, provider_type, is_active, created_at) \
                   VALUES ($1, $2, $3, 'generic', TRUE, $4)";
     exec!(
@@ -156,7 +165,7 @@ async fn database_ties_rows_to_their_owning_tenant(backend: Backend) {
     let (store, _db) = store(backend).await;
     let a = tenant(&store).await;
     let b = tenant(&store).await;
-    let now = chrono::Utc::now();
+    let now = now();
     let profile_b = AiProfileId::new();
     exec!(
         &store,
@@ -215,7 +224,7 @@ async fn calls_and_events_survive_the_index_migrations(backend: Backend) {
     .expect("migrations 1 and 2");
     let tenant = tenant(&store).await;
     let call = CallId::new();
-    let now = chrono::Utc::now();
+    let now = now();
     exec!(
         &store,
         "INSERT INTO calls (id, tenant_id, direction, caller, called, called_raw, sip_call_id, \
@@ -348,7 +357,7 @@ async fn node_of(store: &Store, call: CallId) -> Option<String> {
 }
 
 fn answered_call(tenant: TenantId, n: usize) -> Call {
-    let at = vca_sip::store::now();
+    let at = now();
     Call {
         id: CallId::new(),
         tenant_id: tenant,
@@ -380,7 +389,7 @@ fn event(call: &Call, kind: &str) -> CallEvent {
         call_id: call.id,
         tenant_id: call.tenant_id,
         kind: kind.to_owned(),
-        at: vca_sip::store::now(),
+        at: now(),
         detail: sqlx::types::Json(
             serde_json::json!({"kind": kind, "cause": 16, "text": "a \"quoted\" ü"}),
         ),
@@ -391,7 +400,7 @@ fn ended(mut call: Call) -> Call {
     call.codec = Some("PCMA".to_owned());
     call.status = CallStatus::Ended;
     call.hangup_cause = Some(HangupCause::CallerBye);
-    call.ended_at = Some(vca_sip::store::now());
+    call.ended_at = Some(now());
     call.duration_s = Some(3);
     call
 }
@@ -636,7 +645,7 @@ async fn a_restarting_node_closes_only_its_own_live_calls(backend: Backend) {
     let tenant = tenant(&store).await;
     let (a, _task_a) = CallWriter::start(store.clone(), 64, node("edge-a"));
     let (b, _task_b) = CallWriter::start(store.clone(), 64, node("edge-b"));
-    let t0 = vca_sip::store::now() - Duration::seconds(60);
+    let t0 = now() - Duration::seconds(60);
     let at = |ms: i64| t0 + Duration::milliseconds(ms);
     let event_at = |call: &Call, kind: &str, ms: i64| CallEvent {
         at: at(ms),
@@ -690,7 +699,7 @@ async fn a_restarting_node_closes_only_its_own_live_calls(backend: Backend) {
             .await
             .expect("committed");
     }
-    let restart = vca_sip::store::now();
+    let restart = now();
     let closed = store
         .close_calls_left_by(&node("edge-a"), restart)
         .await
@@ -740,7 +749,7 @@ async fn a_restarting_node_closes_only_its_own_live_calls(backend: Backend) {
     // A second start finds nothing left to close.
     assert_eq!(
         store
-            .close_calls_left_by(&node("edge-a"), vca_sip::store::now())
+            .close_calls_left_by(&node("edge-a"), now())
             .await
             .unwrap(),
         0

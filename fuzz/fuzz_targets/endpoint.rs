@@ -17,7 +17,7 @@
 #![no_main]
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
@@ -129,7 +129,7 @@ fuzz_target!(|data: &[u8]| {
     let key = NonceKey::new(&[9; 32]).expect("a 32-byte key");
     let gate = Gate::new(shield, key, GateConfig::default());
     let mut endpoint: Endpoint<Peer> = Endpoint::new(gate, TimerConfig::default(), 64);
-    let mut now = Instant::now();
+    let mut now = vca_sip::clock::origin();
     let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
     let mut calls: Vec<NewCall<Peer>> = Vec::new();
     let mut held: Vec<(CallKey, CallEvent<Peer>)> = Vec::new();

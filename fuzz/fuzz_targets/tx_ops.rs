@@ -398,7 +398,7 @@ fuzz_target!(|data: &[u8]| {
         keys: keys(),
         live: HashMap::new(),
         next_peer: 0,
-        now: Instant::now(),
+        now: vca_sip::clock::origin(),
     };
     let mut steps = 0;
     while !input.0.is_empty() && steps < 4096 {

@@ -33,7 +33,10 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<CreatedApiKey>), Problem> {
     let tenant_id = principal.scope(tenant_id)?;
     state.store.tenant(tenant_id).await?;
-    let (id, key) = state.store.create_api_key(tenant_id).await?;
+    let (id, key) = state
+        .store
+        .create_api_key(tenant_id, state.clock.now())
+        .await?;
     Ok((StatusCode::CREATED, Json(CreatedApiKey { id, key })))
 }
 
@@ -48,7 +51,7 @@ pub async fn revoke(
     let tenant_id = principal.scope(path.tenant_id)?;
     state
         .store
-        .revoke_api_key(tenant_id, path.api_key_id)
+        .revoke_api_key(tenant_id, path.api_key_id, state.clock.now())
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -43,6 +43,8 @@ pub struct AppState {
     /// The in-memory trunk set that admits requests; reloaded as trunks change here.
     pub trunks: crate::routing::trunks::TrunkBook,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// Stamps what the handlers create and change.
+    pub clock: Arc<dyn crate::clock::WallClock>,
 }
 
 /// The OpenAPI document that `/api/openapi.json` serves: the API's JSON names are a

@@ -70,7 +70,10 @@ pub async fn create(
         ai_profile_id: body.ai_profile_id,
         is_active: body.is_active.unwrap_or(true),
     };
-    let number = state.store.create_phone_number(tenant_id, new).await?;
+    let number = state
+        .store
+        .create_phone_number(tenant_id, new, state.clock.now())
+        .await?;
     state.refresh_number(&number.did_number).await;
     Ok((StatusCode::CREATED, Json(number)))
 }

@@ -83,7 +83,10 @@ pub async fn create(
         system_prompt: system_prompt(body.system_prompt)?,
         is_default: body.is_default.unwrap_or(false),
     };
-    let profile = state.store.create_ai_profile(tenant_id, new).await?;
+    let profile = state
+        .store
+        .create_ai_profile(tenant_id, new, state.clock.now())
+        .await?;
     if profile.is_default {
         state.reload_directory().await;
     }

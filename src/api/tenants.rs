@@ -79,7 +79,7 @@ pub async fn create(
         )?,
         max_concurrent_calls: call_limit(body.max_concurrent_calls.unwrap_or(10))?,
     };
-    let tenant = state.store.create_tenant(new).await?;
+    let tenant = state.store.create_tenant(new, state.clock.now()).await?;
     Ok((StatusCode::CREATED, Json(tenant)))
 }
 
@@ -127,7 +127,10 @@ pub async fn update(
         default_country_code: body.default_country_code.map(country_code).transpose()?,
         max_concurrent_calls: body.max_concurrent_calls.map(call_limit).transpose()?,
     };
-    let tenant = state.store.update_tenant(tenant_id, patch).await?;
+    let tenant = state
+        .store
+        .update_tenant(tenant_id, patch, state.clock.now())
+        .await?;
     state.reload_directory().await;
     Ok(Json(tenant))
 }

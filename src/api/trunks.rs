@@ -324,7 +324,10 @@ async fn create(
         require_client_cert: body.require_client_cert.unwrap_or(false),
     };
     let settings = finish(settings, body.password, false)?;
-    let trunk = state.store.create_trunk(owner, settings).await?;
+    let trunk = state
+        .store
+        .create_trunk(owner, settings, state.clock.now())
+        .await?;
     state.reload_trunks().await;
     Ok((StatusCode::CREATED, Json(trunk)))
 }

@@ -315,9 +315,10 @@ impl<M: Machine> Call<M> {
                     }
                 }
                 Output::Attempt { reason, called } => {
+                    let at = self.ctx.clock.now();
                     self.ctx
                         .attempts
-                        .record(self.peer.addr().ip(), reason, &called);
+                        .record(at, self.peer.addr().ip(), reason, &called);
                 }
                 Output::Done => return true,
             }

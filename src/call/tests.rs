@@ -160,7 +160,7 @@ impl Harness {
             directory,
             admission,
             clock,
-            now: Instant::now(),
+            now: crate::clock::origin(),
             tenant,
             local_tag,
         }

@@ -53,11 +53,12 @@ impl Throttle {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::origin;
 
     #[test]
     fn the_first_is_logged_then_one_per_period_with_the_count_held_back() {
         let t = Throttle::new(Duration::from_secs(1));
-        let start = Instant::now();
+        let start = origin();
         let at = |ms| start + Duration::from_millis(ms);
         assert_eq!(t.admit(at(0)), Some(0));
         for ms in [1, 10, 500, 999] {
@@ -73,7 +74,7 @@ mod tests {
     #[test]
     fn an_earlier_instant_than_the_last_is_held_back_not_a_panic() {
         let t = Throttle::new(Duration::from_secs(1));
-        let start = Instant::now() + Duration::from_secs(5);
+        let start = origin() + Duration::from_secs(5);
         assert_eq!(t.admit(start), Some(0));
         assert_eq!(t.admit(start - Duration::from_secs(3)), None);
     }

@@ -513,29 +513,31 @@ impl<P: Link + std::fmt::Debug> Endpoint<P> {
         }
 
         let source = peer.addr().ip();
-        let pass =
-            match self
-                .gate
-                .decide(wall, &request, source, peer.transport(), peer.client_cert())
-            {
-                Decision::Admit(pass) => pass,
-                Decision::Challenge(challenges) => {
-                    let headers: Vec<(&str, &str)> = challenges
-                        .iter()
-                        .map(|c| ("WWW-Authenticate", c.as_str()))
-                        .collect();
-                    return self.stateless(&request, &peer, 401, "Unauthorized", &headers);
-                }
-                Decision::BadCredentials => {
-                    return self.stateless(&request, &peer, 400, "Bad Authorization", &[]);
-                }
-                Decision::Forbid => return self.stateless(&request, &peer, 403, "Forbidden", &[]),
-                Decision::Drop => {
-                    metrics::counter!("vca_sip_dropped_total", "reason" => "unadmitted")
-                        .increment(1);
-                    return;
-                }
-            };
+        let pass = match self.gate.decide(
+            now,
+            wall,
+            &request,
+            source,
+            peer.transport(),
+            peer.client_cert(),
+        ) {
+            Decision::Admit(pass) => pass,
+            Decision::Challenge(challenges) => {
+                let headers: Vec<(&str, &str)> = challenges
+                    .iter()
+                    .map(|c| ("WWW-Authenticate", c.as_str()))
+                    .collect();
+                return self.stateless(&request, &peer, 401, "Unauthorized", &headers);
+            }
+            Decision::BadCredentials => {
+                return self.stateless(&request, &peer, 400, "Bad Authorization", &[]);
+            }
+            Decision::Forbid => return self.stateless(&request, &peer, 403, "Forbidden", &[]),
+            Decision::Drop => {
+                metrics::counter!("vca_sip_dropped_total", "reason" => "unadmitted").increment(1);
+                return;
+            }
+        };
 
         match class {
             MethodClass::Served => {}

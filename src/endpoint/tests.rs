@@ -41,7 +41,7 @@ impl Harness {
         let gate = Gate::new(shield, key, config);
         Harness {
             endpoint: Endpoint::new(gate, TimerConfig::default(), 1024),
-            now: Instant::now(),
+            now: crate::clock::origin(),
             wall: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
         }
     }

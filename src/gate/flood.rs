@@ -273,6 +273,7 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::origin;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
@@ -281,7 +282,7 @@ mod tests {
     #[test]
     fn seventeenth_request_in_two_seconds_bans_for_five_minutes() {
         let mut g = FloodGuard::new(FloodConfig::default());
-        let t0 = Instant::now();
+        let t0 = origin();
         let src = ip("192.0.2.1");
         for i in 0..16 {
             assert_eq!(
@@ -305,7 +306,7 @@ mod tests {
     #[test]
     fn a_steady_rate_under_the_limit_passes() {
         let mut g = FloodGuard::new(FloodConfig::default());
-        let t0 = Instant::now();
+        let t0 = origin();
         let src = ip("192.0.2.1");
         // 8 per second for a minute: 16 per 2 s window, never more.
         for i in 0..480u64 {
@@ -320,7 +321,7 @@ mod tests {
     #[test]
     fn fifty_distinct_users_in_ten_seconds_ban() {
         let mut g = FloodGuard::new(FloodConfig::default());
-        let t0 = Instant::now();
+        let t0 = origin();
         let src = ip("192.0.2.9");
         for i in 0..49 {
             assert!(!g.observe_user(t0, src, &format!("{i}")));
@@ -340,7 +341,7 @@ mod tests {
     #[test]
     fn an_authenticated_source_is_not_rate_limited() {
         let mut g = FloodGuard::new(FloodConfig::default());
-        let t0 = Instant::now();
+        let t0 = origin();
         let src = ip("192.0.2.1");
         g.trust(t0, src);
         for i in 0..1_000u64 {
@@ -379,7 +380,7 @@ mod tests {
             assert!(!is_scanner(ua, &list), "{ua}");
         }
         let mut g = FloodGuard::new(FloodConfig::default());
-        let now = Instant::now();
+        let now = origin();
         assert!(g.ban(now, ip("192.0.2.3")));
         assert!(!g.ban(now, ip("192.0.2.3")));
         assert_eq!(g.check(now, ip("192.0.2.3")), Verdict::Drop(None));
@@ -392,7 +393,7 @@ mod tests {
             ..FloodConfig::default()
         };
         let mut g = FloodGuard::new(config);
-        let t0 = Instant::now();
+        let t0 = origin();
         for i in 1..=4 {
             assert_eq!(g.check(t0, ip(&format!("192.0.2.{i}"))), Verdict::Pass);
         }

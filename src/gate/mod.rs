@@ -79,13 +79,14 @@ impl Shield {
         self.flood.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Whether one message (or connection) from `source` may go on to the core. Sources
-    /// in trunk networks always may; others are counted and, past the limit, banned.
-    pub fn admit(&self, source: IpAddr) -> bool {
+    /// Whether one message (or connection) from `source`, arrived at `now`, may go on to
+    /// the core. Sources in trunk networks always may; others are counted and, past the
+    /// limit, banned.
+    pub fn admit(&self, now: Instant, source: IpAddr) -> bool {
         if self.trunks.snapshot().allow_listed(source) {
             return true;
         }
-        let verdict = self.guard().check(Instant::now(), source);
+        let verdict = self.guard().check(now, source);
         match verdict {
             FloodVerdict::Pass => true,
             FloodVerdict::Drop(started) => {
@@ -98,19 +99,19 @@ impl Shield {
         }
     }
 
-    /// Bans `source` (never an allow-listed one) for `reason`.
-    pub fn ban(&self, source: IpAddr, reason: BanReason) {
+    /// Bans `source` (never an allow-listed one) for `reason`, from `now`.
+    pub fn ban(&self, now: Instant, source: IpAddr, reason: BanReason) {
         if self.trunks.snapshot().allow_listed(source) {
             return;
         }
-        if self.guard().ban(Instant::now(), source) {
+        if self.guard().ban(now, source) {
             banned(source, reason);
         }
     }
 
     /// Notes that `source` (not allow-listed) dialed `user`; bans it when it scans.
-    fn observe_user(&self, source: IpAddr, user: &str) -> bool {
-        let scanning = self.guard().observe_user(Instant::now(), source, user);
+    fn observe_user(&self, now: Instant, source: IpAddr, user: &str) -> bool {
+        let scanning = self.guard().observe_user(now, source, user);
         if scanning {
             banned(source, BanReason::Scanning);
         }
@@ -118,21 +119,21 @@ impl Shield {
     }
 
     /// Marks `source` as having authenticated: not rate limited for a ban's length.
-    fn trust(&self, source: IpAddr) {
-        self.guard().trust(Instant::now(), source);
+    fn trust(&self, now: Instant, source: IpAddr) {
+        self.guard().trust(now, source);
     }
 
-    /// Forgets idle sources; run now and then.
-    pub fn evict(&self) {
-        self.guard().evict(Instant::now());
+    /// Forgets sources idle at `now`; run now and then.
+    pub fn evict(&self, now: Instant) {
+        self.guard().evict(now);
         metrics::gauge!("vca_sip_flood_sources").set(self.guard().len() as f64);
     }
 }
 
 /// The transports drop, before queueing, what the shield refuses.
 impl PacketFilter for Shield {
-    fn admit(&self, source: IpAddr) -> bool {
-        Shield::admit(self, source)
+    fn admit(&self, now: Instant, source: IpAddr) -> bool {
+        Shield::admit(self, now, source)
     }
 }
 
@@ -265,10 +266,12 @@ impl Gate {
     }
 
     /// Decides on a new (out-of-dialog) request from `source` over `transport`, whose TLS
-    /// client presented `client_cert` (verified), at `now`.
+    /// client presented `client_cert` (verified), at `now` (monotonic: flood and scanner
+    /// counts) and `wall` (the wall time nonces carry).
     pub fn decide(
         &mut self,
-        now: SystemTime,
+        now: Instant,
+        wall: SystemTime,
         request: &Request,
         source: IpAddr,
         transport: Transport,
@@ -288,7 +291,7 @@ impl Gate {
             return self.unadmitted();
         }
         let allow_listed = set.allow_listed(source);
-        if !allow_listed && self.scanner(request, source) {
+        if !allow_listed && self.scanner(now, request, source) {
             return Decision::Drop;
         }
         let candidates: Vec<&Arc<TrunkEntry>> = set
@@ -298,11 +301,11 @@ impl Gate {
         if candidates.is_empty() {
             return self.unadmitted();
         }
-        let now = auth::unix_seconds(now);
+        let unix = auth::unix_seconds(wall);
         let call_id = request.headers().call_id().unwrap_or_default();
         let Some(authorization) = request.header("Authorization") else {
             metrics::counter!("vca_sip_auth_challenges_total").increment(1);
-            return Decision::Challenge(self.challenges(&candidates, now, source, call_id, false));
+            return Decision::Challenge(self.challenges(&candidates, unix, source, call_id, false));
         };
         let (user, realm) = auth::identity(authorization).unwrap_or(("", ""));
         let same_realm = |t: &&&Arc<TrunkEntry>| t.realm.as_deref() == Some(realm);
@@ -323,13 +326,14 @@ impl Gate {
             allow_listed,
         };
         let known = trunk.username.as_deref() == Some(user);
-        let outcome = digest
-            .auth
-            .verify(now, &info, authorization, &mut self.lockout, |u, alg| {
-                (known && u == user)
-                    .then(|| trunk.ha1.get(DigestAlgorithm::from(alg)).map(str::to_owned))
-                    .flatten()
-            });
+        let outcome =
+            digest
+                .auth
+                .verify(unix, &info, authorization, &mut self.lockout, |u, alg| {
+                    (known && u == user)
+                        .then(|| trunk.ha1.get(DigestAlgorithm::from(alg)).map(str::to_owned))
+                        .flatten()
+                });
         for event in &outcome.events {
             let LockoutEvent::Locked {
                 scope,
@@ -342,7 +346,7 @@ impl Gate {
         match outcome.verdict {
             AuthVerdict::Authenticated { .. } => {
                 if !allow_listed {
-                    self.shield.trust(source);
+                    self.shield.trust(now, source);
                 }
                 Decision::Admit(Pass {
                     trunk: Some(trunk),
@@ -360,7 +364,7 @@ impl Gate {
                     _ => "other",
                 };
                 metrics::counter!("vca_sip_auth_failures_total", "reason" => label).increment(1);
-                Decision::Challenge(self.challenges(&candidates, now, source, call_id, stale))
+                Decision::Challenge(self.challenges(&candidates, unix, source, call_id, stale))
             }
             AuthVerdict::Refuse { .. } => {
                 metrics::counter!("vca_sip_auth_failures_total", "reason" => "malformed")
@@ -371,13 +375,13 @@ impl Gate {
     }
 
     /// Bans a source that announces a scanner or tries number after number.
-    fn scanner(&self, request: &Request, source: IpAddr) -> bool {
+    fn scanner(&self, now: Instant, request: &Request, source: IpAddr) -> bool {
         if request
             .headers()
             .user_agent()
             .is_some_and(|ua| flood::is_scanner(ua, &self.scanner_agents))
         {
-            self.shield.ban(source, BanReason::Signature);
+            self.shield.ban(now, source, BanReason::Signature);
             return true;
         }
         let user = request
@@ -385,7 +389,7 @@ impl Gate {
             .user()
             .or_else(|| request.headers().to().ok().and_then(|to| to.uri().user()))
             .unwrap_or("");
-        self.shield.observe_user(source, user)
+        self.shield.observe_user(now, source, user)
     }
 
     /// One challenge per candidate trunk's realm and algorithm, in trunk order.
@@ -451,5 +455,27 @@ impl Gate {
             }
         }
         self.digests = next;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::origin;
+    use std::time::Duration;
+
+    #[test]
+    fn a_ban_lasts_its_length_on_the_instants_the_transports_give() {
+        let shield = Shield::new(TrunkBook::default(), FloodConfig::default());
+        let source: IpAddr = "192.0.2.7".parse().unwrap();
+        let t0 = origin();
+        assert!(shield.admit(t0, source));
+        shield.ban(t0, source, BanReason::Signature);
+        assert!(!shield.admit(t0 + Duration::from_secs(299), source));
+        assert!(shield.admit(t0 + Duration::from_secs(300), source));
+        // Loopback is the development trunk: never banned.
+        let loopback: IpAddr = "127.0.0.1".parse().unwrap();
+        shield.ban(t0, loopback, BanReason::Signature);
+        assert!(shield.admit(t0, loopback));
     }
 }

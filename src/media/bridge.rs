@@ -111,6 +111,7 @@ impl<A: Leg, B: Leg> Bridge<A, B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::origin;
     use crate::media::echo::EchoLeg;
     use crate::media::leg::{Datagram, FRAME_SAMPLES, Frame, Media, Port};
     use crate::media::rtp::{Pt, RtpHeader, RtpPacket, Ssrc, build};
@@ -161,7 +162,7 @@ mod tests {
 
     #[test]
     fn fifty_packets_come_back_as_the_legs_own_stream_to_the_latched_source_only() {
-        let t0 = Instant::now();
+        let t0 = origin();
         let mut bridge = echo_bridge(t0, Duration::from_secs(30));
         let caller = addr("203.0.113.5:40000");
         let stranger = addr("198.51.100.9:40000");
@@ -201,7 +202,7 @@ mod tests {
 
     #[test]
     fn telephone_events_are_echoed_like_audio_and_rtcp_is_not() {
-        let t0 = Instant::now();
+        let t0 = origin();
         let mut bridge = echo_bridge(t0, Duration::ZERO);
         let caller = addr("203.0.113.5:40000");
         let dtmf = packet(101, 0, 8000, 1, &[5, 0x8a, 0, 160]);
@@ -218,7 +219,7 @@ mod tests {
 
     #[test]
     fn the_media_timeout_of_a_leg_is_the_bridges() {
-        let t0 = Instant::now();
+        let t0 = origin();
         let timeout = Duration::from_secs(20);
         let mut bridge = echo_bridge(t0, timeout);
         assert_eq!(bridge.poll_timeout(), Some(t0 + timeout));
@@ -233,7 +234,7 @@ mod tests {
 
     #[test]
     fn frames_pass_through_and_two_echoes_stop_after_max_rounds() {
-        let t0 = Instant::now();
+        let t0 = origin();
         let mut echoes = Bridge::new(EchoLeg::new(), EchoLeg::new());
         let samples = [7i16; FRAME_SAMPLES];
         let frame = Frame {

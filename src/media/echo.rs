@@ -144,6 +144,7 @@ impl Leg for EchoLeg {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::origin;
     use crate::media::leg::{Datagram, Port};
     use crate::media::rtp::{Pt, Ssrc};
 
@@ -159,7 +160,7 @@ mod tests {
 
     #[test]
     fn hands_back_packets_and_frames_as_they_came() {
-        let now = Instant::now();
+        let now = origin();
         let mut echo = EchoLeg::new();
         assert_eq!(echo.poll_media(), None);
         let dtmf = RtpMedia {
@@ -185,7 +186,7 @@ mod tests {
 
     #[test]
     fn datagrams_are_ignored_and_oversized_media_dropped() {
-        let now = Instant::now();
+        let now = origin();
         let mut echo = EchoLeg::new();
         echo.handle_input(
             now,

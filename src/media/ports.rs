@@ -41,6 +41,8 @@ use std::time::{Duration, Instant};
 use mio::net::UdpSocket;
 use mio::{Interest, Registry, Token};
 
+use crate::clock::MonotonicClock;
+
 /// The default RTP range, as most SIP media servers use.
 pub const DEFAULT_RANGE: RangeInclusive<u16> = 16384..=32767;
 
@@ -188,6 +190,8 @@ struct Shared {
     /// Where the search for the least loaded shard starts, turning, so that ties alternate.
     turn: AtomicUsize,
     free: Mutex<FreeList>,
+    /// Stamps freed pairs: a pair comes back when its owner drops it, wherever that is.
+    clock: Arc<dyn MonotonicClock>,
 }
 
 impl Shared {
@@ -198,9 +202,8 @@ impl Shared {
 
     /// Returns a pair to the pool, keeping its sockets while few enough are idle.
     fn give_back(&self, port: u16, shard: usize, sockets: Option<(UdpSocket, UdpSocket)>) {
-        let closed = self
-            .free_list()
-            .give_back(Instant::now(), port, shard, sockets);
+        let now = self.clock.instant();
+        let closed = self.free_list().give_back(now, port, shard, sockets);
         // Closing deregisters from the shard's loop: done outside the lock.
         if let (Some((mut rtp, mut rtcp)), Some(home)) = (closed, self.shards.get(shard)) {
             let _ = home.registry.deregister(&mut rtp);
@@ -250,8 +253,14 @@ pub struct PortPool {
 impl PortPool {
     /// A pool of the even ports of `range` whose odd neighbour is also in `range`, bound on
     /// `ip`, with one shard per registry: a pair's sockets are registered with its shard's.
-    /// An empty or one-port range gives a pool that is always exhausted.
-    pub fn new(ip: IpAddr, range: RangeInclusive<u16>, registries: Vec<Registry>) -> Self {
+    /// An empty or one-port range gives a pool that is always exhausted. `clock` times the
+    /// quarantine of freed pairs.
+    pub fn new(
+        ip: IpAddr,
+        range: RangeInclusive<u16>,
+        registries: Vec<Registry>,
+        clock: Arc<dyn MonotonicClock>,
+    ) -> Self {
         let (start, end) = (*range.start(), *range.end());
         let first_port = start.saturating_add(start % 2);
         let bare: VecDeque<u16> = (first_port..end).step_by(2).collect();
@@ -274,6 +283,7 @@ impl PortPool {
                     bare,
                     next_lease: 0,
                 }),
+                clock,
             }),
         }
     }
@@ -324,6 +334,7 @@ impl PortPool {
         let preferred = self.shared.least_loaded();
         let mut last_error = None;
         for _ in 0..MAX_BIND_ATTEMPTS {
+            let now = self.shared.clock.instant();
             let (taken, lease) = {
                 let mut free = self.shared.free_list();
                 // After a failed bind (a squatted port, or no file descriptors left) a
@@ -331,8 +342,8 @@ impl PortPool {
                 let taken = match last_error {
                     Some(_) => free
                         .take_bound(preferred)
-                        .or_else(|| free.take(preferred, Instant::now())),
-                    None => free.take(preferred, Instant::now()),
+                        .or_else(|| free.take(preferred, now)),
+                    None => free.take(preferred, now),
                 };
                 free.next_lease = free.next_lease.wrapping_add(1);
                 (taken, free.next_lease)
@@ -363,9 +374,7 @@ impl PortPool {
                 }
                 Err(e) => {
                     // The port goes to the back of its queue, to be tried again later.
-                    self.shared
-                        .free_list()
-                        .give_back(Instant::now(), port, shard, None);
+                    self.shared.free_list().give_back(now, port, shard, None);
                     last_error = Some(e);
                 }
             }
@@ -448,24 +457,39 @@ impl Drop for RtpPorts {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::{FakeClock, origin};
+    use chrono::DateTime;
     use mio::{Events, Poll};
     use std::net::Ipv4Addr;
 
     const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
-    /// A pool over `range` with `shards` event loops of its own.
+    fn still() -> Arc<FakeClock> {
+        FakeClock::new(DateTime::UNIX_EPOCH)
+    }
+
+    /// A pool over `range` with `shards` event loops of its own, on a clock that stands
+    /// still: every freed pair stays young.
     fn pool(range: RangeInclusive<u16>, shards: usize) -> (Vec<Poll>, PortPool) {
+        pool_on(range, shards, still())
+    }
+
+    fn pool_on(
+        range: RangeInclusive<u16>,
+        shards: usize,
+        clock: Arc<FakeClock>,
+    ) -> (Vec<Poll>, PortPool) {
         let polls: Vec<Poll> = (0..shards).map(|_| Poll::new().unwrap()).collect();
         let registries = polls
             .iter()
             .map(|p| p.registry().try_clone().unwrap())
             .collect();
-        (polls, PortPool::new(LOOPBACK, range, registries))
+        (polls, PortPool::new(LOOPBACK, range, registries, clock))
     }
 
     #[test]
     fn range_keeps_only_even_ports_with_an_odd_neighbour() {
-        let capacity = |range| PortPool::new(LOOPBACK, range, Vec::new()).capacity();
+        let capacity = |range| PortPool::new(LOOPBACK, range, Vec::new(), still()).capacity();
         assert_eq!(capacity(16384..=32767), 8192);
         assert_eq!(capacity(10001..=10006), 2); // 10002, 10004
         assert_eq!(capacity(10000..=10000), 0);
@@ -486,7 +510,7 @@ mod tests {
 
     #[test]
     fn allocation_without_a_shard_is_an_error() {
-        let pool = PortPool::new(LOOPBACK, 30000..=30001, Vec::new());
+        let pool = PortPool::new(LOOPBACK, 30000..=30001, Vec::new(), still());
         assert!(matches!(pool.allocate(), Err(PortError::NoRuntime)));
         assert_eq!(pool.available(), 1);
     }
@@ -538,7 +562,7 @@ mod tests {
             bind_one(SocketAddr::new(LOOPBACK, 31300)).unwrap(),
             bind_one(SocketAddr::new(LOOPBACK, 31301)).unwrap(),
         );
-        let t0 = Instant::now();
+        let t0 = origin();
         let mut free = FreeList {
             bound: vec![VecDeque::new()],
             bare: VecDeque::from([31302, 31304]),
@@ -560,6 +584,23 @@ mod tests {
         let (port, _, sockets) = free.take(0, t0 + QUARANTINE).unwrap();
         assert_eq!((port, sockets.is_some()), (31300, true));
         assert!(free.take(0, t0 + QUARANTINE).is_none());
+    }
+
+    #[test]
+    fn a_dropped_pair_is_handed_out_again_once_the_pool_clock_passes_its_quarantine() {
+        let clock = still();
+        let (_polls, pool) = pool_on(31700..=31703, 1, clock.clone());
+        let first = pool.allocate().unwrap();
+        assert_eq!(first.rtp_port(), 31700);
+        drop(first);
+        clock.advance(QUARANTINE - Duration::from_millis(1));
+        // Still young: the bare port is bound instead.
+        let young = pool.allocate().unwrap();
+        assert_eq!(young.rtp_port(), 31702);
+        drop(young);
+        clock.advance(Duration::from_millis(1));
+        let ripe = pool.allocate().unwrap();
+        assert_eq!((ripe.rtp_port(), pool.idle_bound()), (31700, 1));
     }
 
     #[test]

@@ -326,6 +326,7 @@ impl Restamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::origin;
     use crate::media::rtp::{Pt, RtpPacket, build};
 
     fn incoming(ts: u32, ssrc: u32, marker: bool) -> RtpHeader {
@@ -426,7 +427,7 @@ mod tests {
 
     #[test]
     fn accepted_rtp_goes_to_the_bridge_and_bridge_media_to_the_latched_source() {
-        let t0 = Instant::now();
+        let t0 = origin();
         let mut leg = RtpLeg::with_ids(t0, &config(Duration::from_secs(30)), 42, 100, 5000);
         // NAT: the offered IP with another port.
         let src = addr("203.0.113.5:51234");
@@ -466,7 +467,7 @@ mod tests {
 
     #[test]
     fn strangers_bad_payload_types_and_rtcp_reach_nobody() {
-        let t0 = Instant::now();
+        let t0 = origin();
         let mut leg = RtpLeg::with_ids(t0, &config(Duration::ZERO), 42, 0, 0);
         let caller = addr("203.0.113.5:40000");
         leg.handle_input(t0, rtp_in(caller, &packet(Pt::PCMU, 1, 7, b"a")));
@@ -500,7 +501,7 @@ mod tests {
 
     #[test]
     fn media_before_latching_and_frames_are_not_sent() {
-        let t0 = Instant::now();
+        let t0 = origin();
         let mut leg = RtpLeg::with_ids(t0, &config(Duration::ZERO), 42, 0, 0);
         let media = RtpMedia {
             header: incoming(0, 7, false),
@@ -521,7 +522,7 @@ mod tests {
 
     #[test]
     fn media_timeout_counts_from_the_last_accepted_packet_and_fires_once() {
-        let t0 = Instant::now();
+        let t0 = origin();
         let timeout = Duration::from_secs(20);
         let mut leg = RtpLeg::with_ids(t0, &config(timeout), 42, 0, 0);
         assert_eq!(leg.poll_timeout(), Some(t0 + timeout));
@@ -549,7 +550,7 @@ mod tests {
 
     #[test]
     fn zero_or_huge_media_timeout_never_fires() {
-        let t0 = Instant::now();
+        let t0 = origin();
         let leg = RtpLeg::with_ids(t0, &config(Duration::ZERO), 42, 0, 0);
         assert_eq!(leg.poll_timeout(), None);
         let mut leg = RtpLeg::with_ids(t0, &config(Duration::MAX), 42, 0, 0);

@@ -65,7 +65,7 @@ impl MediaRuntime {
             .iter()
             .map(|p| p.registry().try_clone())
             .collect::<io::Result<Vec<_>>>()?;
-        let pool = PortPool::new(ip, range, registries);
+        let pool = PortPool::new(ip, range, registries, crate::clock::monotonic());
         let queue = pool.capacity().saturating_mul(QUEUE_PER_PAIR).max(64);
         let mut links: Vec<Arc<ShardLink>> = Vec::with_capacity(polls.len());
         let mut threads = Vec::with_capacity(polls.len());
@@ -308,6 +308,7 @@ mod tests {
     }
 
     #[tokio::test]
+    #[allow(clippy::disallowed_methods)] // measures the real shard thread's timeout in real time
     async fn media_timeout_ends_the_session_when_no_rtp_arrives() {
         let media = MediaRuntime::spawn(LOOPBACK, 31230..=31231, 1).unwrap();
         let ports = media.allocate().unwrap();
@@ -335,10 +336,12 @@ mod tests {
             .start(media.allocate().unwrap(), config(offered, Duration::ZERO))
             .unwrap();
         drop(dropped);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while media.pool().available() != 1 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let freed = async {
+            while media.pool().available() != 1 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(5), freed).await;
         assert_eq!(media.pool().available(), 1);
 
         media.shutdown();

@@ -22,8 +22,6 @@
 //! commands and a command costs no system call. A socket is read until it would block, at most
 //! [`MAX_READS`] datagrams at a time, so that one flooded call cannot starve the others.
 
-#![allow(clippy::disallowed_methods)] // the shard's loop is where the clock is read
-
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -241,6 +239,7 @@ impl Shard {
 
     /// Serves the shard's calls until the runtime stops it; then ends every session with
     /// [`MediaEnd::Shutdown`].
+    #[allow(clippy::disallowed_methods)] // the media loop is a driver: it reads the clock around each wait
     pub(crate) fn run(mut self) {
         let core = &mut self.core;
         loop {
@@ -624,6 +623,7 @@ impl Timers {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::{FakeClock, origin};
     use crate::media::rtp::{Pt, RtpHeader, RtpPacket, Ssrc, build};
     use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 
@@ -633,7 +633,8 @@ mod tests {
     fn shard(range: std::ops::RangeInclusive<u16>, queue: usize) -> (Shard, Arc<ShardLink>) {
         let poll = Poll::new().unwrap();
         let registry = poll.registry().try_clone().unwrap();
-        let pool = PortPool::new(LOOPBACK, range, vec![registry]);
+        let clock = FakeClock::new(chrono::DateTime::UNIX_EPOCH);
+        let pool = PortPool::new(LOOPBACK, range, vec![registry], clock);
         Shard::new(0, poll, pool, queue).unwrap()
     }
 
@@ -646,7 +647,7 @@ mod tests {
             .poll
             .poll(&mut shard.events, Some(Duration::from_secs(wait)))
             .unwrap();
-        let now = Instant::now();
+        let now = origin();
         for event in &shard.events {
             shard.core.readable(now, event.token());
         }
@@ -711,7 +712,7 @@ mod tests {
             lease,
         })
         .unwrap();
-        shard.core.run_commands(Instant::now());
+        shard.core.run_commands(origin());
         let report = rx.try_recv().unwrap();
         assert_eq!(report.end, MediaEnd::Hangup);
         assert_eq!((report.stats.packets_in, report.stats.packets_out), (1, 1));
@@ -725,7 +726,7 @@ mod tests {
     #[test]
     fn an_idle_shard_parks_and_only_the_first_command_wakes_it() {
         let (mut shard, link) = shard(31264..=31265, 8);
-        let now = Instant::now();
+        let now = origin();
         assert_eq!(shard.core.timeout(now), None);
         assert_eq!(link.state.load(Ordering::Acquire), PARKED);
         let hangup = || Command::Hangup {
@@ -795,7 +796,7 @@ mod tests {
 
     #[test]
     fn timers_fire_earliest_first_and_move_or_vanish_with_their_slot() {
-        let t0 = Instant::now();
+        let t0 = origin();
         let ms = |n: u64| t0 + Duration::from_millis(n);
         let mut timers = Timers::default();
         for (slot, at) in [(0, 50), (1, 10), (2, 40), (3, 30), (4, 20), (5, 60)] {
@@ -818,7 +819,7 @@ mod tests {
 
     #[test]
     fn timers_stay_ordered_through_many_changes() {
-        let t0 = Instant::now();
+        let t0 = origin();
         let mut timers = Timers::default();
         let mut expect = vec![None; 64];
         // A fixed pseudo-random walk of sets and removes.

@@ -324,6 +324,7 @@ impl SessionTimer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::origin;
 
     fn se(interval: u32, refresher: Option<Refresher>) -> Option<SessionExpires> {
         Some(SessionExpires {
@@ -481,12 +482,6 @@ mod tests {
             refresher,
             require_timer: true,
         }
-    }
-
-    /// The origin of virtual time. Tests read the real clock only here, once, to get an
-    /// `Instant`; every other instant is this origin plus a duration.
-    fn origin() -> Instant {
-        Instant::now()
     }
 
     fn secs(s: u64) -> Duration {

@@ -34,12 +34,11 @@ pub struct AttemptLog {
 }
 
 impl AttemptLog {
-    /// Counts one attempt from `source` refused for `reason` (e.g. "unknown_did").
-    pub fn record(&self, source: IpAddr, reason: &'static str, called: &str) {
+    /// Counts one attempt from `source` refused for `reason` (e.g. "unknown_did") at `at`,
+    /// in the minute it falls in.
+    pub fn record(&self, at: DateTime<Utc>, source: IpAddr, reason: &'static str, called: &str) {
         metrics::counter!("vca_rejected_attempts_total", "reason" => reason).increment(1);
-        let minute = Utc::now()
-            .duration_trunc(TimeDelta::minutes(1))
-            .unwrap_or_else(|_| Utc::now());
+        let minute = at.duration_trunc(TimeDelta::minutes(1)).unwrap_or(at);
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         if pending.len() >= MAX_KEYS
             && !pending.contains_key(&Key {
@@ -118,5 +117,36 @@ impl Store {
             .fetch_one(pool)
             .await)?;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attempts_are_tallied_in_the_minute_of_the_time_they_are_given() {
+        let log = AttemptLog::default();
+        let minute = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let source: IpAddr = "192.0.2.1".parse().unwrap();
+        let at = |s| minute + TimeDelta::seconds(s);
+        log.record(at(30), source, "unknown_did", "+914446001");
+        log.record(at(59), source, "unknown_did", "+914446002");
+        log.record(at(60), source, "unknown_did", "+914446003");
+        let pending = log.pending.lock().unwrap();
+        let tally = |minute| {
+            let t = &pending[&Key {
+                minute,
+                source,
+                reason: "unknown_did",
+            }];
+            (t.count, t.last_called.clone())
+        };
+        assert_eq!(pending.len(), 2);
+        assert_eq!(tally(minute), (2, "+914446002".to_owned()));
+        assert_eq!(
+            tally(minute + TimeDelta::minutes(1)),
+            (1, "+914446003".to_owned())
+        );
     }
 }

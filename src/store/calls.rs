@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::LazyLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::model::{Call, CallEvent, CallStatus, Direction, HangupCause};
 use super::sqlite_writer::SqliteSink;
 use super::{Page, Result, Store, StoreError, on_pool};
+use crate::clock::Stopwatch;
 use crate::ids::{CallEventId, CallId, NodeId, TenantId};
 
 macro_rules! call_columns {
@@ -634,10 +635,9 @@ async fn run_writer(store: Store, node: NodeId, mut rx: mpsc::Receiver<Queued>) 
         let outcome = if writes.is_empty() {
             Ok(())
         } else {
-            let started = Instant::now();
+            let started = Stopwatch::start();
             let outcome = sink.write(&mut writes).await;
-            metrics::histogram!("vca_call_record_commit_seconds")
-                .record(started.elapsed().as_secs_f64());
+            metrics::histogram!("vca_call_record_commit_seconds").record(started.seconds());
             outcome
         };
         let result = match outcome {

@@ -3,11 +3,12 @@
 //! A key is 32 random bytes, so a plain hash is enough to make a stolen table useless
 //! (there is no dictionary to run); the lookup stays one indexed query.
 
+use chrono::{DateTime, Utc};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 use super::model::ApiKey;
-use super::{Result, Store, StoreError, now, on_pool};
+use super::{Result, Store, StoreError, on_pool, stamp};
 use crate::ids::{ApiKeyId, TenantId};
 
 /// The prefix that makes a vca-sip key recognisable in a leaked-secret scan.
@@ -25,8 +26,12 @@ fn generate_key() -> String {
 }
 
 impl Store {
-    /// Creates a key for `tenant` and returns it in clear, the only time it is seen.
-    pub async fn create_api_key(&self, tenant: TenantId) -> Result<(ApiKeyId, String)> {
+    /// Creates a key for `tenant` at `now` and returns it in clear, the only time it is seen.
+    pub async fn create_api_key(
+        &self,
+        tenant: TenantId,
+        now: DateTime<Utc>,
+    ) -> Result<(ApiKeyId, String)> {
         let id = ApiKeyId::new();
         let key = generate_key();
         on_pool!(self, |pool| sqlx::query(
@@ -35,7 +40,7 @@ impl Store {
         .bind(id)
         .bind(tenant)
         .bind(hash_api_key(&key))
-        .bind(now())
+        .bind(stamp(now))
         .execute(pool)
         .await
         .map(|_| ()))
@@ -43,15 +48,20 @@ impl Store {
         Ok((id, key))
     }
 
-    /// Revokes one of `tenant`'s keys; its next use fails.
-    pub async fn revoke_api_key(&self, tenant: TenantId, id: ApiKeyId) -> Result<()> {
+    /// Revokes one of `tenant`'s keys at `now`; its next use fails.
+    pub async fn revoke_api_key(
+        &self,
+        tenant: TenantId,
+        id: ApiKeyId,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
         let done = on_pool!(self, |pool| sqlx::query(
             "UPDATE api_keys SET revoked_at = $3 \
              WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL"
         )
         .bind(tenant)
         .bind(id)
-        .bind(now())
+        .bind(stamp(now))
         .execute(pool)
         .await
         .map(|r| r.rows_affected()))?;

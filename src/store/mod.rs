@@ -252,10 +252,10 @@ impl Store {
     }
 }
 
-/// The current time at the precision both backends keep (microseconds), so that what is
-/// written reads back equal.
-pub fn now() -> DateTime<Utc> {
-    Utc::now().trunc_subsecs(6)
+/// `at` at the precision both backends keep (microseconds), so that what is written reads
+/// back equal. What the store stamps it takes from its caller, as it read its clock.
+pub fn stamp(at: DateTime<Utc>) -> DateTime<Utc> {
+    at.trunc_subsecs(6)
 }
 
 /// A page of rows in id order, and the cursor for the next page.

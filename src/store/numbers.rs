@@ -1,7 +1,9 @@
 //! Phone numbers (DIDs): each E.164 number belongs to exactly one tenant.
 
+use chrono::{DateTime, Utc};
+
 use super::model::{PhoneNumber, ProviderType};
-use super::{Page, Result, Store, StoreError, now, on_pool};
+use super::{Page, Result, Store, StoreError, on_pool, stamp};
 use crate::ids::{AiProfileId, Did, PhoneNumberId, TenantId, TrunkId};
 
 /// The columns every query returns, in the row type's order.
@@ -30,10 +32,12 @@ pub struct PhoneNumberPatch {
 }
 
 impl Store {
+    /// Adds a number to `tenant`, created at `now`.
     pub async fn create_phone_number(
         &self,
         tenant: TenantId,
         new: NewPhoneNumber,
+        now: DateTime<Utc>,
     ) -> Result<PhoneNumber> {
         const SQL: &str = concat!(
             "INSERT INTO phone_numbers (",
@@ -76,7 +80,7 @@ impl Store {
                 .bind(new.trunk_id)
                 .bind(new.ai_profile_id)
                 .bind(new.is_active)
-                .bind(now())
+                .bind(stamp(now))
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(|e| StoreError::from_sqlx(e, "did_number"))?;

@@ -1,8 +1,10 @@
 //! AI profiles: how a tenant's agent behaves. At most one per tenant is the default, a
 //! rule the database enforces with a partial unique index.
 
+use chrono::{DateTime, Utc};
+
 use super::model::{AiProfile, Role};
-use super::{Page, Result, Store, StoreError, now, on_pool};
+use super::{Page, Result, Store, StoreError, on_pool, stamp};
 use crate::ids::{AiProfileId, TenantId};
 
 /// The columns every query returns, in the row type's order.
@@ -36,10 +38,12 @@ const UNSET_DEFAULT: &str =
     "UPDATE ai_profiles SET is_default = FALSE WHERE tenant_id = $1 AND is_default AND id <> $2";
 
 impl Store {
+    /// Adds a profile to `tenant`, created at `now`.
     pub async fn create_ai_profile(
         &self,
         tenant: TenantId,
         new: NewAiProfile,
+        now: DateTime<Utc>,
     ) -> Result<AiProfile> {
         let id = AiProfileId::new();
         const SQL: &str = concat!(
@@ -65,7 +69,7 @@ impl Store {
                 .bind(new.role)
                 .bind(&new.system_prompt)
                 .bind(new.is_default)
-                .bind(now())
+                .bind(stamp(now))
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(|e| StoreError::from_sqlx(e, "is_default"))?;

@@ -1,17 +1,19 @@
 //! Secrets shared by every node of a deployment, created by whichever node needs one first.
 
+use chrono::{DateTime, Utc};
 use rand::RngCore;
 
-use super::{Result, Store, StoreError, now, on_pool};
+use super::{Result, Store, StoreError, on_pool, stamp};
 
 impl Store {
     /// The secret called `name`: 32 random bytes, created on first use and the same for
-    /// every node and restart afterwards (a concurrent first use keeps one of them).
-    pub async fn node_secret(&self, name: &str) -> Result<Vec<u8>> {
+    /// every node and restart afterwards (a concurrent first use keeps one of them); `now`
+    /// stamps a created one.
+    pub async fn node_secret(&self, name: &str, now: DateTime<Utc>) -> Result<Vec<u8>> {
         let mut fresh = [0u8; 32];
         rand::rng().fill_bytes(&mut fresh);
         let fresh = hex::encode(fresh);
-        let created = now();
+        let created = stamp(now);
         let value: String = on_pool!(self, |pool| {
             sqlx::query(
                 "INSERT INTO node_secrets (name, value, created_at) VALUES ($1, $2, $3) \

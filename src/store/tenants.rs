@@ -1,7 +1,9 @@
 //! Tenants: the platform's customers.
 
+use chrono::{DateTime, Utc};
+
 use super::model::{Plan, Tenant, TenantStatus};
-use super::{Page, Result, Store, StoreError, now, on_pool};
+use super::{Page, Result, Store, StoreError, on_pool, stamp};
 use crate::ids::TenantId;
 
 /// The columns every query returns, in the row type's order.
@@ -32,7 +34,8 @@ pub struct TenantPatch {
 }
 
 impl Store {
-    pub async fn create_tenant(&self, new: NewTenant) -> Result<Tenant> {
+    /// Adds a tenant, created (and last updated) at `now`.
+    pub async fn create_tenant(&self, new: NewTenant, now: DateTime<Utc>) -> Result<Tenant> {
         const SQL: &str = concat!(
             "INSERT INTO tenants (",
             columns!(),
@@ -40,7 +43,7 @@ impl Store {
              RETURNING ",
             columns!()
         );
-        let at = now();
+        let at = stamp(now);
         on_pool!(self, |pool| sqlx::query_as(SQL)
             .bind(TenantId::new())
             .bind(&new.name)
@@ -81,7 +84,13 @@ impl Store {
         Ok(Page::from_rows(rows, limit, |t| t.id))
     }
 
-    pub async fn update_tenant(&self, id: TenantId, patch: TenantPatch) -> Result<Tenant> {
+    /// Changes a tenant, updated at `now`.
+    pub async fn update_tenant(
+        &self,
+        id: TenantId,
+        patch: TenantPatch,
+        now: DateTime<Utc>,
+    ) -> Result<Tenant> {
         const SQL: &str = concat!(
             "UPDATE tenants SET \
                status = COALESCE($2, status), \
@@ -98,7 +107,7 @@ impl Store {
             .bind(patch.plan)
             .bind(patch.default_country_code)
             .bind(patch.max_concurrent_calls)
-            .bind(now())
+            .bind(stamp(now))
             .fetch_optional(pool)
             .await)
         .map_err(|e| StoreError::from_sqlx(e, "tenant"))?

@@ -10,10 +10,11 @@
 use std::collections::HashMap;
 use std::fmt;
 
+use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 
 use super::model::{Codec, DigestAlgorithm, Trunk, TrunkAuth, TrunkTransport};
-use super::{Page, Result, Store, StoreError, now, on_pool};
+use super::{Page, Result, Store, StoreError, on_pool, stamp};
 use crate::ids::{TenantId, TrunkId};
 use crate::sip::auth::Algorithm;
 
@@ -239,7 +240,13 @@ impl From<CredentialsRow> for TrunkCredentials {
 }
 
 impl Store {
-    pub async fn create_trunk(&self, owner: TrunkOwner, new: TrunkSettings) -> Result<Trunk> {
+    /// Adds a trunk for `owner`, created at `now`.
+    pub async fn create_trunk(
+        &self,
+        owner: TrunkOwner,
+        new: TrunkSettings,
+        now: DateTime<Utc>,
+    ) -> Result<Trunk> {
         const SQL: &str = concat!(
             "INSERT INTO sip_trunks (id, tenant_id, ",
             settings_columns!(),
@@ -253,7 +260,7 @@ impl Store {
                 .bind(owner.tenant()),
             new
         )
-        .bind(now())
+        .bind(stamp(now))
         .fetch_one(pool)
         .await)
         .map_err(|e| identity_conflict(e, "tenant_id"))

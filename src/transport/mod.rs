@@ -8,6 +8,7 @@ pub mod udp;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use rustls::pki_types::CertificateDer;
@@ -21,8 +22,8 @@ pub use crate::sip::triage::Transport;
 /// core queue. The transports are generic over it (statically dispatched: UDP asks it on
 /// every datagram); the server hands them the gate's shield.
 pub trait PacketFilter: Send + Sync + 'static {
-    /// Whether what `source` just sent may go on to the core.
-    fn admit(&self, source: IpAddr) -> bool;
+    /// Whether what `source` just sent, at `now`, may go on to the core.
+    fn admit(&self, now: Instant, source: IpAddr) -> bool;
 }
 
 /// One message as it arrived.

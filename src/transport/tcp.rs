@@ -104,6 +104,7 @@ pub async fn run<P: PacketFilter>(
 /// Accepts connections within `limits`' caps and runs `serve` for each on a task of its
 /// own, until the core goes away. A connection from a source that `shield` bans, or over
 /// a cap, is closed at once (the latter counted).
+#[allow(clippy::disallowed_methods)] // the accept loop is a driver: it stamps each connection
 pub(super) async fn accept_loop<P, F, Fut>(
     listener: TcpListener,
     core: mpsc::Sender<Inbound>,
@@ -131,7 +132,7 @@ pub(super) async fn accept_loop<P, F, Fut>(
         if core.is_closed() {
             return;
         }
-        if !shield.admit(addr.ip()) {
+        if !shield.admit(std::time::Instant::now(), addr.ip()) {
             continue;
         }
         let Ok(slot) = slots.clone().try_acquire_owned() else {
@@ -190,16 +191,25 @@ async fn flush_for<S: AsyncWrite + Unpin>(
     outbound: &mut mpsc::Receiver<bytes::Bytes>,
     grace: Duration,
 ) {
-    let deadline = Instant::now() + grace;
-    while let Ok(Some(data)) = tokio::time::timeout_at(deadline, outbound.recv()).await {
-        if write(stream, &data).await.is_err() {
-            return;
+    let grace = tokio::time::sleep(grace);
+    tokio::pin!(grace);
+    loop {
+        let data = tokio::select! {
+            // What is queued already goes out, even once the grace is over.
+            biased;
+            data = outbound.recv() => data,
+            () = &mut grace => return,
+        };
+        match data {
+            Some(data) if write(stream, &data).await.is_ok() => {}
+            _ => return,
         }
     }
 }
 
 /// Serves one connection until the peer closes it, it fails, a deadline passes, or
 /// `shield` bans its source.
+#[allow(clippy::disallowed_methods)] // the connection's socket loop is a driver: it owns the deadlines
 pub(super) async fn serve_connection<S, P>(
     mut stream: S,
     connection: Connection,
@@ -238,7 +248,7 @@ pub(super) async fn serve_connection<S, P>(
                 loop {
                     match decoder.poll_frame() {
                         Ok(Some(Frame::Message(frame))) => {
-                            if !shield.admit(addr.ip()) {
+                            if !shield.admit(std::time::Instant::now(), addr.ip()) {
                                 return;
                             }
                             // Copied out at its own size: a frame split from the read

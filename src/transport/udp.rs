@@ -36,6 +36,7 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<Arc<UdpSocket>> {
 /// from turning into a backlog that every later message waits behind.
 ///
 /// What a banned source sends is dropped here, before it costs the core anything.
+#[allow(clippy::disallowed_methods)] // the UDP socket loop is a driver: it stamps each datagram
 pub async fn run<F: PacketFilter>(
     socket: Arc<UdpSocket>,
     core: mpsc::Sender<Inbound>,
@@ -53,7 +54,7 @@ pub async fn run<F: PacketFilter>(
                 continue;
             }
         };
-        if !shield.admit(addr.ip()) {
+        if !shield.admit(std::time::Instant::now(), addr.ip()) {
             continue;
         }
         let data = Bytes::copy_from_slice(&buf[..len]);

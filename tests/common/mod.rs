@@ -1,6 +1,8 @@
 //! Shared test harness: a real vca-sip on loopback, over a real SQLite file or a real
 //! PostgreSQL database of its own.
 #![allow(dead_code)]
+// The harness waits on real processes and sockets, so it reads the real clock.
+#![allow(clippy::disallowed_methods)]
 
 pub mod calls;
 pub mod heavy;

@@ -42,7 +42,7 @@ pub struct Clock {
 
 impl Clock {
     pub fn new() -> Self {
-        let base = Instant::now();
+        let base = crate::clock::origin();
         Self { base, now: base }
     }
 
