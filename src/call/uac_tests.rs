@@ -115,7 +115,7 @@ impl Pair {
         let key = NonceKey::new(&[7; 32]).expect("a 32-byte key");
         let gate = Gate::new(shield, key, GateConfig::default());
         let clock = FakeClock::new(Utc.with_ymd_and_hms(2026, 11, 1, 12, 0, 0).unwrap());
-        let now = Instant::now();
+        let now = crate::clock::origin();
         let uac = Uac::new(settings(), clock.clone(), CallId::new(), call, far_peer());
         let mut pair = Pair {
             endpoint: Endpoint::new(gate, TimerConfig::default(), 64),
