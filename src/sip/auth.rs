@@ -30,12 +30,12 @@ use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use hmac::{Hmac, Mac};
-use md5::Md5;
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 mod client;
 
+pub use crate::kinds::DigestAlgorithm;
 pub use client::{AuthHeader, Challenge, ChallengeKind, ClientAuthError, DigestClient};
 
 type HmacSha256 = Hmac<Sha256>;
@@ -58,49 +58,6 @@ const MAX_LOCKOUT_USERNAME: usize = 64;
 /// The one place a `SystemTime` becomes the `u64` that the rest of this module takes.
 pub fn unix_seconds(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
-/// A digest hash algorithm (RFC 8760 §2). The `-sess` variants are not offered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Algorithm {
-    /// `MD5`, the RFC 2617 default, still the only one many carriers and sipp speak.
-    Md5,
-    /// `SHA-256` (RFC 7616, RFC 8760).
-    Sha256,
-}
-
-impl Algorithm {
-    /// The token used in the `algorithm=` parameter.
-    pub fn token(self) -> &'static str {
-        match self {
-            Algorithm::Md5 => "MD5",
-            Algorithm::Sha256 => "SHA-256",
-        }
-    }
-
-    /// Parses an `algorithm=` token (case-insensitive). `-sess` variants give `None`.
-    pub fn from_token(token: &str) -> Option<Self> {
-        if token.eq_ignore_ascii_case("MD5") {
-            Some(Algorithm::Md5)
-        } else if token.eq_ignore_ascii_case("SHA-256") {
-            Some(Algorithm::Sha256)
-        } else {
-            None
-        }
-    }
-
-    /// Lower-case hex of the hash of `data`.
-    fn hex(self, data: &[u8]) -> String {
-        match self {
-            Algorithm::Md5 => hex::encode(Md5::digest(data)),
-            Algorithm::Sha256 => hex::encode(Sha256::digest(data)),
-        }
-    }
-
-    /// HA1 = H(username:realm:password), what a store keeps instead of the password.
-    pub fn ha1(self, username: &str, realm: &str, password: &str) -> String {
-        self.hex(format!("{username}:{realm}:{password}").as_bytes())
-    }
 }
 
 /// Why a request was not authenticated. Each variant maps to the reply next to it:
@@ -228,7 +185,7 @@ pub enum Verdict {
         /// The authenticated username.
         username: String,
         /// The algorithm the client used.
-        algorithm: Algorithm,
+        algorithm: DigestAlgorithm,
     },
     /// Answer 401 with [`DigestAuth::challenge`]`(.., stale)`.
     Challenge {
@@ -297,7 +254,7 @@ pub struct DigestConfig {
     pub realm: String,
     /// Algorithms offered, one challenge each, in this order (RFC 8760 §2.4: the preferred
     /// first). Debian's sipp reads only the first challenge and speaks only MD5.
-    pub algorithms: Vec<Algorithm>,
+    pub algorithms: Vec<DigestAlgorithm>,
     /// Nonce lifetime in seconds (default 30): an older nonce gets `stale=true`.
     pub nonce_ttl_secs: u64,
     /// How far in the future a nonce may be dated (default 3 s), for clock skew between nodes.
@@ -319,7 +276,7 @@ impl DigestConfig {
     pub fn new(realm: impl Into<String>) -> Self {
         DigestConfig {
             realm: realm.into(),
-            algorithms: vec![Algorithm::Sha256, Algorithm::Md5],
+            algorithms: vec![DigestAlgorithm::Sha256, DigestAlgorithm::Md5],
             nonce_ttl_secs: 30,
             max_future_skew_secs: 3,
             max_nonce_count: 255,
@@ -375,8 +332,8 @@ impl DigestAuth {
         let mut seed = HmacSha256::new_from_slice(&key.0).map_err(|_| ConfigError::KeyTooShort)?;
         seed.update(b"vca-sip dummy ha1");
         let seed = hex::encode(seed.finalize().into_bytes());
-        let dummy_md5 = Algorithm::Md5.ha1(&seed, &config.realm, &seed);
-        let dummy_sha256 = Algorithm::Sha256.ha1(&seed, &config.realm, &seed);
+        let dummy_md5 = DigestAlgorithm::Md5.ha1(&seed, &config.realm, &seed);
+        let dummy_sha256 = DigestAlgorithm::Sha256.ha1(&seed, &config.realm, &seed);
         let replay = ReplayTable::new(config.replay_capacity);
         let mac = HmacSha256::new_from_slice(&key.0).map_err(|_| ConfigError::KeyTooShort)?;
         Ok(DigestAuth {
@@ -432,7 +389,7 @@ impl DigestAuth {
         lookup: F,
     ) -> Outcome
     where
-        F: FnOnce(&str, Algorithm) -> Option<String>,
+        F: FnOnce(&str, DigestAlgorithm) -> Option<String>,
     {
         let creds = match DigestCredentials::parse(authorization) {
             Ok(c) => c,
@@ -491,17 +448,17 @@ impl DigestAuth {
         req: &RequestInfo<'_>,
         creds: &DigestCredentials<'_>,
         lookup: F,
-    ) -> Result<(Algorithm, NonceUse), AuthError>
+    ) -> Result<(DigestAlgorithm, NonceUse), AuthError>
     where
-        F: FnOnce(&str, Algorithm) -> Option<String>,
+        F: FnOnce(&str, DigestAlgorithm) -> Option<String>,
     {
         if creds.realm != self.config.realm {
             return Err(AuthError::WrongRealm);
         }
         // RFC 7616 §3.4: no algorithm parameter means MD5.
         let algorithm = match creds.algorithm {
-            None => Algorithm::Md5,
-            Some(token) => Algorithm::from_token(token)
+            None => DigestAlgorithm::Md5,
+            Some(token) => DigestAlgorithm::from_token(token)
                 .ok_or_else(|| AuthError::AlgorithmNotOffered(truncate(token, 32).to_owned()))?,
         };
         if !self.config.algorithms.contains(&algorithm) {
@@ -520,8 +477,8 @@ impl DigestAuth {
         let known = lookup(creds.username, algorithm);
         let ha1 = match (&known, algorithm) {
             (Some(h), _) => h.as_str(),
-            (None, Algorithm::Md5) => self.dummy_md5.as_str(),
-            (None, Algorithm::Sha256) => self.dummy_sha256.as_str(),
+            (None, DigestAlgorithm::Md5) => self.dummy_md5.as_str(),
+            (None, DigestAlgorithm::Sha256) => self.dummy_sha256.as_str(),
         };
         let expected = response(
             algorithm,
@@ -644,7 +601,7 @@ fn push_quoted(out: &mut String, value: &str) {
 /// response = H(HA1:nonce:nc:cnonce:qop:H(method:uri)) (RFC 7616 §3.4.1, qop=auth).
 #[allow(clippy::too_many_arguments)]
 fn response(
-    alg: Algorithm,
+    alg: DigestAlgorithm,
     ha1: &str,
     nonce: &str,
     nc: &str,
@@ -1251,7 +1208,7 @@ mod tests {
         IpAddr::V4(Ipv4Addr::new(192, 0, 2, 99))
     }
 
-    fn auth_with(algorithms: Vec<Algorithm>) -> DigestAuth {
+    fn auth_with(algorithms: Vec<DigestAlgorithm>) -> DigestAuth {
         let mut cfg = DigestConfig::new(REALM);
         cfg.algorithms = algorithms;
         let key = NonceKey::new(&[7u8; 32]).expect("static key");
@@ -1259,7 +1216,7 @@ mod tests {
     }
 
     fn auth() -> DigestAuth {
-        auth_with(vec![Algorithm::Sha256, Algorithm::Md5])
+        auth_with(vec![DigestAlgorithm::Sha256, DigestAlgorithm::Md5])
     }
 
     fn req(source: IpAddr, call_id: &str) -> RequestInfo<'_> {
@@ -1272,7 +1229,7 @@ mod tests {
         }
     }
 
-    fn lookup(user: &str, alg: Algorithm) -> Option<String> {
+    fn lookup(user: &str, alg: DigestAlgorithm) -> Option<String> {
         (user == USER).then(|| alg.ha1(USER, REALM, PASSWORD))
     }
 
@@ -1284,7 +1241,7 @@ mod tests {
     }
 
     struct Answer<'a> {
-        alg: Algorithm,
+        alg: DigestAlgorithm,
         user: &'a str,
         password: &'a str,
         realm: &'a str,
@@ -1312,7 +1269,7 @@ mod tests {
         }
     }
 
-    fn answer<'a>(alg: Algorithm, nonce: &'a str, nc: u32) -> Answer<'a> {
+    fn answer<'a>(alg: DigestAlgorithm, nonce: &'a str, nc: u32) -> Answer<'a> {
         Answer {
             alg,
             user: USER,
@@ -1338,7 +1295,7 @@ mod tests {
         a.verify(now, r, h, l, lookup).verdict
     }
 
-    fn authenticated(alg: Algorithm) -> Verdict {
+    fn authenticated(alg: DigestAlgorithm) -> Verdict {
         Verdict::Authenticated {
             username: USER.to_owned(),
             algorithm: alg,
@@ -1354,9 +1311,9 @@ mod tests {
     #[test]
     fn md5_response_matches_rfc2617_example() {
         // RFC 2617 §3.5.
-        let ha1 = Algorithm::Md5.ha1("Mufasa", "testrealm@host.com", "Circle Of Life");
+        let ha1 = DigestAlgorithm::Md5.ha1("Mufasa", "testrealm@host.com", "Circle Of Life");
         let r = response(
-            Algorithm::Md5,
+            DigestAlgorithm::Md5,
             &ha1,
             "dcd98b7102dd2f0e8b11d0f600bfb0c093",
             "00000001",
@@ -1374,9 +1331,9 @@ mod tests {
         let nonce = "7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v";
         let cnonce = "f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ";
         let realm = "http-auth@example.org";
-        let sha = Algorithm::Sha256.ha1("Mufasa", realm, "Circle of Life");
+        let sha = DigestAlgorithm::Sha256.ha1("Mufasa", realm, "Circle of Life");
         let r = response(
-            Algorithm::Sha256,
+            DigestAlgorithm::Sha256,
             &sha,
             nonce,
             "00000001",
@@ -1389,9 +1346,9 @@ mod tests {
             r,
             "753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1"
         );
-        let md5 = Algorithm::Md5.ha1("Mufasa", realm, "Circle of Life");
+        let md5 = DigestAlgorithm::Md5.ha1("Mufasa", realm, "Circle of Life");
         let r = response(
-            Algorithm::Md5,
+            DigestAlgorithm::Md5,
             &md5,
             nonce,
             "00000001",
@@ -1422,7 +1379,7 @@ mod tests {
         );
         let stale = a.challenge(T0, src(), CALL_ID, true);
         assert!(stale.iter().all(|h| h.ends_with(", stale=true")));
-        let md5_only = auth_with(vec![Algorithm::Md5]).challenge(T0, src(), CALL_ID, false);
+        let md5_only = auth_with(vec![DigestAlgorithm::Md5]).challenge(T0, src(), CALL_ID, false);
         assert_eq!(md5_only.len(), 1);
         assert!(md5_only[0].contains("algorithm=MD5"));
     }
@@ -1450,7 +1407,7 @@ mod tests {
 
     #[test]
     fn correct_credentials_accepted_for_both_algorithms() {
-        for alg in [Algorithm::Sha256, Algorithm::Md5] {
+        for alg in [DigestAlgorithm::Sha256, DigestAlgorithm::Md5] {
             let mut a = auth();
             let mut l = lockout();
             let nonce = nonce_of(&a.challenge(T0, src(), CALL_ID, false)[0]);
@@ -1464,7 +1421,7 @@ mod tests {
 
     #[test]
     fn sipp_style_uri_accepted() {
-        let mut a = auth_with(vec![Algorithm::Md5]);
+        let mut a = auth_with(vec![DigestAlgorithm::Md5]);
         let mut l = lockout();
         let nonce = nonce_of(&a.challenge(T0, src(), CALL_ID, false)[0]);
         for (nc, uri) in [
@@ -1472,11 +1429,11 @@ mod tests {
             (2, "sip:10.0.0.5"),
             (3, "SIP:10.0.0.5"),
         ] {
-            let mut ans = answer(Algorithm::Md5, &nonce, nc);
+            let mut ans = answer(DigestAlgorithm::Md5, &nonce, nc);
             ans.uri = uri;
             assert_eq!(
                 verify(&mut a, &mut l, T0, &req(src(), CALL_ID), &ans.header()),
-                authenticated(Algorithm::Md5),
+                authenticated(DigestAlgorithm::Md5),
                 "{uri}"
             );
         }
@@ -1484,7 +1441,7 @@ mod tests {
 
     #[test]
     fn uri_for_another_host_port_or_user_rejected() {
-        let mut a = auth_with(vec![Algorithm::Md5]);
+        let mut a = auth_with(vec![DigestAlgorithm::Md5]);
         let mut l = lockout();
         let nonce = nonce_of(&a.challenge(T0, src(), CALL_ID, false)[0]);
         for uri in [
@@ -1495,7 +1452,7 @@ mod tests {
             "tel:+912212345678",
             "garbage",
         ] {
-            let mut ans = answer(Algorithm::Md5, &nonce, 1);
+            let mut ans = answer(DigestAlgorithm::Md5, &nonce, 1);
             ans.uri = uri;
             assert_eq!(
                 verify(&mut a, &mut l, T0, &req(src(), CALL_ID), &ans.header()),
@@ -1526,12 +1483,12 @@ mod tests {
 
     #[test]
     fn header_parsing_is_case_and_space_tolerant() {
-        let mut a = auth_with(vec![Algorithm::Md5]);
+        let mut a = auth_with(vec![DigestAlgorithm::Md5]);
         let mut l = lockout();
         let nonce = nonce_of(&a.challenge(T0, src(), CALL_ID, false)[0]);
-        let ha1 = Algorithm::Md5.ha1(USER, REALM, PASSWORD);
+        let ha1 = DigestAlgorithm::Md5.ha1(USER, REALM, PASSWORD);
         let resp = response(
-            Algorithm::Md5,
+            DigestAlgorithm::Md5,
             &ha1,
             &nonce,
             "00000001",
@@ -1548,7 +1505,7 @@ mod tests {
         );
         assert_eq!(
             verify(&mut a, &mut l, T0, &req(src(), CALL_ID), &h),
-            authenticated(Algorithm::Md5)
+            authenticated(DigestAlgorithm::Md5)
         );
     }
 
@@ -1610,21 +1567,21 @@ mod tests {
         let mut l = lockout();
         let r = req(src(), CALL_ID);
         let nonce = nonce_of(&a.challenge(T0, src(), CALL_ID, false)[0]);
-        let first = answer(Algorithm::Sha256, &nonce, 1).header();
+        let first = answer(DigestAlgorithm::Sha256, &nonce, 1).header();
         assert_eq!(
             verify(&mut a, &mut l, T0, &r, &first),
-            authenticated(Algorithm::Sha256)
+            authenticated(DigestAlgorithm::Sha256)
         );
         assert_eq!(
             verify(&mut a, &mut l, T0 + 1, &r, &first),
             challenged(false, AuthError::Replay)
         );
-        let third = answer(Algorithm::Sha256, &nonce, 3).header();
+        let third = answer(DigestAlgorithm::Sha256, &nonce, 3).header();
         assert_eq!(
             verify(&mut a, &mut l, T0 + 2, &r, &third),
-            authenticated(Algorithm::Sha256)
+            authenticated(DigestAlgorithm::Sha256)
         );
-        let second = answer(Algorithm::Sha256, &nonce, 2).header();
+        let second = answer(DigestAlgorithm::Sha256, &nonce, 2).header();
         assert_eq!(
             verify(&mut a, &mut l, T0 + 2, &r, &second),
             challenged(false, AuthError::Replay)
@@ -1637,14 +1594,14 @@ mod tests {
         let mut l = lockout();
         let r = req(src(), CALL_ID);
         let nonce = nonce_of(&a.challenge(T0, src(), CALL_ID, false)[0]);
-        let first = answer(Algorithm::Sha256, &nonce, 1).header();
+        let first = answer(DigestAlgorithm::Sha256, &nonce, 1).header();
         let used = a.verify(T0, &r, &first, &mut l, lookup).nonce_use;
         let used = used.expect("an authenticated request uses a count");
         // Refused before anything acted on it: its retransmission authenticates again.
         a.give_back(&used);
         assert_eq!(
             verify(&mut a, &mut l, T0 + 1, &r, &first),
-            authenticated(Algorithm::Sha256)
+            authenticated(DigestAlgorithm::Sha256)
         );
         // Not handed back this time: the same count is a replay.
         assert_eq!(
@@ -1652,7 +1609,7 @@ mod tests {
             challenged(false, AuthError::Replay)
         );
         // A count handed back after a higher one was accepted changes nothing.
-        let third = answer(Algorithm::Sha256, &nonce, 3).header();
+        let third = answer(DigestAlgorithm::Sha256, &nonce, 3).header();
         let third_use = a.verify(T0 + 2, &r, &third, &mut l, lookup).nonce_use;
         assert!(third_use.is_some());
         a.give_back(&used);
@@ -1660,13 +1617,13 @@ mod tests {
             verify(&mut a, &mut l, T0 + 2, &r, &first),
             challenged(false, AuthError::Replay)
         );
-        let second = answer(Algorithm::Sha256, &nonce, 2).header();
+        let second = answer(DigestAlgorithm::Sha256, &nonce, 2).header();
         assert_eq!(
             verify(&mut a, &mut l, T0 + 2, &r, &second),
             challenged(false, AuthError::Replay)
         );
         // A failed verification uses no count.
-        let mut bad = answer(Algorithm::Sha256, &nonce, 4);
+        let mut bad = answer(DigestAlgorithm::Sha256, &nonce, 4);
         bad.password = "guess";
         assert_eq!(
             a.verify(T0 + 3, &r, &bad.header(), &mut l, lookup)
@@ -1681,16 +1638,16 @@ mod tests {
         let mut l = lockout();
         let r = req(src(), CALL_ID);
         let nonce = nonce_of(&a.challenge(T0, src(), CALL_ID, false)[0]);
-        let mut bad = answer(Algorithm::Sha256, &nonce, 9);
+        let mut bad = answer(DigestAlgorithm::Sha256, &nonce, 9);
         bad.password = "guess";
         assert_eq!(
             verify(&mut a, &mut l, T0, &r, &bad.header()),
             challenged(false, AuthError::BadCredentials)
         );
-        let good = answer(Algorithm::Sha256, &nonce, 1).header();
+        let good = answer(DigestAlgorithm::Sha256, &nonce, 1).header();
         assert_eq!(
             verify(&mut a, &mut l, T0, &r, &good),
-            authenticated(Algorithm::Sha256)
+            authenticated(DigestAlgorithm::Sha256)
         );
     }
 
@@ -1700,12 +1657,12 @@ mod tests {
         let mut l = lockout();
         let r = req(src(), CALL_ID);
         let nonce = nonce_of(&a.challenge(T0, src(), CALL_ID, false)[0]);
-        let h = answer(Algorithm::Sha256, &nonce, 255).header();
+        let h = answer(DigestAlgorithm::Sha256, &nonce, 255).header();
         assert_eq!(
             verify(&mut a, &mut l, T0, &r, &h),
-            authenticated(Algorithm::Sha256)
+            authenticated(DigestAlgorithm::Sha256)
         );
-        let h = answer(Algorithm::Sha256, &nonce, 256).header();
+        let h = answer(DigestAlgorithm::Sha256, &nonce, 256).header();
         assert_eq!(
             verify(&mut a, &mut l, T0, &r, &h),
             challenged(true, AuthError::NonceCountExhausted)
@@ -1722,19 +1679,19 @@ mod tests {
         let mut verdicts = Vec::new();
         for cid in call_ids {
             let nonce = nonce_of(&a.challenge(T0, src(), cid, false)[0]);
-            let h = answer(Algorithm::Sha256, &nonce, 1).header();
+            let h = answer(DigestAlgorithm::Sha256, &nonce, 1).header();
             verdicts.push(verify(&mut a, &mut l, T0, &req(src(), cid), &h));
         }
-        assert_eq!(verdicts[2], authenticated(Algorithm::Sha256));
+        assert_eq!(verdicts[2], authenticated(DigestAlgorithm::Sha256));
         assert_eq!(verdicts[3], challenged(true, AuthError::ReplayTableFull));
         assert_eq!(a.replay.len(), 3);
         // Once the first nonces expire, their entries go and new nonces fit again.
         let later = T0 + 31;
         let nonce = nonce_of(&a.challenge(later, src(), "c4", false)[0]);
-        let h = answer(Algorithm::Sha256, &nonce, 1).header();
+        let h = answer(DigestAlgorithm::Sha256, &nonce, 1).header();
         assert_eq!(
             verify(&mut a, &mut l, later, &req(src(), "c4"), &h),
-            authenticated(Algorithm::Sha256)
+            authenticated(DigestAlgorithm::Sha256)
         );
         assert_eq!(a.replay.len(), 1);
     }
@@ -1747,14 +1704,14 @@ mod tests {
         let mut l = lockout();
         let r = req(src(), CALL_ID);
         let nonce = nonce_of(&a.challenge(T0, src(), CALL_ID, false)[0]);
-        let h = answer(Algorithm::Sha256, &nonce, 1).header();
+        let h = answer(DigestAlgorithm::Sha256, &nonce, 1).header();
         assert_eq!(
             verify(&mut a, &mut l, T0 + 31, &r, &h),
             challenged(true, AuthError::NonceExpired)
         );
         assert_eq!(
             verify(&mut a, &mut l, T0 + 30, &r, &h),
-            authenticated(Algorithm::Sha256)
+            authenticated(DigestAlgorithm::Sha256)
         );
         assert!(l.is_empty(), "stale nonces are not failures");
     }
@@ -1767,7 +1724,7 @@ mod tests {
         let mut l = lockout();
         let r = req(src(), CALL_ID);
         let nonce = nonce_of(&a.challenge(T0, src(), CALL_ID, false)[0]);
-        let h = answer(Algorithm::Sha256, &nonce, 1).header();
+        let h = answer(DigestAlgorithm::Sha256, &nonce, 1).header();
         assert_eq!(
             verify(&mut a, &mut l, T0 + 301, &r, &h),
             challenged(true, AuthError::NonceExpired)
@@ -1781,16 +1738,16 @@ mod tests {
         let r = req(src(), CALL_ID);
         // A nonce issued by a node whose clock runs ahead.
         let ahead = nonce_of(&a.challenge(T0 + 4, src(), CALL_ID, false)[0]);
-        let h = answer(Algorithm::Sha256, &ahead, 1).header();
+        let h = answer(DigestAlgorithm::Sha256, &ahead, 1).header();
         assert_eq!(
             verify(&mut a, &mut l, T0, &r, &h),
             challenged(true, AuthError::NonceFromFuture)
         );
         let skew = nonce_of(&a.challenge(T0 + 3, src(), CALL_ID, false)[0]);
-        let h = answer(Algorithm::Sha256, &skew, 1).header();
+        let h = answer(DigestAlgorithm::Sha256, &skew, 1).header();
         assert_eq!(
             verify(&mut a, &mut l, T0, &r, &h),
-            authenticated(Algorithm::Sha256)
+            authenticated(DigestAlgorithm::Sha256)
         );
     }
 
@@ -1814,7 +1771,7 @@ mod tests {
             "abc",
             &"z".repeat(NONCE_LEN),
         ] {
-            let h = answer(Algorithm::Sha256, bad, 1).header();
+            let h = answer(DigestAlgorithm::Sha256, bad, 1).header();
             assert_eq!(
                 verify(&mut a, &mut l, T0, &r, &h),
                 challenged(false, AuthError::NonceInvalid),
@@ -1829,7 +1786,7 @@ mod tests {
         let mut a = auth();
         let mut l = lockout();
         let nonce = nonce_of(&a.challenge(T0, src(), CALL_ID, false)[0]);
-        let h = answer(Algorithm::Sha256, &nonce, 1).header();
+        let h = answer(DigestAlgorithm::Sha256, &nonce, 1).header();
         assert_eq!(
             verify(&mut a, &mut l, T0, &req(src(), "another-call"), &h),
             challenged(false, AuthError::NonceInvalid)
@@ -1845,20 +1802,20 @@ mod tests {
         );
         assert_eq!(
             verify(&mut a, &mut l, T0, &req(src(), CALL_ID), &h),
-            authenticated(Algorithm::Sha256)
+            authenticated(DigestAlgorithm::Sha256)
         );
     }
 
     #[test]
     fn nonce_bound_to_realm() {
         let mut cfg = DigestConfig::new("tenant-b.example.net");
-        cfg.algorithms = vec![Algorithm::Sha256];
+        cfg.algorithms = vec![DigestAlgorithm::Sha256];
         let b = DigestAuth::new(cfg, NonceKey::new(&[7u8; 32]).expect("key")).expect("cfg");
         let mut a = auth();
         let mut l = lockout();
         // Tenant B's nonce answered with tenant A's realm and password.
         let nonce = nonce_of(&b.challenge(T0, src(), CALL_ID, false)[0]);
-        let h = answer(Algorithm::Sha256, &nonce, 1).header();
+        let h = answer(DigestAlgorithm::Sha256, &nonce, 1).header();
         assert_eq!(
             verify(&mut a, &mut l, T0, &req(src(), CALL_ID), &h),
             challenged(false, AuthError::NonceInvalid)
@@ -1869,10 +1826,10 @@ mod tests {
 
     #[test]
     fn md5_answer_to_sha256_only_challenge_rejected() {
-        let mut a = auth_with(vec![Algorithm::Sha256]);
+        let mut a = auth_with(vec![DigestAlgorithm::Sha256]);
         let mut l = lockout();
         let nonce = nonce_of(&a.challenge(T0, src(), CALL_ID, false)[0]);
-        let h = answer(Algorithm::Md5, &nonce, 1).header();
+        let h = answer(DigestAlgorithm::Md5, &nonce, 1).header();
         assert_eq!(
             verify(&mut a, &mut l, T0, &req(src(), CALL_ID), &h),
             challenged(false, AuthError::AlgorithmNotOffered("MD5".to_owned()))
@@ -1886,7 +1843,7 @@ mod tests {
                 ..
             }
         ));
-        let h = answer(Algorithm::Md5, &nonce, 1)
+        let h = answer(DigestAlgorithm::Md5, &nonce, 1)
             .header()
             .replace("=MD5", "=MD5-sess");
         assert!(matches!(
@@ -1903,7 +1860,7 @@ mod tests {
         let mut a = auth();
         let mut l = lockout();
         let nonce = nonce_of(&a.challenge(T0, src(), CALL_ID, false)[0]);
-        let mut ans = answer(Algorithm::Sha256, &nonce, 1);
+        let mut ans = answer(DigestAlgorithm::Sha256, &nonce, 1);
         ans.realm = "tenant-b.example.net";
         assert_eq!(
             verify(&mut a, &mut l, T0, &req(src(), CALL_ID), &ans.header()),
@@ -1917,7 +1874,7 @@ mod tests {
         let mut a = auth();
         let mut l = lockout();
         let nonce = nonce_of(&a.challenge(T0, src(), CALL_ID, false)[0]);
-        let h = answer(Algorithm::Sha256, &nonce, 1)
+        let h = answer(DigestAlgorithm::Sha256, &nonce, 1)
             .header()
             .replace("qop=auth", "qop=auth-int");
         assert_eq!(
@@ -1931,9 +1888,9 @@ mod tests {
         let mut a = auth();
         let mut l = lockout();
         let nonce = nonce_of(&a.challenge(T0, src(), CALL_ID, false)[0]);
-        let mut wrong = answer(Algorithm::Sha256, &nonce, 1);
+        let mut wrong = answer(DigestAlgorithm::Sha256, &nonce, 1);
         wrong.password = "nope";
-        let mut unknown = answer(Algorithm::Sha256, &nonce, 2);
+        let mut unknown = answer(DigestAlgorithm::Sha256, &nonce, 2);
         unknown.user = "nobody";
         let v1 = verify(&mut a, &mut l, T0, &req(src(), CALL_ID), &wrong.header());
         let v2 = verify(&mut a, &mut l, T0, &req(src(), CALL_ID), &unknown.header());
@@ -1950,7 +1907,7 @@ mod tests {
         let nc = "00000001";
         let uri = RURI;
         let resp = response(
-            Algorithm::Sha256,
+            DigestAlgorithm::Sha256,
             &a.dummy_sha256,
             &nonce,
             nc,
@@ -1994,7 +1951,7 @@ mod tests {
         for i in 0..n {
             let cid = format!("crack-{i}");
             let nonce = nonce_of(&a.challenge(now, source, &cid, false)[0]);
-            let mut ans = answer(Algorithm::Sha256, &nonce, 1);
+            let mut ans = answer(DigestAlgorithm::Sha256, &nonce, 1);
             ans.user = user;
             ans.password = "wrong";
             let mut r = req(source, &cid);
@@ -2006,7 +1963,7 @@ mod tests {
 
     fn good_attempt(a: &mut DigestAuth, l: &mut Lockout, now: u64, source: IpAddr) -> Verdict {
         let nonce = nonce_of(&a.challenge(now, source, "good", false)[0]);
-        let h = answer(Algorithm::Sha256, &nonce, 1).header();
+        let h = answer(DigestAlgorithm::Sha256, &nonce, 1).header();
         verify(a, l, now, &req(source, "good"), &h)
     }
 
@@ -2018,7 +1975,7 @@ mod tests {
         assert!(events.is_empty());
         assert_eq!(
             good_attempt(&mut a, &mut l, T0 + 1, src()),
-            authenticated(Algorithm::Sha256)
+            authenticated(DigestAlgorithm::Sha256)
         );
         // The success cleared the pair's count; ten more failures lock it.
         let events = fail_n(&mut a, &mut l, T0 + 2, USER, src(), false, 10);
@@ -2041,12 +1998,12 @@ mod tests {
         // The same username from another source still works.
         assert_eq!(
             good_attempt(&mut a, &mut l, T0 + 3, other_src()),
-            authenticated(Algorithm::Sha256)
+            authenticated(DigestAlgorithm::Sha256)
         );
         // The lock ends after its period.
         assert_eq!(
             good_attempt(&mut a, &mut l, T0 + 2 + 300, src()),
-            authenticated(Algorithm::Sha256)
+            authenticated(DigestAlgorithm::Sha256)
         );
     }
 
@@ -2087,12 +2044,12 @@ mod tests {
         assert!(l.is_empty());
         assert!(!l.is_locked(T0, USER, src(), true));
         let nonce = nonce_of(&a.challenge(T0, src(), "ok", false)[0]);
-        let h = answer(Algorithm::Sha256, &nonce, 1).header();
+        let h = answer(DigestAlgorithm::Sha256, &nonce, 1).header();
         let mut r = req(src(), "ok");
         r.allow_listed = true;
         assert_eq!(
             verify(&mut a, &mut l, T0, &r, &h),
-            authenticated(Algorithm::Sha256)
+            authenticated(DigestAlgorithm::Sha256)
         );
     }
 

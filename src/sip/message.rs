@@ -543,6 +543,17 @@ impl Headers {
         }
     }
 
+    /// `text`, a slice of this header section, as shared octets of the message (no copy);
+    /// any other text is copied.
+    fn share(&self, text: &str) -> ByteString {
+        let start = (text.as_ptr() as usize).wrapping_sub(self.buf.as_ptr() as usize);
+        start
+            .checked_add(text.len())
+            .filter(|&end| end <= self.buf.len())
+            .and_then(|end| ByteString::try_from(self.buf.slice(start..end)).ok())
+            .unwrap_or_else(|| ByteString::from(text))
+    }
+
     fn value_str(&self, e: &Entry) -> Result<&str, ParseError> {
         self.str_at(e.value)
             .ok_or(ParseError::BadHeader(e.name_str()))
@@ -670,8 +681,8 @@ impl Headers {
     }
 
     /// CSeq (§20.16).
-    pub fn cseq(&self) -> Result<CSeq<'_>, ParseError> {
-        CSeq::parse(self.required(Name::CSeq)?)
+    pub fn cseq(&self) -> Result<CSeq, ParseError> {
+        CSeq::parse(self, self.required(Name::CSeq)?)
     }
 
     /// Max-Forwards (§20.22), `None` when absent; values above 255 are errors.
@@ -897,70 +908,7 @@ fn parse_token(s: &str) -> Result<&str, ()> {
 // ---------------------------------------------------------------------------------------
 // Methods
 
-/// A request method (§7.1). Extension methods keep their token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Method<'a> {
-    Invite,
-    Ack,
-    Bye,
-    Cancel,
-    Options,
-    Register,
-    Update,
-    Info,
-    Prack,
-    Subscribe,
-    Notify,
-    Message,
-    Refer,
-    Publish,
-    /// Any other token (methods are case-sensitive, §7.1).
-    Extension(&'a str),
-}
-
-impl<'a> Method<'a> {
-    /// Classifies a method token.
-    pub fn from_token(s: &'a str) -> Method<'a> {
-        match s {
-            "INVITE" => Method::Invite,
-            "ACK" => Method::Ack,
-            "BYE" => Method::Bye,
-            "CANCEL" => Method::Cancel,
-            "OPTIONS" => Method::Options,
-            "REGISTER" => Method::Register,
-            "UPDATE" => Method::Update,
-            "INFO" => Method::Info,
-            "PRACK" => Method::Prack,
-            "SUBSCRIBE" => Method::Subscribe,
-            "NOTIFY" => Method::Notify,
-            "MESSAGE" => Method::Message,
-            "REFER" => Method::Refer,
-            "PUBLISH" => Method::Publish,
-            other => Method::Extension(other),
-        }
-    }
-
-    /// The method token.
-    pub fn as_str(&self) -> &'a str {
-        match self {
-            Method::Invite => "INVITE",
-            Method::Ack => "ACK",
-            Method::Bye => "BYE",
-            Method::Cancel => "CANCEL",
-            Method::Options => "OPTIONS",
-            Method::Register => "REGISTER",
-            Method::Update => "UPDATE",
-            Method::Info => "INFO",
-            Method::Prack => "PRACK",
-            Method::Subscribe => "SUBSCRIBE",
-            Method::Notify => "NOTIFY",
-            Method::Message => "MESSAGE",
-            Method::Refer => "REFER",
-            Method::Publish => "PUBLISH",
-            Method::Extension(s) => s,
-        }
-    }
-}
+pub use crate::kinds::Method;
 
 // ---------------------------------------------------------------------------------------
 // Hosts, parameters, URIs
@@ -1784,14 +1732,15 @@ impl<'a> NameAddr<'a> {
 }
 
 /// CSeq (§20.16).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CSeq<'a> {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CSeq {
     pub seq: u32,
-    pub method: Method<'a>,
+    pub method: Method,
 }
 
-impl<'a> CSeq<'a> {
-    fn parse(v: &'a str) -> Result<CSeq<'a>, ParseError> {
+impl CSeq {
+    /// Parses a CSeq value of `head`; an extension method shares its token with the message.
+    fn parse(head: &Headers, v: &str) -> Result<CSeq, ParseError> {
         let bad = ParseError::BadHeader("CSeq");
         let split = first_ws(v).ok_or(bad)?;
         let (n, m) = v.split_at(split);
@@ -1801,7 +1750,7 @@ impl<'a> CSeq<'a> {
         }
         Ok(CSeq {
             seq: parse_u32(n).ok_or(bad)?,
-            method: Method::from_token(m),
+            method: Method::known(m).unwrap_or_else(|| Method::Other(head.share(m))),
         })
     }
 }
@@ -2103,9 +2052,10 @@ fn parse_status_line(line: &[u8], base: usize) -> Result<(u16, Span), ParseError
 }
 
 impl Request {
-    /// The method.
-    pub fn method(&self) -> Method<'_> {
-        Method::from_token(self.method_str())
+    /// The method; an extension method shares its token with the message (no copy).
+    pub fn method(&self) -> Method {
+        let token = self.method_str();
+        Method::known(token).unwrap_or_else(|| Method::Other(self.head.share(token)))
     }
     /// The method token as received.
     pub fn method_str(&self) -> &str {
@@ -2331,7 +2281,7 @@ fn write_body(out: &mut BytesMut, body: Option<&(&str, Bytes)>) {
 /// Builds a request a UAS sends inside a dialog (BYE, re-INVITE, ...; §12.2.1.1).
 #[derive(Debug)]
 pub struct RequestBuilder<'a> {
-    method: Method<'a>,
+    method: Method,
     uri: &'a str,
     via: (&'a str, &'a str, &'a str),
     from: (&'a str, &'a str),
@@ -2348,7 +2298,7 @@ impl<'a> RequestBuilder<'a> {
     /// `uri` is the remote target; `via` is (transport, sent-by, branch); `from` is the
     /// local (name-addr, tag), `to` the remote (name-addr, tag).
     pub fn new(
-        method: Method<'a>,
+        method: Method,
         uri: &'a str,
         via: (&'a str, &'a str, &'a str),
         from: (&'a str, &'a str),
@@ -2483,7 +2433,7 @@ pub fn cancel_for(invite: &Request) -> Result<Bytes, ParseError> {
 }
 
 /// A request that copies the INVITE's routing and identity (ACK for a non-2xx, CANCEL).
-fn invite_derived(invite: &Request, method: Method<'_>, to: &str) -> Result<Bytes, ParseError> {
+fn invite_derived(invite: &Request, method: Method, to: &str) -> Result<Bytes, ParseError> {
     let head = invite.headers();
     let via = head.top_via()?.as_str();
     let from = head.from()?.as_str();

@@ -123,7 +123,7 @@ impl UacDialog {
     /// route set, From our URI and tag, To the peer's URI and tag, a Via with `branch`.
     pub fn request<'a>(
         &'a self,
-        method: message::Method<'a>,
+        method: message::Method,
         branch: &'a str,
         cseq: u32,
     ) -> RequestBuilder<'a> {

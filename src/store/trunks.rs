@@ -15,7 +15,6 @@ use sqlx::types::Json;
 use super::model::{Codec, DigestAlgorithm, Trunk, TrunkAuth, TrunkTransport};
 use super::{Page, Result, Store, StoreError, now, on_pool};
 use crate::ids::{TenantId, TrunkId};
-use crate::sip::auth::Algorithm;
 
 /// The columns every query returns, in the row type's order (never the hashes).
 macro_rules! columns {
@@ -109,7 +108,7 @@ impl Ha1Set {
         Ha1Set(
             algorithms
                 .iter()
-                .map(|&a| (a, Algorithm::from(a).ha1(username, realm, password)))
+                .map(|&a| (a, a.ha1(username, realm, password)))
                 .collect(),
         )
     }
