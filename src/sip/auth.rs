@@ -33,6 +33,8 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
+use crate::sip::message::{Host, Scheme, Uri};
+
 mod client;
 
 pub use crate::kinds::DigestAlgorithm;
@@ -813,87 +815,53 @@ fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b)
 }
 
-/// The parts of a SIP URI that identify where a request is addressed.
-#[derive(Debug, PartialEq, Eq)]
-struct UriTarget<'a> {
-    secure: bool,
-    user: Option<&'a str>,
-    host: String,
-    port: u16,
-}
-
-fn parse_sip_uri(uri: &str) -> Option<UriTarget<'_>> {
-    let uri = uri.trim();
-    let colon = uri.find(':')?;
-    let (scheme, rest) = uri.split_at(colon);
-    let rest = rest.get(1..)?;
-    let secure = if scheme.eq_ignore_ascii_case("sips") {
-        true
-    } else if scheme.eq_ignore_ascii_case("sip") {
-        false
-    } else {
-        return None;
-    };
-    // The user part may itself contain ';' and '?', so split at '@' first.
-    let (user, hostpart) = match rest.find('@') {
-        Some(at) => {
-            let userinfo = rest.get(..at)?;
-            let user = userinfo.split(':').next().unwrap_or(userinfo);
-            (Some(user), rest.get(at + 1..)?)
-        }
-        None => (None, rest),
-    };
-    let end = hostpart.find([';', '?']).unwrap_or(hostpart.len());
-    let hostport = hostpart.get(..end)?;
-    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
-        let close = v6.find(']')?;
-        let host = v6.get(..close)?;
-        let after = v6.get(close + 1..)?;
-        (host, after)
-    } else {
-        match hostport.rfind(':') {
-            Some(c) => (hostport.get(..c)?, hostport.get(c..)?),
-            None => (hostport, ""),
-        }
-    };
-    if host.is_empty() {
-        return None;
-    }
-    let port = match port.strip_prefix(':') {
-        Some(p) => p.parse::<u16>().ok()?,
-        None if port.is_empty() => {
-            if secure {
-                5061
-            } else {
-                5060
-            }
-        }
-        None => return None,
-    };
-    Some(UriTarget {
-        secure,
-        user,
-        host: host.to_ascii_lowercase(),
-        port,
-    })
-}
-
 /// Whether the digest `uri` designates the Request-URI: the same string, or a SIP URI with
 /// the same scheme, host and port (absent port = the scheme's default) whose user part is
-/// absent (as sipp sends it) or equal. URI parameters are ignored.
+/// absent (as sipp sends it) or equal. URI parameters are ignored. Both are read by the
+/// message parser's URI grammar (§19.1.1), the one every header's URIs go through.
 fn uri_matches(digest_uri: &str, request_uri: &str) -> bool {
     if digest_uri == request_uri {
         return true;
     }
-    match (parse_sip_uri(digest_uri), parse_sip_uri(request_uri)) {
+    match (sip_target(digest_uri), sip_target(request_uri)) {
         (Some(d), Some(r)) => {
-            d.secure == r.secure
+            d.scheme == r.scheme
                 && d.host == r.host
                 && d.port == r.port
                 && d.user.is_none_or(|u| Some(u) == r.user)
         }
         _ => false,
     }
+}
+
+/// The parts of a SIP or SIPS URI that identify where a request is addressed.
+#[derive(Debug, PartialEq, Eq)]
+struct UriTarget<'a> {
+    scheme: Scheme,
+    user: Option<&'a str>,
+    /// An IP literal as written by the parser, a name lower-cased (host names compare
+    /// case-insensitively, §19.1.4).
+    host: String,
+    port: u16,
+}
+
+fn sip_target(uri: &str) -> Option<UriTarget<'_>> {
+    let parsed = Uri::parse(uri.trim()).ok()?;
+    let default_port = match parsed.scheme() {
+        Scheme::Sip => 5060,
+        Scheme::Sips => 5061,
+        _ => return None,
+    };
+    let host = match parsed.host()? {
+        Host::Name(name) => name.to_ascii_lowercase(),
+        ip => ip.to_string(),
+    };
+    Some(UriTarget {
+        scheme: parsed.scheme(),
+        user: parsed.user(),
+        host,
+        port: parsed.port().unwrap_or(default_port),
+    })
 }
 
 /// Highest nonce-count accepted per live nonce. Bounded: entries leave when their nonce
