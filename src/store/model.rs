@@ -1,4 +1,9 @@
-//! The rows of the data model, as the API shows them (see the data model in the README).
+//! The rows the store reads and writes (tenants, phone numbers, AI profiles, API keys, calls
+//! and their events, trunks), typed as the HTTP API shows them: each field's JSON name and
+//! each enum's text are the same in the database, in JSON and in the OpenAPI document.
+//!
+//! The vocabularies shared with the SIP side (transports, codecs, digest algorithms) live in
+//! [`crate::kinds`] and are re-exported here.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
