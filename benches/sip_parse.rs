@@ -6,6 +6,7 @@ use std::hint::black_box;
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use vca_sip::sip::message::{Message, Method};
+use vca_sip::sip::session_timer::{SessionExpires, parse_min_se};
 use vca_sip::sip::triage::{Transport, Triage, triage};
 
 pub const INVITE: &str = "INVITE sip:+914446001234@203.0.113.10:5060;user=phone SIP/2.0\r\n\
@@ -63,11 +64,13 @@ fn parse_and_type(buf: Bytes) -> usize {
     n += h.contacts().flatten().count();
     n += h.require().count() + h.supported().count();
     n += h
-        .session_expires()
-        .ok()
-        .flatten()
-        .map_or(0, |s| s.seconds as usize);
-    n += h.min_se().ok().flatten().map_or(0, |s| s as usize);
+        .get("Session-Expires")
+        .and_then(|v| SessionExpires::parse(v).ok())
+        .map_or(0, |s| s.interval as usize);
+    n += h
+        .get("Min-SE")
+        .and_then(|v| parse_min_se(v).ok())
+        .map_or(0, |s| s as usize);
     n += h.record_routes().count() + h.routes().count();
     n += h.user_agent().map_or(0, str::len);
     n += h

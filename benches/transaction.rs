@@ -56,13 +56,7 @@ fn tcp_486(c: &mut Criterion) {
             let key = &keys[i % keys.len()];
             i += 1;
             assert_eq!(table.handle_request(now, key), RequestMatch::New);
-            let _ = table.create_ist(
-                now,
-                key.clone(),
-                Transport::Reliable,
-                PEER,
-                Some(trying.clone()),
-            );
+            let _ = table.create_ist(now, key.clone(), Transport::Tcp, PEER, Some(trying.clone()));
             assert_eq!(table.handle_request(now, key), RequestMatch::Retransmission);
             let _ = table.respond(now, key, 486, busy.clone());
             assert_eq!(table.handle_ack(now, key), AckMatch::Absorbed);
@@ -89,13 +83,7 @@ fn udp_200(c: &mut Criterion) {
             let key = &keys[i % keys.len()];
             i += 1;
             assert_eq!(table.handle_request(now, key), RequestMatch::New);
-            let _ = table.create_ist(
-                now,
-                key.clone(),
-                Transport::Unreliable,
-                PEER,
-                Some(trying.clone()),
-            );
+            let _ = table.create_ist(now, key.clone(), Transport::Udp, PEER, Some(trying.clone()));
             assert_eq!(table.handle_request(now, key), RequestMatch::Retransmission);
             let _ = table.respond(now, key, 180, ringing.clone());
             let _ = table.respond(now, key, 200, ok.clone());

@@ -23,6 +23,7 @@ pub mod config;
 pub mod endpoint;
 pub mod gate;
 pub mod ids;
+pub mod kinds;
 pub mod media;
 pub mod routing;
 pub mod server;

@@ -14,7 +14,8 @@ use common::{ADMIN_TOKEN, Backend, TestDb};
 use serde_json::json;
 use vca_sip::clock::{SystemClock, WallClock};
 use vca_sip::ids::{CallEventId, CallId, NodeId, TenantId};
-use vca_sip::store::model::{Call, CallEvent, CallStatus, Direction, HangupCause, SipTransport};
+use vca_sip::kinds::{CallTransport, Transport};
+use vca_sip::store::model::{Call, CallEvent, CallStatus, Direction, HangupCause};
 use vca_sip::store::{CallWrite, CallWriter, DatabaseUrl, Store};
 
 on_both_backends!(
@@ -145,7 +146,7 @@ async fn record_call_of_another_node(store: &Store, tenant: TenantId) -> Call {
         called: "+919876543210".to_owned(),
         called_raw: "9876543210".to_owned(),
         sip_call_id: "other-node@durability.test".to_owned(),
-        transport: SipTransport::Tcp,
+        transport: CallTransport::Sip(Transport::Tcp),
         remote_addr: "127.0.0.2:5060".to_owned(),
         codec: Some("PCMA".to_owned()),
         status: CallStatus::Answered,

@@ -6,8 +6,9 @@ mod common;
 use common::{Backend, TestDb};
 use vca_sip::clock::{SystemClock, WallClock};
 use vca_sip::ids::{AiProfileId, CallEventId, CallId, NodeId, PhoneNumberId, TenantId};
+use vca_sip::kinds::Transport;
 use vca_sip::store::model::{
-    Call, CallEvent, CallStatus, Direction, HangupCause, Plan, SipTransport, TenantStatus,
+    Call, CallEvent, CallStatus, CallTransport, Direction, HangupCause, Plan, TenantStatus,
 };
 use vca_sip::store::{CallWrite, CallWriter, NewTenant, Store};
 
@@ -369,7 +370,7 @@ fn answered_call(tenant: TenantId, n: usize) -> Call {
         called: "+914446001234".to_owned(),
         called_raw: "04446001234".to_owned(),
         sip_call_id: format!("{n}@writer.test"),
-        transport: SipTransport::Udp,
+        transport: CallTransport::Sip(Transport::Udp),
         remote_addr: "127.0.0.1:5060".to_owned(),
         codec: None,
         status: CallStatus::Answered,
@@ -515,12 +516,12 @@ async fn calls_take_every_outcome_value_and_refuse_others(backend: Backend) {
         HangupCause::NodeRestart,
     ];
     let transports = [
-        SipTransport::Udp,
-        SipTransport::Tcp,
-        SipTransport::Tls,
-        SipTransport::Ws,
-        SipTransport::Wss,
-        SipTransport::Webrtc,
+        CallTransport::Sip(Transport::Udp),
+        CallTransport::Sip(Transport::Tcp),
+        CallTransport::Sip(Transport::Tls),
+        CallTransport::Sip(Transport::Ws),
+        CallTransport::Sip(Transport::Wss),
+        CallTransport::Webrtc,
     ];
     let mut written = Vec::new();
     for (n, cause) in causes.into_iter().enumerate() {
@@ -564,7 +565,10 @@ async fn calls_take_every_outcome_value_and_refuse_others(backend: Backend) {
         ]
     );
     assert_eq!(CallStatus::Queued.as_str(), "queued");
-    assert_eq!(SipTransport::Webrtc.as_str(), "webrtc");
+    assert_eq!(
+        transports.map(CallTransport::as_str),
+        ["udp", "tcp", "tls", "ws", "wss", "webrtc"]
+    );
 
     let id = written[0].id;
     for (sql, what) in [

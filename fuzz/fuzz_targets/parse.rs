@@ -8,8 +8,10 @@
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
+use vca_sip::sip::auth;
 use vca_sip::sip::framing::{Frame, Limits, StreamDecoder};
 use vca_sip::sip::message::Message;
+use vca_sip::sip::session_timer::{SessionExpires, parse_min_se};
 use vca_sip::sip::triage::{Transport, Triage, triage, triage_frame_error};
 
 fuzz_target!(|data: &[u8]| {
@@ -17,11 +19,13 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(Message::Request(req)) = Message::parse(buf.clone()) {
         let h = req.headers();
         let _ = (h.from(), h.to(), h.call_id(), h.cseq(), h.max_forwards());
+        // The one parser of each of these headers: digest authentication's, the session
+        // timer's.
         let _ = (
             h.content_type(),
-            h.authorization(),
-            h.session_expires(),
-            h.min_se(),
+            h.get("Authorization").map(auth::identity),
+            h.get("Session-Expires").map(SessionExpires::parse),
+            h.get("Min-SE").map(parse_min_se),
         );
         let _ = h.vias().count() + h.contacts().count() + h.routes().count();
     }

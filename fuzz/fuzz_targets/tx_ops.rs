@@ -60,7 +60,7 @@ fn keys() -> Vec<Key> {
         let server = |sent_by: &Bytes, method| {
             TransactionKey::server(branch.clone(), sent_by.clone(), method).expect("cookie")
         };
-        let info = Method::Other(Bytes::from_static(b"INFO"));
+        let info = Method::Info;
         let all = [
             (server(&here, Method::Invite), true, Fits::Ist),
             (server(&here, Method::Cancel), true, Fits::Nist),
@@ -169,9 +169,9 @@ impl Input<'_> {
 
     fn transport(&mut self) -> Transport {
         if self.byte() & 1 == 0 {
-            Transport::Unreliable
+            Transport::Udp
         } else {
-            Transport::Reliable
+            Transport::Tcp
         }
     }
 }

@@ -296,7 +296,7 @@ async fn create(
     let settings = TrunkSettings {
         name: name(body.name)?,
         provider: provider(body.provider.unwrap_or_else(|| "generic".to_owned()))?,
-        transport: body.transport.unwrap_or(TrunkTransport::Udp),
+        transport: body.transport.unwrap_or(TrunkTransport::UDP),
         host: body.host.map(host).transpose()?,
         port: body.port.map(port).transpose()?,
         allowed_cidrs: cidrs(body.allowed_cidrs.unwrap_or_default(), principal)?,
@@ -431,7 +431,7 @@ fn finish(
     password: Option<Password>,
     identity_changed: bool,
 ) -> Result<TrunkSettings, Problem> {
-    if s.require_client_cert && s.transport != TrunkTransport::Tls {
+    if s.require_client_cert && s.transport != TrunkTransport::TLS {
         return Err(Problem::invalid(
             "require_client_cert",
             "require_client_cert needs transport \"tls\"",

@@ -10,7 +10,7 @@ use crate::ids::{CallEventId, CallId, TenantId, TrunkId};
 use crate::routing::directory::Route;
 use crate::sip::message::Request;
 use crate::store::CallWrite;
-use crate::store::model::{Call, CallEvent, CallStatus, Direction, HangupCause, SipTransport};
+use crate::store::model::{Call, CallEvent, CallStatus, Direction, HangupCause};
 use crate::transport::Transport;
 
 pub struct Record {
@@ -45,12 +45,6 @@ impl Record {
                     .to_owned()
             })
             .unwrap_or_default();
-        let transport = match transport {
-            Transport::Udp => SipTransport::Udp,
-            Transport::Tcp => SipTransport::Tcp,
-            Transport::Tls => SipTransport::Tls,
-            Transport::Ws => SipTransport::Ws,
-        };
         let call = Call {
             id: CallId::new(),
             tenant_id: route.tenant_id,
@@ -63,7 +57,7 @@ impl Record {
             called: called.to_owned(),
             called_raw: truncate(called_raw, 128),
             sip_call_id: truncate(h.call_id().unwrap_or_default(), 256),
-            transport,
+            transport: transport.into(),
             remote_addr: remote.to_string(),
             codec: None,
             status: CallStatus::Initiated,
@@ -85,12 +79,7 @@ impl Record {
 
     /// The record of a call vca-sip places, `queued` until its INVITE goes out.
     pub fn outbound(clock: Arc<dyn WallClock>, id: CallId, call: Outbound<'_>) -> Record {
-        let transport = match call.transport {
-            Transport::Udp => SipTransport::Udp,
-            Transport::Tcp => SipTransport::Tcp,
-            Transport::Tls => SipTransport::Tls,
-            Transport::Ws => SipTransport::Ws,
-        };
+        let transport = call.transport.into();
         let call = Call {
             id,
             tenant_id: call.tenant_id,

@@ -201,7 +201,7 @@ impl Harness {
         let request = message(method, Some(self.local_tag), cseq, "", body);
         let key = TransactionKey::client(
             Bytes::from(format!("z9hG4bK{method}{cseq}")),
-            transaction::Method::Other(Bytes::from(method.to_owned())),
+            transaction::Method::parse(method),
         );
         CallEvent::Request {
             key,

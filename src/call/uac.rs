@@ -65,7 +65,7 @@ use crate::sip::message::{Method, Request, Response};
 use crate::sip::sdp::{
     DEFAULT_CODECS, Direction as SdpDirection, LocalSession, SessionDescription,
 };
-use crate::sip::transaction::{self, TimerConfig, TransactionKey};
+use crate::sip::transaction::{TimerConfig, TransactionKey};
 use crate::sip::triage::Transport;
 use crate::sip::uac::{UacInvite, UacInviteParams, UacOutput};
 use crate::store::model::HangupCause;
@@ -462,6 +462,7 @@ impl<P: Link + std::fmt::Debug> Uac<P> {
             Transport::Tcp => ("TCP", s.tcp_port),
             Transport::Tls => ("TLS", s.tls_port),
             Transport::Ws => ("WS", s.tcp_port),
+            Transport::Wss => ("WSS", s.tls_port),
         };
         let sent_by = SocketAddr::new(s.public_ip, port).to_string();
         let branch_prefix = format!("z9hG4bK{}", new_tag());
@@ -472,6 +473,7 @@ impl<P: Link + std::fmt::Debug> Uac<P> {
             Transport::Tcp => format!("<sip:vca@{sent_by};transport=tcp>"),
             Transport::Tls => format!("<sip:vca@{sent_by};transport=tls>"),
             Transport::Ws => format!("<sip:vca@{sent_by};transport=ws>"),
+            Transport::Wss => format!("<sip:vca@{sent_by};transport=wss>"),
         };
         let headers: Vec<(&str, &str)> = auth.iter().map(|h| (h.name, h.value.as_str())).collect();
         let built = UacInvite::new(&UacInviteParams {
@@ -534,7 +536,7 @@ impl<P: Link + std::fmt::Debug> Uac<P> {
                 UacOutput::SendPrack {
                     branch, request, ..
                 } => {
-                    let method = transaction::Method::Other(Bytes::from_static(b"PRACK"));
+                    let method = Method::Prack;
                     let key = TransactionKey::client(branch, method);
                     self.request(key, request);
                 }
@@ -548,7 +550,7 @@ impl<P: Link + std::fmt::Debug> Uac<P> {
                 UacOutput::SendBye {
                     branch, request, ..
                 } => {
-                    let key = TransactionKey::client(branch, transaction::Method::Bye);
+                    let key = TransactionKey::client(branch, Method::Bye);
                     self.request(key, request);
                 }
                 UacOutput::Failed { status } => self.failed(status),
@@ -733,7 +735,7 @@ impl<P: Link + std::fmt::Debug> Uac<P> {
         };
         let cseq = dialog.next_local_cseq();
         let request = dialog.request(Method::Bye, &branch, cseq).build();
-        let key = TransactionKey::client(Bytes::from(branch), transaction::Method::Bye);
+        let key = TransactionKey::client(Bytes::from(branch), Method::Bye);
         self.request(key, request);
     }
 

@@ -236,7 +236,7 @@ impl Pair {
     }
 
     /// The last request with `method` the far end got.
-    fn last_request(&self, method: Method<'_>) -> Request {
+    fn last_request(&self, method: Method) -> Request {
         self.wire
             .iter()
             .rev()
@@ -285,7 +285,7 @@ impl Pair {
     }
 
     /// The far end answers the last request with `method`.
-    fn reply_last(&mut self, method: Method<'_>, status: u16) {
+    fn reply_last(&mut self, method: Method, status: u16) {
         let request = self.last_request(method);
         self.reply_to(&request, status, &[], "");
     }

@@ -661,7 +661,7 @@ impl<P: Link + std::fmt::Debug> Uas<P> {
         }
     }
 
-    fn final_sent(&mut self, method: Method<'_>, status: u16) {
+    fn final_sent(&mut self, method: Method, status: u16) {
         if let Some(dialog) = self.dialog.as_mut() {
             if method == Method::Invite {
                 dialog.handle_final_sent(status);
@@ -754,7 +754,9 @@ impl<P: Link + std::fmt::Debug> Uas<P> {
         let addr = match transport {
             Transport::Udp => SocketAddr::new(s.public_ip, s.udp_port),
             Transport::Tls => SocketAddr::new(s.public_ip, s.tls_port),
-            Transport::Tcp | Transport::Ws => SocketAddr::new(s.public_ip, s.tcp_port),
+            Transport::Tcp | Transport::Ws | Transport::Wss => {
+                SocketAddr::new(s.public_ip, s.tcp_port)
+            }
         };
         match transport {
             Transport::Udp => format!("<sip:vca@{addr}>"),
@@ -765,7 +767,8 @@ impl<P: Link + std::fmt::Debug> Uas<P> {
                 format!("<sips:vca@{addr}>")
             }
             Transport::Tls => format!("<sip:vca@{addr};transport=tls>"),
-            Transport::Ws => format!("<sip:vca@{addr};transport=ws>"),
+            // RFC 7118 §5.2: `ws` names both WebSocket transports in a URI.
+            Transport::Ws | Transport::Wss => format!("<sip:vca@{addr};transport=ws>"),
         }
     }
 
@@ -890,6 +893,7 @@ impl<P: Link + std::fmt::Debug> Uas<P> {
             Transport::Tcp => ("TCP", s.tcp_port),
             Transport::Tls => ("TLS", s.tls_port),
             Transport::Ws => ("WS", s.tcp_port),
+            Transport::Wss => ("WSS", s.tcp_port),
         };
         let sent_by = SocketAddr::new(s.public_ip, port).to_string();
         let branch = format!("z9hG4bK{}", new_tag());

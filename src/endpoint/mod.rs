@@ -278,7 +278,7 @@ impl<P: Link + std::fmt::Debug> Endpoint<P> {
                 peer,
                 request,
             } => {
-                let transport = reliability(&peer);
+                let transport = peer.transport();
                 let tx = TxPeer {
                     peer,
                     call: Some(call),
@@ -345,7 +345,7 @@ impl<P: Link + std::fmt::Debug> Endpoint<P> {
         if let Some(entry) = self.calls.get_mut(&call) {
             entry.client_invites.push(key.clone());
         }
-        let transport = reliability(&peer);
+        let transport = peer.transport();
         let tx = TxPeer {
             peer,
             call: Some(call),
@@ -622,7 +622,7 @@ impl<P: Link + std::fmt::Debug> Endpoint<P> {
             peer: peer.clone(),
             call,
         };
-        let _ = self.table.create_nist(key, reliability(peer), tx);
+        let _ = self.table.create_nist(key, peer.transport(), tx);
     }
 
     /// Answers a request inside a transaction the endpoint creates for it.
@@ -639,7 +639,7 @@ impl<P: Link + std::fmt::Debug> Endpoint<P> {
             let _ = self.table.create_ist(
                 now,
                 key.clone(),
-                reliability(peer),
+                peer.transport(),
                 TxPeer {
                     peer: peer.clone(),
                     call: None,
@@ -701,7 +701,7 @@ impl<P: Link + std::fmt::Debug> Endpoint<P> {
         };
         if self
             .table
-            .create_ist(now, key.clone(), reliability(&peer), tx, Some(trying))
+            .create_ist(now, key.clone(), peer.transport(), tx, Some(trying))
             .is_err()
         {
             return;
@@ -785,9 +785,9 @@ impl<P: Link + std::fmt::Debug> Endpoint<P> {
         };
         let created = if request.method() == Method::Invite {
             self.table
-                .create_ist(now, key.clone(), reliability(&peer), tx, None)
+                .create_ist(now, key.clone(), peer.transport(), tx, None)
         } else {
-            self.table.create_nist(key.clone(), reliability(&peer), tx)
+            self.table.create_nist(key.clone(), peer.transport(), tx)
         };
         if created.is_err() {
             return;
@@ -825,25 +825,6 @@ fn retry_after() -> u32 {
     rand::rng().random_range(0..=10)
 }
 
-fn reliability(peer: &impl Link) -> transaction::Transport {
-    if peer.is_reliable() {
-        transaction::Transport::Reliable
-    } else {
-        transaction::Transport::Unreliable
-    }
-}
-
-fn tx_method(method: Method<'_>) -> transaction::Method {
-    match method {
-        Method::Invite => transaction::Method::Invite,
-        Method::Ack => transaction::Method::Ack,
-        Method::Cancel => transaction::Method::Cancel,
-        Method::Bye => transaction::Method::Bye,
-        Method::Options => transaction::Method::Options,
-        other => transaction::Method::Other(Bytes::copy_from_slice(other.as_str().as_bytes())),
-    }
-}
-
 /// The §17.2.3 key of a received request: top Via branch, sent-by and method (or, for an
 /// RFC 2543 request without the magic cookie, the whole top Via plus Call-ID and CSeq).
 ///
@@ -852,7 +833,7 @@ fn tx_method(method: Method<'_>) -> transaction::Method {
 /// message alive.
 pub fn server_key(request: &Request) -> Option<TransactionKey> {
     let via = request.headers().top_via().ok()?;
-    let method = tx_method(request.method());
+    let method = request.method();
     if let Some(branch) = via.branch() {
         let mut id = BytesMut::with_capacity(branch.len() + 48);
         id.extend_from_slice(branch.as_bytes());
@@ -880,7 +861,7 @@ fn client_key(data: &Bytes, response: &Response) -> Option<TransactionKey> {
     let via = response.headers().top_via().ok()?;
     let branch = slice_of(data, via.branch()?);
     let cseq = response.headers().cseq().ok()?;
-    Some(TransactionKey::client(branch, tx_method(cseq.method)))
+    Some(TransactionKey::client(branch, cseq.method))
 }
 
 /// A zero-copy slice of `buf` for a `&str` that points into it (a copy otherwise).

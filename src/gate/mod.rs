@@ -331,7 +331,7 @@ impl Gate {
                 .auth
                 .verify(unix, &info, authorization, &mut self.lockout, |u, alg| {
                     (known && u == user)
-                        .then(|| trunk.ha1.get(DigestAlgorithm::from(alg)).map(str::to_owned))
+                        .then(|| trunk.ha1.get(alg).map(str::to_owned))
                         .flatten()
                 });
         for event in &outcome.events {
@@ -436,7 +436,7 @@ impl Gate {
                 continue;
             }
             let mut config = DigestConfig::new(realm.clone());
-            config.algorithms = trunk.algorithms.iter().map(|&a| a.into()).collect();
+            config.algorithms = trunk.algorithms.clone();
             config.nonce_ttl_secs = self.nonce_ttl_secs;
             match DigestAuth::new(config, self.key.clone()) {
                 Ok(auth) => {

@@ -26,6 +26,8 @@
 
 use std::ops::Range;
 
+use crate::kinds::Codec;
+
 /// The only RTP/RTCP version in use (RFC 3550 §5.1).
 pub const RTP_VERSION: u8 = 2;
 
@@ -38,9 +40,9 @@ pub struct Pt(u8);
 
 impl Pt {
     /// PCMU (G.711 µ-law), the static payload type 0 of RFC 3551.
-    pub const PCMU: Pt = Pt(0);
+    pub const PCMU: Pt = Pt(Codec::Pcmu.static_pt());
     /// PCMA (G.711 A-law), the static payload type 8 of RFC 3551.
-    pub const PCMA: Pt = Pt(8);
+    pub const PCMA: Pt = Pt(Codec::Pcma.static_pt());
 
     /// A payload type, or `None` when `value` does not fit in 7 bits.
     pub const fn new(value: u8) -> Option<Pt> {

@@ -16,7 +16,8 @@ use rustls::pki_types::{CertificateDer, ServerName};
 
 use super::e164::CountryCode;
 use crate::ids::{TenantId, TrunkId};
-use crate::store::model::{DigestAlgorithm, TrunkAuth, TrunkTransport};
+use crate::kinds::{DigestAlgorithm, Transport, TrunkTransport};
+use crate::store::model::TrunkAuth;
 use crate::store::{Ha1Set, Result, Store, TrunkCredentials};
 
 /// An IPv4 or IPv6 network: its address masked to the prefix, and the prefix length.
@@ -174,12 +175,8 @@ impl TrunkEntry {
     /// Whether a request over `transport` may come from this trunk: a TLS trunk admits only
     /// TLS (no downgrade to plain text from its networks); a UDP or TCP trunk admits UDP,
     /// TCP and TLS.
-    pub fn admits_transport(&self, transport: crate::sip::triage::Transport) -> bool {
-        use crate::sip::triage::Transport;
-        match self.transport {
-            TrunkTransport::Tls => transport == Transport::Tls,
-            TrunkTransport::Udp | TrunkTransport::Tcp => true,
-        }
+    pub fn admits_transport(&self, transport: Transport) -> bool {
+        self.transport != TrunkTransport::TLS || transport == Transport::Tls
     }
 
     /// Whether a request with this client certificate (verified against the client CA by
@@ -255,11 +252,7 @@ impl TrunkSet {
 
     /// The IP-authenticated trunk for `source` over `transport`, the most specific network
     /// first.
-    pub fn by_source(
-        &self,
-        source: IpAddr,
-        transport: crate::sip::triage::Transport,
-    ) -> Option<&Arc<TrunkEntry>> {
+    pub fn by_source(&self, source: IpAddr, transport: Transport) -> Option<&Arc<TrunkEntry>> {
         self.trunks
             .iter()
             .filter(|t| t.ip_only() && t.admits_transport(transport))
@@ -273,7 +266,7 @@ impl TrunkSet {
     pub fn digest_candidates(
         &self,
         source: IpAddr,
-        transport: crate::sip::triage::Transport,
+        transport: Transport,
     ) -> impl Iterator<Item = &Arc<TrunkEntry>> {
         self.trunks.iter().filter(move |t| {
             t.admits_transport(transport)
@@ -378,14 +371,14 @@ impl TrunkBook {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sip::triage::Transport;
+    use crate::kinds::Transport;
 
     fn entry(auth: TrunkAuth, cidrs: &[&str]) -> TrunkEntry {
         TrunkEntry {
             id: TrunkId::new(),
             tenant_id: None,
             name: "t".into(),
-            transport: TrunkTransport::Udp,
+            transport: TrunkTransport::UDP,
             allowed: cidrs.iter().map(|c| Cidr::parse(c).unwrap()).collect(),
             auth,
             realm: Some("r".into()),
@@ -465,7 +458,7 @@ mod tests {
     #[test]
     fn a_tls_trunk_admits_only_tls() {
         let mut tls = entry(TrunkAuth::Ip, &["10.0.0.0/8"]);
-        tls.transport = TrunkTransport::Tls;
+        tls.transport = TrunkTransport::TLS;
         let set = TrunkSet::new(vec![tls], true, 1);
         let source = "10.0.0.1".parse().unwrap();
         assert!(set.by_source(source, Transport::Udp).is_none());

@@ -155,56 +155,27 @@ impl NegotiationError {
     }
 }
 
-/// A codec for the audio stream. Both are 8 kHz G.711 with static payload types (RFC 3551).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Codec {
-    /// G.711 µ-law, static payload type 0.
-    Pcmu,
-    /// G.711 A-law, static payload type 8.
-    Pcma,
-}
+pub use crate::kinds::Codec;
 
+/// How a description names a codec: SDP's business, so it lives here rather than with the
+/// vocabulary.
 impl Codec {
-    /// The static payload type from RFC 3551 Table 4, used in our own offers and when an offer
-    /// lists the number without an rtpmap.
-    pub const fn static_pt(self) -> u8 {
-        match self {
-            Self::Pcmu => 0,
-            Self::Pcma => 8,
-        }
-    }
-
-    /// The encoding name as written in a=rtpmap (and in call records).
-    pub const fn encoding_name(self) -> &'static str {
-        match self {
-            Self::Pcmu => "PCMU",
-            Self::Pcma => "PCMA",
-        }
-    }
-
-    /// Sampling clock rate in Hz.
-    pub const fn clock_rate(self) -> u32 {
-        8000
-    }
-
     /// The codec a payload type in a description stands for: by its rtpmap when present
     /// (name compared case-insensitively, 8000 Hz, mono), else by the static number.
-    fn identify(pt: u8, rtpmap: Option<&RtpMap>) -> Option<Self> {
+    fn identify(pt: u8, rtpmap: Option<&RtpMap>) -> Option<Codec> {
         match rtpmap {
             Some(map) => {
                 let mono = map.channels.is_none_or(|c| c == 1);
                 if map.clock_rate != 8000 || !mono {
                     return None;
                 }
-                [Self::Pcmu, Self::Pcma]
+                [Codec::Pcmu, Codec::Pcma]
                     .into_iter()
                     .find(|c| map.encoding.eq_ignore_ascii_case(c.encoding_name()))
             }
-            None => match pt {
-                0 => Some(Self::Pcmu),
-                8 => Some(Self::Pcma),
-                _ => None,
-            },
+            None => [Codec::Pcmu, Codec::Pcma]
+                .into_iter()
+                .find(|c| c.static_pt() == pt),
         }
     }
 }

@@ -35,22 +35,7 @@ pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, INFO, PRACK"
 /// Option tags vca-sip supports (§20.37); any other tag in Require gets 420.
 pub const SUPPORTED: &[&str] = &["timer"];
 
-/// How the message arrived.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    Udp,
-    Tcp,
-    Tls,
-    /// SIP over WebSocket (RFC 7118): one message per WebSocket message.
-    Ws,
-}
-
-impl Transport {
-    /// Whether messages are framed by Content-Length on a byte stream.
-    pub fn is_stream(self) -> bool {
-        matches!(self, Transport::Tcp | Transport::Tls)
-    }
-}
+pub use crate::kinds::Transport;
 
 /// What a request is, for the caller's next decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,7 +51,7 @@ pub enum MethodClass {
 
 impl MethodClass {
     /// Classifies a method.
-    pub fn of(method: Method<'_>) -> MethodClass {
+    pub fn of(method: &Method) -> MethodClass {
         match method {
             Method::Invite
             | Method::Ack
@@ -82,7 +67,7 @@ impl MethodClass {
             | Method::Message
             | Method::Refer
             | Method::Publish => MethodClass::NotServed,
-            Method::Extension(_) => MethodClass::Unknown,
+            Method::Other(_) => MethodClass::Unknown,
         }
     }
 }
@@ -336,7 +321,7 @@ fn check(req: &Request, transport: Transport) -> Result<MethodClass, Refusal> {
         }
     }
 
-    if let (Method::Invite, Some(ranges)) = (method, h.accept()) {
+    if let (Method::Invite, Some(ranges)) = (&method, h.accept()) {
         let mut sdp = false;
         for range in ranges {
             sdp |= range.map_err(bad)?.admits("application", "sdp");
@@ -346,7 +331,7 @@ fn check(req: &Request, transport: Transport) -> Result<MethodClass, Refusal> {
         }
     }
 
-    Ok(MethodClass::of(method))
+    Ok(MethodClass::of(&method))
 }
 
 #[cfg(test)]

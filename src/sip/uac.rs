@@ -123,7 +123,7 @@ impl UacDialog {
     /// route set, From our URI and tag, To the peer's URI and tag, a Via with `branch`.
     pub fn request<'a>(
         &'a self,
-        method: message::Method<'a>,
+        method: message::Method,
         branch: &'a str,
         cseq: u32,
     ) -> RequestBuilder<'a> {
@@ -496,13 +496,13 @@ impl UacInvite {
                 tag,
             ),
             state,
-            local_uri: name_addr_without_params(from.as_str()).to_owned(),
-            remote_uri: name_addr_without_params(to.as_str()).to_owned(),
+            local_uri: from.without_params().to_owned(),
+            remote_uri: to.without_params().to_owned(),
             remote_target: self.invite.uri().as_str().to_owned(),
             route_set: Vec::new(),
             local_cseq: head.cseq().map_err(UacError::BadInvite)?.seq,
             transport: via.transport.to_owned(),
-            sent_by: via_sent_by(via.as_str()).to_owned(),
+            sent_by: via.sent_by().to_owned(),
         };
         dialog.learn(response)?;
         self.legs.push(Leg {
@@ -698,26 +698,6 @@ impl UacInvite {
             });
         }
     }
-}
-
-/// A From or To value without its header parameters (the tag goes on separately).
-fn name_addr_without_params(value: &str) -> &str {
-    match value.find('>') {
-        Some(end) => value.get(..=end).unwrap_or(value),
-        None => value.split(';').next().unwrap_or(value).trim_end(),
-    }
-}
-
-/// The sent-by of a Via value (`SIP/2.0/UDP host:port;params` -> `host:port`).
-fn via_sent_by(value: &str) -> &str {
-    let after_protocol = value
-        .split_once(|c: char| c.is_ascii_whitespace())
-        .map_or("", |(_, rest)| rest.trim_start());
-    after_protocol
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim_end()
 }
 
 #[cfg(test)]

@@ -1,79 +1,18 @@
-//! The rows of the data model, as the API shows them (see the data model in the README).
+//! The rows the store reads and writes (tenants, phone numbers, AI profiles, API keys, calls
+//! and their events, trunks), typed as the HTTP API shows them: each field's JSON name and
+//! each enum's text are the same in the database, in JSON and in the OpenAPI document.
+//!
+//! The vocabularies shared with the SIP side (transports, codecs, digest algorithms) live in
+//! [`crate::kinds`] and are re-exported here.
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sqlx::FromRow;
 use utoipa::ToSchema;
 
 use crate::ids::{AiProfileId, ApiKeyId, CallEventId, CallId, PhoneNumberId, TenantId, TrunkId};
-
-/// Declares an enum stored as lowercase text (checked by the database) and spoken as the
-/// same text in JSON and in the OpenAPI document. The text is taken as a token tree, not
-/// a `literal` fragment: a fragment reaches the derives wrapped in an invisible group,
-/// which serde reads through but utoipa does not, so the document would name the Rust
-/// variants instead of the JSON values.
-macro_rules! text_enum {
-    ($(#[$doc:meta])* $name:ident { $($variant:ident => $text:tt),+ $(,)? }) => {
-        $(#[$doc])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
-        pub enum $name {
-            $(#[serde(rename = $text)] $variant),+
-        }
-
-        impl $name {
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$variant => $text),+ }
-            }
-
-            pub fn parse(text: &str) -> Option<Self> {
-                match text { $($text => Some($name::$variant),)+ _ => None }
-            }
-        }
-
-        impl std::fmt::Display for $name {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-
-        impl<DB: sqlx::Database> sqlx::Type<DB> for $name
-        where
-            str: sqlx::Type<DB>,
-        {
-            fn type_info() -> DB::TypeInfo {
-                <str as sqlx::Type<DB>>::type_info()
-            }
-            fn compatible(ty: &DB::TypeInfo) -> bool {
-                <str as sqlx::Type<DB>>::compatible(ty)
-            }
-        }
-
-        impl<'q, DB: sqlx::Database> sqlx::Encode<'q, DB> for $name
-        where
-            &'q str: sqlx::Encode<'q, DB>,
-        {
-            fn encode_by_ref(
-                &self,
-                buf: &mut <DB as sqlx::Database>::ArgumentBuffer,
-            ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
-                <&'q str as sqlx::Encode<'q, DB>>::encode(self.as_str(), buf)
-            }
-        }
-
-        impl<'r, DB: sqlx::Database> sqlx::Decode<'r, DB> for $name
-        where
-            &'r str: sqlx::Decode<'r, DB>,
-        {
-            fn decode(
-                value: <DB as sqlx::Database>::ValueRef<'r>,
-            ) -> Result<Self, sqlx::error::BoxDynError> {
-                let text = <&'r str as sqlx::Decode<'r, DB>>::decode(value)?;
-                $name::parse(text)
-                    .ok_or_else(|| format!("{text:?} is not a {}", stringify!($name)).into())
-            }
-        }
-    };
-}
+use crate::kinds::text_enum;
+pub use crate::kinds::{CallTransport, Codec, DigestAlgorithm, TrunkTransport};
 
 text_enum!(
     /// Whether a tenant's calls are admitted.
@@ -183,19 +122,6 @@ text_enum!(
         NodeRestart => "node_restart",
     }
 );
-text_enum!(
-    /// The transport a call's signalling arrived on; `webrtc` for a browser's call set up
-    /// by HTTP offer/answer, which has no SIP transport.
-    SipTransport {
-        Udp => "udp",
-        Tcp => "tcp",
-        Tls => "tls",
-        Ws => "ws",
-        Wss => "wss",
-        Webrtc => "webrtc",
-    }
-);
-
 /// A call record (CDR).
 #[derive(Debug, Clone, PartialEq, Serialize, FromRow, ToSchema)]
 pub struct Call {
@@ -212,7 +138,7 @@ pub struct Call {
     /// The dialed number as it arrived.
     pub called_raw: String,
     pub sip_call_id: String,
-    pub transport: SipTransport,
+    pub transport: CallTransport,
     pub remote_addr: String,
     pub codec: Option<String>,
     pub status: CallStatus,
@@ -243,41 +169,10 @@ pub struct CallEvent {
 }
 
 text_enum!(
-    /// The transport a trunk's carrier sends and receives SIP on.
-    TrunkTransport { Udp => "udp", Tcp => "tcp", Tls => "tls" }
-);
-text_enum!(
     /// How a trunk's requests are admitted: by source address, by digest credentials, or
     /// by both at once.
     TrunkAuth { Ip => "ip", Digest => "digest", IpDigest => "ip+digest" }
 );
-text_enum!(
-    /// A digest hash algorithm a trunk is challenged with (RFC 8760), as spelt on the wire.
-    DigestAlgorithm { Sha256 => "SHA-256", Md5 => "MD5" }
-);
-text_enum!(
-    /// An audio codec a trunk may carry.
-    Codec { Pcma => "PCMA", Pcmu => "PCMU" }
-);
-
-impl From<DigestAlgorithm> for crate::sip::auth::Algorithm {
-    fn from(algorithm: DigestAlgorithm) -> Self {
-        match algorithm {
-            DigestAlgorithm::Sha256 => crate::sip::auth::Algorithm::Sha256,
-            DigestAlgorithm::Md5 => crate::sip::auth::Algorithm::Md5,
-        }
-    }
-}
-
-impl From<crate::sip::auth::Algorithm> for DigestAlgorithm {
-    fn from(algorithm: crate::sip::auth::Algorithm) -> Self {
-        match algorithm {
-            crate::sip::auth::Algorithm::Sha256 => DigestAlgorithm::Sha256,
-            crate::sip::auth::Algorithm::Md5 => DigestAlgorithm::Md5,
-        }
-    }
-}
-
 /// A SIP trunk: a carrier connection owned by the platform (`tenant_id` null) or by one
 /// tenant. Its password is never part of it; only HA1 hashes are stored, and they are read
 /// only through [`Store::all_enabled_trunks`](crate::store::Store::all_enabled_trunks).

@@ -16,7 +16,6 @@ use sqlx::types::Json;
 use super::model::{Codec, DigestAlgorithm, Trunk, TrunkAuth, TrunkTransport};
 use super::{Page, Result, Store, StoreError, on_pool, stamp};
 use crate::ids::{TenantId, TrunkId};
-use crate::sip::auth::Algorithm;
 
 /// The columns every query returns, in the row type's order (never the hashes).
 macro_rules! columns {
@@ -110,7 +109,7 @@ impl Ha1Set {
         Ha1Set(
             algorithms
                 .iter()
-                .map(|&a| (a, Algorithm::from(a).ha1(username, realm, password)))
+                .map(|&a| (a, a.ha1(username, realm, password)))
                 .collect(),
         )
     }

@@ -11,7 +11,7 @@
 //! when it says `stale=true` with a nonce not yet answered (the old nonce expired, the
 //! password was right); any other repeat means the credentials were refused.
 
-use super::{Algorithm, HeaderFault, ParamIter, push_quoted};
+use super::{DigestAlgorithm, HeaderFault, ParamIter, push_quoted};
 use crate::sip::message::Response;
 
 /// Why a challenge was not answered.
@@ -64,7 +64,7 @@ pub struct Challenge {
     /// The server nonce.
     pub nonce: String,
     /// The algorithm (MD5 when the challenge names none, RFC 2617).
-    pub algorithm: Algorithm,
+    pub algorithm: DigestAlgorithm,
     /// The server offers `qop=auth`; without it the RFC 2617 response without qop is used.
     pub qop_auth: bool,
     /// `stale=true`: the previous nonce expired, the credentials were right.
@@ -100,8 +100,8 @@ impl Challenge {
             }
         }
         let algorithm = match algorithm {
-            None => Algorithm::Md5,
-            Some(token) => match Algorithm::from_token(token) {
+            None => DigestAlgorithm::Md5,
+            Some(token) => match DigestAlgorithm::from_token(token) {
                 Some(a) => a,
                 None => return Ok(None),
             },
@@ -180,7 +180,8 @@ impl DigestClient {
             };
             match best.iter_mut().find(|c| c.realm == challenge.realm) {
                 Some(kept) => {
-                    if kept.algorithm == Algorithm::Md5 && challenge.algorithm == Algorithm::Sha256
+                    if kept.algorithm == DigestAlgorithm::Md5
+                        && challenge.algorithm == DigestAlgorithm::Sha256
                     {
                         *kept = challenge;
                     }

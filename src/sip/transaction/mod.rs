@@ -41,8 +41,6 @@ mod tests;
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-
 pub use ict::{Ict, IctInput, IctOutput, IctState};
 pub use ist::{Ist, IstInput, IstOutput, IstState};
 pub use nict::{Nict, NictInput, NictOutput, NictState};
@@ -92,69 +90,7 @@ impl TimerConfig {
     }
 }
 
-/// Whether the transport the transaction runs over is reliable.
-///
-/// Over a reliable transport (TCP, TLS, WebSocket) the machines never retransmit on their
-/// own (Timers E and G are not used) and the absorb timers I, J and K are zero (§17).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Transport {
-    /// UDP: the transaction layer retransmits.
-    Unreliable,
-    /// TCP, TLS or WebSocket: the transport delivers or reports an error.
-    Reliable,
-}
-
-impl Transport {
-    /// True for TCP, TLS and WebSocket.
-    pub fn is_reliable(self) -> bool {
-        matches!(self, Transport::Reliable)
-    }
-}
-
-/// A request method, as far as the transaction layer cares.
-///
-/// Known methods compare without touching bytes; any other method keeps its token.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Method {
-    /// INVITE (§13).
-    Invite,
-    /// ACK: matches the INVITE transaction it acknowledges (§17.2.3).
-    Ack,
-    /// CANCEL: matches the INVITE's key but is its own transaction (§9.2).
-    Cancel,
-    /// BYE (§15).
-    Bye,
-    /// OPTIONS (§11).
-    Options,
-    /// Any other method, by its token as received.
-    Other(Bytes),
-}
-
-impl Method {
-    /// Classifies a method token (case-sensitive, as §7.1 requires). Does not allocate.
-    pub fn from_token(token: Bytes) -> Method {
-        match &token[..] {
-            b"INVITE" => Method::Invite,
-            b"ACK" => Method::Ack,
-            b"CANCEL" => Method::Cancel,
-            b"BYE" => Method::Bye,
-            b"OPTIONS" => Method::Options,
-            _ => Method::Other(token),
-        }
-    }
-
-    /// The method token.
-    pub fn as_bytes(&self) -> &[u8] {
-        match self {
-            Method::Invite => b"INVITE",
-            Method::Ack => b"ACK",
-            Method::Cancel => b"CANCEL",
-            Method::Bye => b"BYE",
-            Method::Options => b"OPTIONS",
-            Method::Other(token) => token,
-        }
-    }
-}
+pub use crate::kinds::{Method, Transport};
 
 /// Misuse of a transaction by its caller. None of these come from the network: a
 /// retransmission or a stray response in an odd state is absorbed, never an error.

@@ -48,7 +48,7 @@
 //!     // The second time round the INVITE is a retransmission.
 //!     if table.handle_request(now, &key) == RequestMatch::New {
 //!         let trying = Bytes::from_static(b"SIP/2.0 100 Trying\r\n...");
-//!         table.create_ist(now, key.clone(), Transport::Unreliable, from, Some(trying)).unwrap();
+//!         table.create_ist(now, key.clone(), Transport::Udp, from, Some(trying)).unwrap();
 //!         // ...hand the INVITE to its call task, which later calls table.respond(..)
 //!     }
 //! }

@@ -97,10 +97,10 @@ fn without_qop_the_rfc_2617_response_has_no_cnonce_or_nc() {
         .answer(&response, "GET", "/dir/index.html", "unused")
         .unwrap();
     // H(HA1:nonce:HA2) with MD5, the algorithm of a challenge that names none.
-    let ha1 = Algorithm::Md5.ha1("Mufasa", "testrealm@host.com", "Circle Of Life");
-    let ha2 = Algorithm::Md5.hex(b"GET:/dir/index.html");
-    let expected =
-        Algorithm::Md5.hex(format!("{ha1}:dcd98b7102dd2f0e8b11d0f600bfb0c093:{ha2}").as_bytes());
+    let ha1 = DigestAlgorithm::Md5.ha1("Mufasa", "testrealm@host.com", "Circle Of Life");
+    let ha2 = DigestAlgorithm::Md5.hex(b"GET:/dir/index.html");
+    let expected = DigestAlgorithm::Md5
+        .hex(format!("{ha1}:dcd98b7102dd2f0e8b11d0f600bfb0c093:{ha2}").as_bytes());
     assert_eq!(
         headers[0].value,
         format!(
@@ -194,8 +194,11 @@ fn round_trip_against_the_server_side_verifier() {
     let source = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 9));
     let now = 1_800_000_000;
     for (algorithms, expected) in [
-        (vec![Algorithm::Sha256, Algorithm::Md5], Algorithm::Sha256),
-        (vec![Algorithm::Md5], Algorithm::Md5),
+        (
+            vec![DigestAlgorithm::Sha256, DigestAlgorithm::Md5],
+            DigestAlgorithm::Sha256,
+        ),
+        (vec![DigestAlgorithm::Md5], DigestAlgorithm::Md5),
     ] {
         let mut config = DigestConfig::new("vca.example");
         config.algorithms = algorithms;

@@ -331,10 +331,7 @@ impl TableDriver {
             None => (false, token),
         };
         let (name, method) = match token.split_once('/') {
-            Some((name, method)) => (
-                name,
-                Method::from_token(Bytes::copy_from_slice(method.as_bytes())),
-            ),
+            Some((name, method)) => (name, Method::parse(method)),
             None => (token, Method::Invite),
         };
         let branch = Bytes::from(format!("z9hG4bK{name}"));
@@ -532,7 +529,7 @@ impl Scenario {
     pub fn parse(text: &str) -> Scenario {
         let mut scenario = Scenario {
             machine: String::new(),
-            transport: Transport::Unreliable,
+            transport: Transport::Udp,
             trying: false,
             inputs: Vec::new(),
             expected: Vec::new(),
@@ -553,8 +550,8 @@ impl Scenario {
                 }
                 Some("transport") => {
                     scenario.transport = match words.get(1).copied() {
-                        Some("udp") => Transport::Unreliable,
-                        Some("tcp") => Transport::Reliable,
+                        Some("udp") => Transport::Udp,
+                        Some("tcp") => Transport::Tcp,
                         other => panic!("line {}: bad transport {other:?}", n + 1),
                     }
                 }

@@ -31,7 +31,7 @@ fn hundred_thousand_requests_leave_nothing_behind() {
         let key = TableDriver::key(&format!("n{i}/OPTIONS"));
         assert_eq!(table.handle_request(clock.now(), &key), RequestMatch::New);
         table
-            .create_nist(key.clone(), Transport::Unreliable, ())
+            .create_nist(key.clone(), Transport::Udp, ())
             .expect("new key");
         table
             .respond(clock.now(), &key, 200, Bytes::from_static(b"200"))
@@ -53,7 +53,7 @@ fn hundred_thousand_requests_leave_nothing_behind() {
     // Still usable after shrinking.
     let key = TableDriver::key("after/OPTIONS");
     table
-        .create_nist(key.clone(), Transport::Reliable, ())
+        .create_nist(key.clone(), Transport::Tcp, ())
         .expect("new key");
     table
         .respond(clock.now(), &key, 200, Bytes::from_static(b"200"))
@@ -76,16 +76,16 @@ fn index_finds_every_live_key_through_growth_slot_reuse_and_shrinking() {
     // Over TCP a transaction ends with its final response and frees its slot at once.
     for i in 0..20_000u32 {
         let transport = if i.is_multiple_of(2) {
-            Transport::Unreliable
+            Transport::Udp
         } else {
-            Transport::Reliable
+            Transport::Tcp
         };
         create(&mut table, i, transport);
     }
     assert_eq!(table.len(), 10_000);
     // New keys take the freed slots.
     for i in 20_000..30_000 {
-        create(&mut table, i, Transport::Unreliable);
+        create(&mut table, i, Transport::Udp);
     }
     drain(&mut table);
     let live = |i: u32| i.is_multiple_of(2) || i >= 20_000;
@@ -111,7 +111,7 @@ fn index_finds_every_live_key_through_growth_slot_reuse_and_shrinking() {
     assert_eq!(table.len(), 20_000);
     check(&mut table);
     assert_eq!(
-        table.create_nist(key(0), Transport::Unreliable, ()),
+        table.create_nist(key(0), Transport::Udp, ()),
         Err(TransactionError::Exists)
     );
 }
@@ -126,7 +126,7 @@ fn shrinking_drops_stale_timers_and_keeps_live_ones() {
             .create_ist(
                 clock.now(),
                 key.clone(),
-                Transport::Reliable,
+                Transport::Tcp,
                 (),
                 Some(Bytes::from_static(b"100")),
             )
@@ -160,7 +160,7 @@ fn stale_deadlines_are_skipped_and_bounded() {
             .create_ist(
                 clock.now(),
                 key.clone(),
-                Transport::Reliable,
+                Transport::Tcp,
                 (),
                 Some(Bytes::from_static(b"100")),
             )
@@ -190,7 +190,7 @@ fn stale_deadlines_are_skipped_and_bounded() {
                 .create_ist(
                     clock.now(),
                     key.clone(),
-                    Transport::Reliable,
+                    Transport::Tcp,
                     (),
                     Some(Bytes::from_static(b"100")),
                 )
@@ -210,29 +210,29 @@ fn misuse_is_reported() {
     let client = TableDriver::key("c:m/BYE");
     let now = clock.now();
     table
-        .create_ist(now, invite.clone(), Transport::Unreliable, (), None)
+        .create_ist(now, invite.clone(), Transport::Udp, (), None)
         .expect("new");
     assert_eq!(
-        table.create_ist(now, invite.clone(), Transport::Unreliable, (), None),
+        table.create_ist(now, invite.clone(), Transport::Udp, (), None),
         Err(TransactionError::Exists)
     );
     assert_eq!(
-        table.create_ist(now, bye.clone(), Transport::Unreliable, (), None),
+        table.create_ist(now, bye.clone(), Transport::Udp, (), None),
         Err(TransactionError::WrongMethod(Method::Bye))
     );
     assert_eq!(
-        table.create_nist(invite.clone(), Transport::Unreliable, ()),
+        table.create_nist(invite.clone(), Transport::Udp, ()),
         Err(TransactionError::WrongMethod(Method::Invite))
     );
     assert_eq!(
-        table.create_nist(client.clone(), Transport::Unreliable, ()),
+        table.create_nist(client.clone(), Transport::Udp, ()),
         Err(TransactionError::WrongSide)
     );
     assert_eq!(
         table.create_nict(
             now,
             bye.clone(),
-            Transport::Unreliable,
+            Transport::Udp,
             (),
             Bytes::from_static(b"BYE")
         ),
@@ -259,7 +259,7 @@ fn misuse_is_reported() {
         .create_nict(
             now,
             client.clone(),
-            Transport::Unreliable,
+            Transport::Udp,
             (),
             Bytes::from_static(b"BYE"),
         )
@@ -277,7 +277,7 @@ fn ack_with_the_invite_branch_in_accepted_goes_to_the_tu() {
     let mut table = TransactionTable::new(TimerConfig::default());
     let key = TableDriver::key("k");
     table
-        .create_ist(clock.now(), key.clone(), Transport::Unreliable, (), None)
+        .create_ist(clock.now(), key.clone(), Transport::Udp, (), None)
         .expect("new");
     table
         .respond(clock.now(), &key, 200, Bytes::from_static(b"200"))
@@ -307,7 +307,7 @@ fn an_acknowledged_2xx_lets_go_of_its_retransmitter_while_the_invite_lingers() {
     let unacked = TableDriver::key("b/INVITE");
     for key in [&acked, &unacked] {
         table
-            .create_ist(clock.now(), key.clone(), Transport::Unreliable, (), None)
+            .create_ist(clock.now(), key.clone(), Transport::Udp, (), None)
             .expect("new key");
         table
             .respond(clock.now(), key, 200, Bytes::from_static(b"200"))
