@@ -54,7 +54,10 @@ one_run() {
     "$here/load.sh" --token "$token" "${load_args[@]}" --rate 1 --duration 1 >"$dir/provision.log" 2>&1 || true
     before=$(cpu_ticks "$pid")
     out=$("$here/load.sh" --no-provision "${load_args[@]}" 2>&1 | tail -n 1) || true
-    after=$(cpu_ticks "$pid")
+    if ! after=$(cpu_ticks "$pid" 2>/dev/null); then
+        echo "binary $((which + 1)): the server exited during the run; its log: $dir/server.log" >&2
+        exit 1
+    fi
     peak=$(sort -n "$dir/fds" | tail -n 1)
     kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
     kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null || true
