@@ -3,14 +3,16 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
+
 use serde_json::{Value, json};
 
 use crate::clock::WallClock;
 use crate::ids::{CallEventId, CallId, TenantId, TrunkId};
 use crate::routing::directory::Route;
 use crate::sip::message::Request;
-use crate::store::CallWrite;
 use crate::store::model::{Call, CallEvent, CallStatus, Direction, HangupCause};
+use crate::store::{CallWrite, stamp};
 use crate::transport::Transport;
 
 pub struct Record {
@@ -22,6 +24,12 @@ pub struct Record {
 }
 
 impl Record {
+    /// The clock's time at the precision both stores keep (microseconds), so that a record
+    /// reads back as it was written on SQLite and PostgreSQL alike.
+    fn now(&self) -> DateTime<Utc> {
+        stamp(self.clock.now())
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         clock: Arc<dyn WallClock>,
@@ -64,7 +72,7 @@ impl Record {
             sip_status: None,
             q850_cause: None,
             hangup_cause: None,
-            started_at: clock.now(),
+            started_at: stamp(clock.now()),
             answered_at: None,
             ended_at: None,
             duration_s: None,
@@ -98,7 +106,7 @@ impl Record {
             sip_status: None,
             q850_cause: None,
             hangup_cause: None,
-            started_at: clock.now(),
+            started_at: stamp(clock.now()),
             answered_at: None,
             ended_at: None,
             duration_s: None,
@@ -139,7 +147,7 @@ impl Record {
             call_id: self.call.id,
             tenant_id: self.call.tenant_id,
             kind: kind.to_owned(),
-            at: self.clock.now(),
+            at: self.now(),
             detail: sqlx::types::Json(detail),
         });
     }
@@ -161,7 +169,7 @@ impl Record {
     pub fn answered(&mut self) {
         self.call.status = CallStatus::Answered;
         self.call.sip_status = Some(200);
-        self.call.answered_at = Some(self.clock.now());
+        self.call.answered_at = Some(self.now());
         self.event(
             "answered",
             json!({"sip_status": 200, "codec": self.call.codec}),
@@ -187,7 +195,7 @@ impl Record {
         self.call.sip_status = status.map(i64::from);
         self.call.q850_cause = q850.map(i64::from);
         self.call.hangup_cause = Some(cause);
-        self.call.ended_at = Some(self.clock.now());
+        self.call.ended_at = Some(self.now());
         self.event(
             "failed",
             json!({"sip_status": status, "q850_cause": q850, "reason": why}),
@@ -211,7 +219,7 @@ impl Record {
     }
 
     fn finish(&mut self, status: CallStatus, cause: HangupCause) {
-        let ended = self.clock.now();
+        let ended = self.now();
         self.call.status = status;
         self.call.hangup_cause = Some(cause);
         self.call.ended_at = Some(ended);
@@ -256,4 +264,32 @@ fn truncate(s: &str, max: usize) -> String {
         end -= 1;
     }
     s[..end].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{TimeZone, Timelike};
+
+    use super::*;
+    use crate::clock::FakeClock;
+
+    #[test]
+    fn record_times_keep_microseconds_as_both_stores_do() {
+        let start = Utc.with_ymd_and_hms(2026, 11, 1, 12, 0, 0).unwrap()
+            + chrono::Duration::nanoseconds(1_234_567);
+        let clock = FakeClock::new(start);
+        let call = Outbound {
+            tenant_id: TenantId::new(),
+            trunk_id: None,
+            caller: "+911234567890",
+            called: "+919876543210",
+            sip_call_id: "a@b",
+            transport: Transport::Udp,
+            remote: "127.0.0.1:5060".parse().unwrap(),
+        };
+        let record = Record::outbound(clock.clone(), CallId::new(), call);
+        assert_eq!(record.call.started_at.nanosecond(), 1_234_000);
+        clock.advance(std::time::Duration::from_nanos(999)); // 1_235_566 ns: truncated, not rounded
+        assert_eq!(record.now().nanosecond(), 1_235_000);
+    }
 }
