@@ -7,10 +7,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::extract::{ApiPath, ApiQuery, Principal};
+use super::views::{Call, CallEvent};
 use super::{AppState, List, Problem, TenantPath};
 use crate::ids::{CallId, TenantId};
 use crate::store::CallFilter;
-use crate::store::model::{Call, CallEvent, CallStatus, Direction};
+use crate::store::model::{CallStatus, Direction};
 
 /// `?status=&direction=&from=&to=&cursor=&limit=`; newest first.
 #[derive(Debug, Deserialize)]
@@ -83,5 +84,8 @@ pub async fn get(
     let tenant_id = principal.scope(path.tenant_id)?;
     let call = state.store.call(tenant_id, path.call_id).await?;
     let events = state.store.call_events(tenant_id, path.call_id).await?;
-    Ok(Json(CallWithEvents { call, events }))
+    Ok(Json(CallWithEvents {
+        call: call.into(),
+        events: events.into_iter().map(CallEvent::from).collect(),
+    }))
 }

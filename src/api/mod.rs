@@ -4,6 +4,9 @@
 //! Every `/api` route needs `Authorization: Bearer <token>`. The platform admin's token
 //! reaches everything; a tenant's API key reaches only that tenant's paths, and another
 //! tenant's resources answer 404 exactly as if they did not exist.
+//!
+//! Handlers answer with the views of `views`, built from the store's rows; the rows
+//! themselves carry no JSON or OpenAPI shape.
 
 mod calls;
 mod extract;
@@ -15,6 +18,7 @@ mod problem;
 mod profiles;
 mod tenants;
 mod trunks;
+mod views;
 
 use std::sync::Arc;
 
@@ -173,10 +177,11 @@ pub struct List<T> {
     pub next_cursor: Option<String>,
 }
 
-impl<T, C: std::fmt::Display> From<Page<T, C>> for List<T> {
-    fn from(page: Page<T, C>) -> Self {
+/// A page of store rows becomes a page of their views.
+impl<R, T: From<R>, C: std::fmt::Display> From<Page<R, C>> for List<T> {
+    fn from(page: Page<R, C>) -> Self {
         List {
-            items: page.items,
+            items: page.items.into_iter().map(T::from).collect(),
             next_cursor: page.next_cursor.map(|c| c.to_string()),
         }
     }

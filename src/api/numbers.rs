@@ -11,10 +11,11 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::extract::{ApiJson, ApiPath, ApiQuery, Principal};
+use super::views::PhoneNumber;
 use super::{AppState, List, ListQuery, Problem, TenantPath, double_option};
 use crate::ids::{AiProfileId, PhoneNumberId, TenantId, TrunkId};
 use crate::routing::e164::{CountryCode, Did};
-use crate::store::model::{PhoneNumber, ProviderType};
+use crate::store::model::ProviderType;
 use crate::store::{NewPhoneNumber, PhoneNumberPatch};
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -75,7 +76,7 @@ pub async fn create(
         .create_phone_number(tenant_id, new, state.clock.now())
         .await?;
     state.refresh_number(&number.did_number).await;
-    Ok((StatusCode::CREATED, Json(number)))
+    Ok((StatusCode::CREATED, Json(number.into())))
 }
 
 #[utoipa::path(get, path = "/api/tenants/{tenant_id}/phone-numbers",
@@ -109,7 +110,8 @@ pub async fn get(
         state
             .store
             .phone_number(tenant_id, path.phone_number_id)
-            .await?,
+            .await?
+            .into(),
     ))
 }
 
@@ -150,7 +152,7 @@ pub async fn update(
         .update_phone_number(tenant_id, path.phone_number_id, patch)
         .await?;
     state.refresh_number(&number.did_number).await;
-    Ok(Json(number))
+    Ok(Json(number.into()))
 }
 
 #[utoipa::path(delete, path = "/api/tenants/{tenant_id}/phone-numbers/{phone_number_id}",

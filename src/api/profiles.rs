@@ -8,9 +8,10 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::extract::{ApiJson, ApiPath, ApiQuery, Principal};
+use super::views::AiProfile;
 use super::{AppState, List, ListQuery, Problem, TenantPath};
 use crate::ids::{AiProfileId, TenantId};
-use crate::store::model::{AiProfile, Role};
+use crate::store::model::Role;
 use crate::store::{AiProfilePatch, NewAiProfile};
 
 /// The longest system prompt accepted, in bytes.
@@ -90,7 +91,7 @@ pub async fn create(
     if profile.is_default {
         state.reload_directory().await;
     }
-    Ok((StatusCode::CREATED, Json(profile)))
+    Ok((StatusCode::CREATED, Json(profile.into())))
 }
 
 #[utoipa::path(get, path = "/api/tenants/{tenant_id}/ai-profiles",
@@ -124,7 +125,8 @@ pub async fn get(
         state
             .store
             .ai_profile(tenant_id, path.ai_profile_id)
-            .await?,
+            .await?
+            .into(),
     ))
 }
 
@@ -150,7 +152,7 @@ pub async fn update(
         .update_ai_profile(tenant_id, path.ai_profile_id, patch)
         .await?;
     state.reload_directory().await;
-    Ok(Json(profile))
+    Ok(Json(profile.into()))
 }
 
 #[utoipa::path(delete, path = "/api/tenants/{tenant_id}/ai-profiles/{ai_profile_id}",

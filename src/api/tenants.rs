@@ -8,10 +8,11 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::extract::{ApiJson, ApiPath, ApiQuery, Principal};
+use super::views::Tenant;
 use super::{AppState, List, ListQuery, Problem, TenantPath};
 use crate::ids::TenantId;
 use crate::routing::e164::CountryCode;
-use crate::store::model::{Plan, Tenant, TenantStatus};
+use crate::store::model::{Plan, TenantStatus};
 use crate::store::{NewTenant, TenantPatch};
 
 /// The most concurrent calls one tenant may be given.
@@ -80,7 +81,7 @@ pub async fn create(
         max_concurrent_calls: call_limit(body.max_concurrent_calls.unwrap_or(10))?,
     };
     let tenant = state.store.create_tenant(new, state.clock.now()).await?;
-    Ok((StatusCode::CREATED, Json(tenant)))
+    Ok((StatusCode::CREATED, Json(tenant.into())))
 }
 
 #[utoipa::path(get, path = "/api/tenants",
@@ -107,7 +108,7 @@ pub async fn get(
     ApiPath(TenantPath { tenant_id }): ApiPath<TenantPath>,
 ) -> Result<Json<Tenant>, Problem> {
     let tenant_id = principal.scope(tenant_id)?;
-    Ok(Json(state.store.tenant(tenant_id).await?))
+    Ok(Json(state.store.tenant(tenant_id).await?.into()))
 }
 
 #[utoipa::path(patch, path = "/api/tenants/{tenant_id}", params(("tenant_id" = TenantId, Path)),
@@ -132,5 +133,5 @@ pub async fn update(
         .update_tenant(tenant_id, patch, state.clock.now())
         .await?;
     state.reload_directory().await;
-    Ok(Json(tenant))
+    Ok(Json(tenant.into()))
 }

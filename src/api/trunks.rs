@@ -28,11 +28,12 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::extract::{ApiJson, ApiPath, ApiQuery, Principal};
+use super::views::Trunk;
 use super::{AppState, List, ListQuery, Problem, TenantPath, double_option};
 use crate::ids::{TenantId, TrunkId};
 use crate::routing::e164::CountryCode;
 use crate::routing::trunks::Cidr;
-use crate::store::model::{Codec, DigestAlgorithm, Trunk, TrunkAuth, TrunkTransport};
+use crate::store::model::{Codec, DigestAlgorithm, TrunkAuth, TrunkTransport};
 use crate::store::{Ha1Set, StoreError, TrunkOwner, TrunkSettings};
 
 /// The most concurrent calls one trunk may be given.
@@ -182,7 +183,8 @@ pub async fn platform_get(
         state
             .store
             .trunk(TrunkOwner::Platform, path.trunk_id)
-            .await?,
+            .await?
+            .into(),
     ))
 }
 
@@ -255,7 +257,8 @@ pub async fn tenant_get(
         state
             .store
             .trunk(TrunkOwner::Tenant(tenant_id), path.trunk_id)
-            .await?,
+            .await?
+            .into(),
     ))
 }
 
@@ -329,7 +332,7 @@ async fn create(
         .create_trunk(owner, settings, state.clock.now())
         .await?;
     state.reload_trunks().await;
-    Ok((StatusCode::CREATED, Json(trunk)))
+    Ok((StatusCode::CREATED, Json(trunk.into())))
 }
 
 async fn list(
@@ -405,7 +408,7 @@ async fn update(
     let settings = finish(s, body.password, identity_changed)?;
     let trunk = state.store.update_trunk(owner, id, settings).await?;
     state.reload_trunks().await;
-    Ok(Json(trunk))
+    Ok(Json(trunk.into()))
 }
 
 async fn delete(state: &AppState, owner: TrunkOwner, id: TrunkId) -> Result<StatusCode, Problem> {

@@ -1,14 +1,14 @@
 //! The rows the store reads and writes (tenants, phone numbers, AI profiles, API keys, calls
-//! and their events, trunks), typed as the HTTP API shows them: each field's JSON name and
-//! each enum's text are the same in the database, in JSON and in the OpenAPI document.
+//! and their events, trunks): what the database holds, one struct per table, read with
+//! `sqlx::FromRow`. They know nothing of HTTP; the API shows them through its own views
+//! (`api::views`). The enums' texts are the same in the database, in JSON and in the
+//! OpenAPI document, since they are vocabulary shared by every layer.
 //!
 //! The vocabularies shared with the SIP side (transports, codecs, digest algorithms) live in
 //! [`crate::kinds`] and are re-exported here.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use sqlx::FromRow;
-use utoipa::ToSchema;
 
 use crate::ids::{AiProfileId, ApiKeyId, CallEventId, CallId, PhoneNumberId, TenantId, TrunkId};
 use crate::kinds::text_enum;
@@ -38,7 +38,7 @@ text_enum!(
 );
 
 /// A customer of the platform.
-#[derive(Debug, Clone, PartialEq, Serialize, FromRow, ToSchema)]
+#[derive(Debug, Clone, PartialEq, FromRow)]
 pub struct Tenant {
     pub id: TenantId,
     pub name: String,
@@ -52,7 +52,7 @@ pub struct Tenant {
 }
 
 /// A dialed number (DID) owned by one tenant.
-#[derive(Debug, Clone, PartialEq, Serialize, FromRow, ToSchema)]
+#[derive(Debug, Clone, PartialEq, FromRow)]
 pub struct PhoneNumber {
     pub id: PhoneNumberId,
     pub tenant_id: TenantId,
@@ -66,7 +66,7 @@ pub struct PhoneNumber {
 }
 
 /// How the AI agent answering a tenant's calls behaves.
-#[derive(Debug, Clone, PartialEq, Serialize, FromRow, ToSchema)]
+#[derive(Debug, Clone, PartialEq, FromRow)]
 pub struct AiProfile {
     pub id: AiProfileId,
     pub tenant_id: TenantId,
@@ -123,7 +123,7 @@ text_enum!(
     }
 );
 /// A call record (CDR).
-#[derive(Debug, Clone, PartialEq, Serialize, FromRow, ToSchema)]
+#[derive(Debug, Clone, PartialEq, FromRow)]
 pub struct Call {
     pub id: CallId,
     pub tenant_id: TenantId,
@@ -157,14 +157,13 @@ pub struct Call {
 }
 
 /// One step on a call's timeline.
-#[derive(Debug, Clone, PartialEq, Serialize, FromRow, ToSchema)]
+#[derive(Debug, Clone, PartialEq, FromRow)]
 pub struct CallEvent {
     pub id: CallEventId,
     pub call_id: CallId,
     pub tenant_id: TenantId,
     pub kind: String,
     pub at: DateTime<Utc>,
-    #[schema(value_type = Object)]
     pub detail: sqlx::types::Json<serde_json::Value>,
 }
 
@@ -176,7 +175,7 @@ text_enum!(
 /// A SIP trunk: a carrier connection owned by the platform (`tenant_id` null) or by one
 /// tenant. Its password is never part of it; only HA1 hashes are stored, and they are read
 /// only through [`Store::all_enabled_trunks`](crate::store::Store::all_enabled_trunks).
-#[derive(Debug, Clone, PartialEq, Serialize, FromRow, ToSchema)]
+#[derive(Debug, Clone, PartialEq, FromRow)]
 pub struct Trunk {
     pub id: TrunkId,
     /// Null for a platform trunk.
@@ -187,18 +186,15 @@ pub struct Trunk {
     pub host: Option<String>,
     pub port: Option<i64>,
     /// Source networks admitted, normalised (`203.0.113.0/24`, `2001:db8::/32`).
-    #[schema(value_type = Vec<String>)]
     pub allowed_cidrs: sqlx::types::Json<Vec<String>>,
     pub auth: TrunkAuth,
     pub realm: Option<String>,
     pub username: Option<String>,
     /// Challenge order: one challenge per algorithm, in this order.
-    #[schema(value_type = Vec<DigestAlgorithm>)]
     pub digest_algorithms: sqlx::types::Json<Vec<DigestAlgorithm>>,
     /// Null: no limit of the trunk's own.
     pub max_concurrent_calls: Option<i64>,
     pub default_country_code: String,
-    #[schema(value_type = Vec<Codec>)]
     pub codecs: sqlx::types::Json<Vec<Codec>>,
     pub enabled: bool,
     pub created_at: DateTime<Utc>,
