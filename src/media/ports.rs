@@ -8,7 +8,10 @@
 //! first, but only once it has been free for [`QUARANTINE`]: a carrier sends every call
 //! from the same address, and a late packet of an ended call must not be latched by the
 //! next call on its port. Whatever reached an idle pair is read and thrown away when it is
-//! handed out again, so the next call starts as if on freshly bound sockets. While no bound
+//! handed out again, so the next call starts as if on freshly bound sockets. The pair's
+//! shard says which pairs need it: its loop hears an idle pair's sockets become readable
+//! and notes the pair ([`PortPool::note_stale`]), and only a noted pair is read, so that
+//! handing out a pair that nothing reached costs no system call. While no bound
 //! pair has waited long enough a bare port is bound instead; only when there is none, or
 //! binding one failed, is a younger bound pair used, rather than refusing the call.
 //!
@@ -34,7 +37,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -190,6 +193,8 @@ struct Shared {
     /// Where the search for the least loaded shard starts, turning, so that ties alternate.
     turn: AtomicUsize,
     free: Mutex<FreeList>,
+    /// Per pair: a socket of it became readable while no call of its shard held it.
+    stale: Box<[AtomicBool]>,
     /// Stamps freed pairs: a pair comes back when its owner drops it, wherever that is.
     clock: Arc<dyn MonotonicClock>,
 }
@@ -265,6 +270,7 @@ impl PortPool {
         let first_port = start.saturating_add(start % 2);
         let bare: VecDeque<u16> = (first_port..end).step_by(2).collect();
         let bound = registries.iter().map(|_| VecDeque::new()).collect();
+        let stale = (0..bare.len()).map(|_| AtomicBool::new(false)).collect();
         PortPool {
             shared: Arc::new(Shared {
                 ip,
@@ -283,6 +289,7 @@ impl PortPool {
                     bare,
                     next_lease: 0,
                 }),
+                stale,
                 clock,
             }),
         }
@@ -325,6 +332,23 @@ impl PortPool {
         self.shared.first_port.checked_add(offset)
     }
 
+    /// Notes that a socket of the pair at `index` (see [`PortPool::pair_index`]) became
+    /// readable while no call of its shard held it: what reached it is read and thrown away
+    /// when the pair is next handed out. A pair's shard calls this from its loop; a pair
+    /// that is held already gains only a read of two empty sockets at its next hand-out.
+    pub fn note_stale(&self, index: usize) {
+        if let Some(stale) = self.shared.stale.get(index) {
+            stale.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the pair holding `port` was noted stale, clearing the note.
+    fn take_stale(&self, port: u16) -> bool {
+        self.pair_index(port)
+            .and_then(|index| self.shared.stale.get(index))
+            .is_some_and(|stale| stale.swap(false, Ordering::Relaxed))
+    }
+
     /// Takes a free pair on the least loaded shard that has one and binds both sockets,
     /// registered with that shard, unless the pair kept them.
     pub fn allocate(&self) -> Result<RtpPorts, PortError> {
@@ -353,8 +377,10 @@ impl PortPool {
             };
             let bound = match sockets {
                 Some((rtp, rtcp)) => {
-                    drain(&rtp);
-                    drain(&rtcp);
+                    if self.take_stale(port) {
+                        drain(&rtp);
+                        drain(&rtcp);
+                    }
                     Ok((rtp, rtcp))
                 }
                 None => self.shared.bind_pair(port, shard),
@@ -654,6 +680,17 @@ mod tests {
         let late = std::net::UdpSocket::bind((LOOPBACK, 0)).unwrap();
         late.send_to(b"late rtp", rtp).unwrap();
         late.send_to(b"late rtcp", (LOOPBACK, 31501)).unwrap();
+        // The shard's loop hears the idle sockets and notes the pair, as its loop does.
+        let mut events = Events::with_capacity(8);
+        let mut heard = Vec::new();
+        while heard.len() < 2 {
+            polls[0]
+                .poll(&mut events, Some(Duration::from_secs(5)))
+                .unwrap();
+            heard.extend(events.iter().map(|e| e.token()));
+        }
+        assert!(heard.contains(&token(31500)) && heard.contains(&token(31501)));
+        pool.note_stale(pool.pair_index(31501).unwrap());
         let ports = pool.allocate().unwrap();
         assert_eq!(ports.rtp_port(), 31500);
         let mut buf = [0u8; 64];
@@ -667,7 +704,6 @@ mod tests {
         );
         // What comes now is delivered, and the shard's loop is told under the port's token.
         late.send_to(b"new", rtp).unwrap();
-        let mut events = Events::with_capacity(8);
         polls[0]
             .poll(&mut events, Some(Duration::from_secs(5)))
             .unwrap();
@@ -675,6 +711,37 @@ mod tests {
         assert!(tokens.contains(&token(31500)), "{tokens:?}");
         let (n, _) = ports.rtp().recv_from(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"new");
+    }
+
+    #[test]
+    fn a_reused_pair_that_no_packet_reached_is_handed_out_without_reading_it() {
+        let (_polls, pool) = pool(31510..=31511, 1);
+        let ports = pool.allocate().unwrap();
+        let rtp = ports.rtp().local_addr().unwrap();
+        drop(ports);
+        // Not noted by the shard (here: no loop runs), so the pair is not read: a packet
+        // that arrives between the shard's note and the hand-out is the new call's.
+        let sender = std::net::UdpSocket::bind((LOOPBACK, 0)).unwrap();
+        sender.send_to(b"unheard", rtp).unwrap();
+        let ports = pool.allocate().unwrap();
+        assert_eq!(ports.rtp_port(), 31510);
+        let mut buf = [0u8; 64];
+        let (n, _) = ports.rtp().recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"unheard");
+        drop(ports);
+        // A note is used once: the pair after a drained hand-out is read only if noted again.
+        pool.note_stale(pool.pair_index(31510).unwrap());
+        sender.send_to(b"stale", rtp).unwrap();
+        let ports = pool.allocate().unwrap();
+        assert!(
+            ports.rtp().recv_from(&mut buf).is_err(),
+            "a noted pair was not read"
+        );
+        drop(ports);
+        sender.send_to(b"kept", rtp).unwrap();
+        let ports = pool.allocate().unwrap();
+        let (n, _) = ports.rtp().recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"kept");
     }
 
     #[test]

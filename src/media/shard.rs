@@ -305,8 +305,10 @@ impl Core {
             return;
         };
         if *entry >= READY_IDLE {
-            // An idle pair, or one whose call has not started here yet: the start reads it.
+            // An idle pair, or one whose call has not started here yet: the start reads it,
+            // and an idle pair is read when it is handed out again.
             *entry = READY_IDLE;
+            self.pool.note_stale(pair);
             return;
         }
         let slot = *entry;
@@ -720,6 +722,25 @@ mod tests {
         assert_eq!(
             (shard.core.timers.len(), shard.core.free.clone()),
             (0, vec![0])
+        );
+    }
+
+    #[test]
+    fn a_packet_reaching_an_idle_pair_is_thrown_away_when_the_pair_is_handed_out() {
+        let (mut shard, _link) = shard(31270..=31271, 8);
+        let ports = shard.core.pool.allocate().unwrap();
+        let rtp = SocketAddr::new(LOOPBACK, ports.rtp_port());
+        drop(ports);
+        let late = UdpSocket::bind((LOOPBACK, 0)).unwrap();
+        late.send_to(b"late", rtp).unwrap();
+        turn(&mut shard);
+        assert_eq!(shard.core.by_pair, vec![READY_IDLE]);
+        let ports = shard.core.pool.allocate().unwrap();
+        assert_eq!(ports.rtp_port(), rtp.port());
+        let mut buf = [0u8; 64];
+        assert!(
+            ports.rtp().recv_from(&mut buf).is_err(),
+            "the late packet reached the next call"
         );
     }
 
