@@ -382,10 +382,10 @@ mod tests {
             if std_restricted {
                 assert!(class.is_some(), "{text} is restricted by std's own tests");
             }
-            if let IpAddr::V4(v4) = ip {
-                if v4.is_private() || v4.is_link_local() || v4.is_broadcast() {
-                    assert!(class.is_some(), "{text}");
-                }
+            if let IpAddr::V4(v4) = ip
+                && (v4.is_private() || v4.is_link_local() || v4.is_broadcast())
+            {
+                assert!(class.is_some(), "{text}");
             }
         }
     }

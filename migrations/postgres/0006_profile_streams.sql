@@ -24,5 +24,5 @@ ALTER TABLE ai_profiles
     ADD COLUMN max_queued_audio_ms BIGINT NOT NULL DEFAULT 30000
         CHECK (max_queued_audio_ms BETWEEN 1000 AND 600000),
     ADD COLUMN record BOOLEAN NOT NULL DEFAULT FALSE,
-    ADD CONSTRAINT ai_profiles_stream_needs_url
+    ADD CONSTRAINT ai_profiles_stream_url_required
         CHECK (media_target <> 'stream' OR stream_url IS NOT NULL);

@@ -97,6 +97,7 @@ pub struct AiProfile {
     pub stream_parameters: BTreeMap<String, String>,
     /// PEM certificates trusted for a `wss://` stream besides the public roots.
     pub stream_ca_pem: Option<String>,
+    /// How long connecting to the agent may take, in milliseconds.
     pub stream_connect_timeout_ms: i64,
     /// The most agent audio queued for playout to the caller, in milliseconds.
     pub max_queued_audio_ms: i64,

@@ -115,34 +115,35 @@ fn set_or_keep<T>(patch: Option<Option<T>>) -> (bool, Option<T>) {
 const UNSET_DEFAULT: &str =
     "UPDATE ai_profiles SET is_default = FALSE WHERE tenant_id = $1 AND is_default AND id <> $2";
 
-/// The field a constraint violation of a profile write names: the one CHECK that spans
-/// columns is about the stream URL, the one unique index about the default.
+/// The columns a profile's CHECK constraints are about, most specific first (the one
+/// check that spans columns, a stream's URL, names `stream_url` first).
+const CHECKED: &[&str] = &[
+    "stream_url",
+    "media_target",
+    "stream_protocol",
+    "stream_auth_token",
+    "stream_parameters",
+    "stream_ca_pem",
+    "stream_connect_timeout_ms",
+    "max_queued_audio_ms",
+    "system_prompt",
+    "name",
+    "role",
+];
+
+/// A profile write's error: a CHECK violation names its column (PostgreSQL names the
+/// constraint after it, SQLite quotes the constraint's expression), the one unique index
+/// is about the default.
 fn write_error(err: sqlx::Error) -> StoreError {
-    match &err {
-        sqlx::Error::Database(db) if db.kind() == sqlx::error::ErrorKind::CheckViolation => {
-            let message = db.message();
-            let field = [
-                "stream_url",
-                "media_target",
-                "stream_protocol",
-                "stream_auth_token",
-                "stream_parameters",
-                "stream_ca_pem",
-                "stream_connect_timeout_ms",
-                "max_queued_audio_ms",
-                "system_prompt",
-                "name",
-                "role",
-            ]
-            .into_iter()
-            .find(|field| {
-                message.contains(field) || db.constraint().is_some_and(|c| c.contains(field))
-            })
-            .unwrap_or("stream_url");
-            StoreError::Invalid(field)
+    if let sqlx::Error::Database(db) = &err
+        && db.kind() == sqlx::error::ErrorKind::CheckViolation
+    {
+        let text = format!("{} {}", db.constraint().unwrap_or_default(), db.message());
+        if let Some(field) = CHECKED.iter().find(|field| text.contains(*field)) {
+            return StoreError::Invalid(field);
         }
-        _ => StoreError::from_sqlx(err, "is_default"),
     }
+    StoreError::from_sqlx(err, "is_default")
 }
 
 impl Store {
