@@ -18,6 +18,7 @@ use crate::gate::{GateConfig, Unadmitted};
 use crate::ids::NodeId;
 use crate::routing::e164::CountryCode;
 use crate::store::DatabaseUrl;
+use crate::targets::TargetPolicy;
 use crate::transport::tcp::TcpLimits;
 use crate::transport::tls::{TlsCerts, TlsFiles};
 
@@ -134,6 +135,18 @@ pub struct Settings {
     /// sipcli, and other known scanners].
     #[arg(long, env = "VCA_SCANNER_AGENTS", value_name = "LIST")]
     pub scanner_agents: Option<String>,
+    /// Let the targets tenants configure (agent streams, webhooks, tenant trunks) reach
+    /// loopback, private, link-local and other non-public addresses; for tests and for
+    /// agents on a private network. `--allow-private-targets` alone means true
+    /// [default: false, such addresses are refused when connecting].
+    #[arg(
+        long,
+        env = "VCA_ALLOW_PRIVATE_TARGETS",
+        value_name = "true|false",
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub allow_private_targets: Option<String>,
 }
 
 /// The keys a `--config` file may hold.
@@ -162,6 +175,7 @@ struct FileSettings {
     ban_secs: Option<u64>,
     nonce_ttl_secs: Option<u64>,
     scanner_agents: Option<String>,
+    allow_private_targets: Option<bool>,
 }
 
 /// The resolved, validated configuration.
@@ -193,6 +207,9 @@ pub struct Config {
     /// The platform admin's bearer token, from `VCA_ADMIN_TOKEN`; when unset it is kept
     /// in [`Config::admin_token_file`].
     pub admin_token: Option<String>,
+    /// Whether the targets tenants configure may reach non-public addresses
+    /// (`--allow-private-targets`); checked when they are connected to.
+    pub target_policy: TargetPolicy,
 }
 
 /// Where SIP over TLS is received and the files it is served from.
@@ -312,6 +329,22 @@ impl Config {
             file.nonce_ttl_secs,
             30,
         )?;
+        let target_policy = match &settings.allow_private_targets {
+            Some(text) => match text.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" => TargetPolicy::AllowPrivate,
+                "false" | "0" => TargetPolicy::PublicOnly,
+                _ => {
+                    return Err(ConfigError {
+                        setting: "allow_private_targets",
+                        reason: format!("{text:?} is not true or false"),
+                    });
+                }
+            },
+            None => match file.allow_private_targets {
+                Some(true) => TargetPolicy::AllowPrivate,
+                Some(false) | None => TargetPolicy::PublicOnly,
+            },
+        };
         let defaults = TcpLimits::default();
         let handshake_ms = number(
             "tls_handshake_timeout_ms",
@@ -385,6 +418,7 @@ impl Config {
                 ..FloodConfig::default()
             },
             admin_token,
+            target_policy,
         })
     }
 
@@ -648,6 +682,67 @@ mod tests {
         assert_eq!(
             Config::load(&longest, None).unwrap().node_id.as_str().len(),
             253
+        );
+    }
+
+    #[test]
+    fn private_targets_are_refused_unless_allowed_by_flag_or_file() {
+        assert_eq!(
+            Config::load(&Settings::default(), None)
+                .unwrap()
+                .target_policy,
+            TargetPolicy::PublicOnly
+        );
+        let parse = |args: &[&str]| match Cli::try_parse_from(args).unwrap().command {
+            Command::Serve(settings) | Command::Migrate(settings) => settings,
+        };
+        let bare = parse(&["vca-sip", "serve", "--allow-private-targets"]);
+        assert_eq!(bare.allow_private_targets.as_deref(), Some("true"));
+        assert_eq!(
+            Config::load(&bare, None).unwrap().target_policy,
+            TargetPolicy::AllowPrivate
+        );
+        let off = parse(&["vca-sip", "serve", "--allow-private-targets=false"]);
+        assert_eq!(
+            Config::load(&off, None).unwrap().target_policy,
+            TargetPolicy::PublicOnly
+        );
+        let then_flag = parse(&[
+            "vca-sip",
+            "serve",
+            "--allow-private-targets",
+            "--http",
+            "127.0.0.1:1",
+        ]);
+        assert_eq!(then_flag.allow_private_targets.as_deref(), Some("true"));
+        assert_eq!(then_flag.http.as_deref(), Some("127.0.0.1:1"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("vca.toml");
+        std::fs::write(&file, "allow_private_targets = true\n").unwrap();
+        let from_file = Settings {
+            config: Some(file),
+            ..Settings::default()
+        };
+        assert_eq!(
+            Config::load(&from_file, None).unwrap().target_policy,
+            TargetPolicy::AllowPrivate
+        );
+        let overridden = Settings {
+            allow_private_targets: Some("0".to_owned()),
+            ..from_file
+        };
+        assert_eq!(
+            Config::load(&overridden, None).unwrap().target_policy,
+            TargetPolicy::PublicOnly
+        );
+        let bad = Settings {
+            allow_private_targets: Some("maybe".to_owned()),
+            ..Settings::default()
+        };
+        assert_eq!(
+            Config::load(&bad, None).unwrap_err().setting,
+            "allow_private_targets"
         );
     }
 

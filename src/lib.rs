@@ -29,5 +29,6 @@ pub mod routing;
 pub mod server;
 pub mod sip;
 pub mod store;
+pub mod targets;
 pub mod transport;
 pub mod ua;

@@ -13,6 +13,9 @@ on_both_backends!(
     phone_numbers_are_normalised_and_unique_across_tenants,
     phone_numbers_change_and_disappear,
     ai_profiles_keep_one_default,
+    ai_profiles_take_stream_settings_with_their_defaults,
+    ai_profile_stream_settings_are_validated_naming_the_field,
+    ai_profile_stream_settings_change_and_reach_the_routes,
     deleting_a_profile_clears_it_from_numbers,
     tenant_keys_never_reach_another_tenant,
     tenant_keys_cannot_do_admin_work,
@@ -395,6 +398,376 @@ async fn ai_profiles_keep_one_default(backend: Backend) {
     let tenant: vca_sip::ids::TenantId = a.parse().unwrap();
     let err = raw_insert_default_profile(s.store(), tenant).await;
     assert!(err.is_err(), "a second default profile was stored");
+}
+
+/// The stream settings every profile has, at their defaults.
+fn assert_echo_defaults(profile: &Value) {
+    assert_eq!(profile["media_target"], "echo", "{profile}");
+    assert_eq!(profile["stream_url"], Value::Null, "{profile}");
+    assert_eq!(profile["stream_protocol"], "twilio", "{profile}");
+    assert_eq!(profile["stream_auth_token_set"], false, "{profile}");
+    assert_eq!(profile["stream_parameters"], json!({}), "{profile}");
+    assert_eq!(profile["stream_ca_pem"], Value::Null, "{profile}");
+    assert_eq!(profile["stream_connect_timeout_ms"], 3000, "{profile}");
+    assert_eq!(profile["max_queued_audio_ms"], 30000, "{profile}");
+    assert_eq!(profile["record"], false, "{profile}");
+}
+
+/// The token's text appears in no response, and no response has a field for it.
+fn assert_no_token(body: &Value, token: &str) {
+    let text = body.to_string();
+    assert!(!text.contains(token), "the token was returned: {text}");
+    assert!(
+        !text.contains("\"stream_auth_token\""),
+        "a token field was returned: {text}"
+    );
+}
+
+async fn ai_profiles_take_stream_settings_with_their_defaults(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let a = s.tenant("A").await;
+    let key = s.key(&a).await;
+    let profiles = format!("/api/tenants/{a}/ai-profiles");
+    let (status, plain) = s
+        .call(
+            Method::POST,
+            &profiles,
+            &key,
+            Some(json!({"name": "Plain", "role": "support", "system_prompt": "Help."})),
+        )
+        .await;
+    assert_eq!(status, 201, "{plain}");
+    assert_echo_defaults(&plain);
+
+    let ca = common::pki::Ca::new("Agents CA").pem();
+    let token = "tok-3f9c2a7d1b";
+    let (status, streamed) = s
+        .call(
+            Method::POST,
+            &profiles,
+            &key,
+            Some(json!({
+                "name": "Agent", "role": "receptionist", "system_prompt": "Greet.",
+                "media_target": "stream",
+                "stream_url": "WSS://agent.example.com:8443/media?x=1",
+                "stream_protocol": "exotel",
+                "stream_auth_token": token,
+                "stream_parameters": {"lang": "hi-IN", "campaign": "diwali"},
+                "stream_ca_pem": ca,
+                "stream_connect_timeout_ms": 100,
+                "max_queued_audio_ms": 600000,
+                "record": true,
+            })),
+        )
+        .await;
+    assert_eq!(status, 201, "{streamed}");
+    assert_eq!(streamed["media_target"], "stream");
+    assert_eq!(
+        streamed["stream_url"],
+        "wss://agent.example.com:8443/media?x=1"
+    );
+    assert_eq!(streamed["stream_protocol"], "exotel");
+    assert_eq!(streamed["stream_auth_token_set"], true);
+    assert_eq!(
+        streamed["stream_parameters"],
+        json!({"lang": "hi-IN", "campaign": "diwali"})
+    );
+    assert_eq!(streamed["stream_ca_pem"], ca.as_str());
+    assert_eq!(streamed["stream_connect_timeout_ms"], 100);
+    assert_eq!(streamed["max_queued_audio_ms"], 600000);
+    assert_eq!(streamed["record"], true);
+    assert_no_token(&streamed, token);
+
+    // Each field alone, the others at their defaults.
+    for (field, value) in [
+        ("stream_protocol", json!("exotel")),
+        ("stream_parameters", json!({"k": "v"})),
+        ("stream_ca_pem", json!(ca)),
+        ("stream_connect_timeout_ms", json!(30000)),
+        ("max_queued_audio_ms", json!(1000)),
+        ("record", json!(true)),
+        ("stream_url", json!("ws://[::1]:9000")),
+    ] {
+        let mut body = json!({"name": field, "role": "custom", "system_prompt": "p"});
+        body[field] = value.clone();
+        let (status, created) = s.call(Method::POST, &profiles, &key, Some(body)).await;
+        assert_eq!(status, 201, "{field}: {created}");
+        assert_eq!(created[field], value, "{field}");
+        assert_eq!(created["media_target"], "echo", "{field}");
+    }
+    let (status, with_token) = s
+        .call(
+            Method::POST,
+            &profiles,
+            &key,
+            Some(json!({"name": "T", "role": "custom", "system_prompt": "p",
+                        "stream_auth_token": token})),
+        )
+        .await;
+    assert_eq!(status, 201, "{with_token}");
+    assert_eq!(with_token["stream_auth_token_set"], true);
+
+    // Read one, and the list: the token is in none of them.
+    let path = format!("{profiles}/{}", streamed["id"].as_str().unwrap());
+    let (status, read) = s.call(Method::GET, &path, &key, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(read, streamed);
+    let (status, list) = s.admin_call(Method::GET, &profiles, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(list["items"].as_array().unwrap().len(), 10);
+    assert_no_token(&list, token);
+    let (_, plain_read) = s
+        .call(
+            Method::GET,
+            &format!("{profiles}/{}", plain["id"].as_str().unwrap()),
+            &key,
+            None,
+        )
+        .await;
+    assert_echo_defaults(&plain_read);
+}
+
+async fn ai_profile_stream_settings_are_validated_naming_the_field(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let a = s.tenant("A").await;
+    let profiles = format!("/api/tenants/{a}/ai-profiles");
+    let base = || json!({"name": "X", "role": "sales", "system_prompt": "p"});
+    let stream = |url: Value| {
+        let mut body = base();
+        body["media_target"] = json!("stream");
+        body["stream_url"] = url;
+        body
+    };
+    let key_pem = rcgen::KeyPair::generate().unwrap().serialize_pem();
+    let mut cases: Vec<(Value, &str)> = vec![
+        (stream(Value::Null), "stream_url"),
+        (
+            {
+                let mut b = base();
+                b["media_target"] = json!("stream");
+                b
+            },
+            "stream_url",
+        ),
+        (stream(json!("https://agent.example")), "stream_url"),
+        (stream(json!("agent.example")), "stream_url"),
+        (stream(json!("wss://user:pw@agent.example")), "stream_url"),
+        (stream(json!("wss://agent.example:99999")), "stream_url"),
+        (stream(json!("wss://agent.example/#x")), "stream_url"),
+        (stream(json!("wss://")), "stream_url"),
+        (stream(json!(42)), "stream_url"),
+    ];
+    for (field, value) in [
+        ("media_target", json!("agents")),
+        ("media_target", json!("Stream")),
+        ("media_target", json!(1)),
+        ("stream_url", json!("ftp://agent.example")),
+        ("stream_protocol", json!("plivo")),
+        ("stream_auth_token", json!("")),
+        ("stream_auth_token", json!("two words")),
+        ("stream_auth_token", json!(7)),
+        ("stream_parameters", json!({"n": 1})),
+        ("stream_parameters", json!({"ok": "v", "flag": true})),
+        ("stream_parameters", json!({"nested": {"a": "b"}})),
+        ("stream_parameters", json!({"nothing": null})),
+        ("stream_parameters", json!(["a"])),
+        ("stream_parameters", json!("a=b")),
+        ("stream_ca_pem", json!("not a certificate")),
+        ("stream_ca_pem", json!(key_pem)),
+        ("stream_ca_pem", json!("")),
+        ("stream_connect_timeout_ms", json!(99)),
+        ("stream_connect_timeout_ms", json!(30001)),
+        ("stream_connect_timeout_ms", json!(-1)),
+        ("stream_connect_timeout_ms", json!("3000")),
+        ("stream_connect_timeout_ms", json!(1500.5)),
+        ("max_queued_audio_ms", json!(999)),
+        ("max_queued_audio_ms", json!(600001)),
+        ("max_queued_audio_ms", json!(true)),
+        ("record", json!("yes")),
+        ("record", json!(1)),
+    ] {
+        let mut body = base();
+        body[field] = value;
+        cases.push((body, field));
+    }
+    for (body, field) in &cases {
+        let (status, problem) = s
+            .admin_call(Method::POST, &profiles, Some(body.clone()))
+            .await;
+        assert_eq!(
+            (status, problem["field"].as_str()),
+            (400, Some(*field)),
+            "{body} -> {problem}"
+        );
+        assert_eq!(problem["status"], 400);
+    }
+    // None of them was stored.
+    let (_, list) = s.admin_call(Method::GET, &profiles, None).await;
+    assert_eq!(list["items"], json!([]));
+
+    // The same values are refused by PATCH, and change nothing.
+    let (status, created) = s.admin_call(Method::POST, &profiles, Some(base())).await;
+    assert_eq!(status, 201, "{created}");
+    let path = format!("{profiles}/{}", created["id"].as_str().unwrap());
+    let mut patches: Vec<(Value, &str)> = vec![
+        (json!({"media_target": "stream"}), "stream_url"),
+        (
+            json!({"media_target": "stream", "stream_url": null}),
+            "stream_url",
+        ),
+        (json!({"stream_url": "http://agent.example"}), "stream_url"),
+        (json!({"stream_auth_token": ""}), "stream_auth_token"),
+    ];
+    for (body, field) in cases.iter().skip(9) {
+        let mut patch = body.clone();
+        for fixed in ["name", "role", "system_prompt"] {
+            patch.as_object_mut().unwrap().remove(fixed);
+        }
+        patches.push((patch, field));
+    }
+    for (body, field) in &patches {
+        let (status, problem) = s.admin_call(Method::PATCH, &path, Some(body.clone())).await;
+        assert_eq!(
+            (status, problem["field"].as_str()),
+            (400, Some(*field)),
+            "PATCH {body} -> {problem}"
+        );
+    }
+    let (_, unchanged) = s.admin_call(Method::GET, &path, None).await;
+    assert_eq!(unchanged, created);
+    let (status, problem) = s
+        .admin_call(
+            Method::PATCH,
+            &path,
+            Some(json!({"stream_auth_token_set": true})),
+        )
+        .await;
+    assert_eq!(
+        (status, problem["field"].as_str()),
+        (400, Some("stream_auth_token_set")),
+        "{problem}"
+    );
+}
+
+async fn ai_profile_stream_settings_change_and_reach_the_routes(backend: Backend) {
+    use vca_sip::routing::e164::{CountryCode, Did};
+    use vca_sip::store::CallMedia;
+
+    let s = TestServer::start(backend).await;
+    let a = s.tenant("A").await;
+    let key = s.key(&a).await;
+    let profiles = format!("/api/tenants/{a}/ai-profiles");
+    let (_, profile) = s
+        .call(
+            Method::POST,
+            &profiles,
+            &key,
+            Some(json!({"name": "P", "role": "support", "system_prompt": "p",
+                        "is_default": true})),
+        )
+        .await;
+    let path = format!("{profiles}/{}", profile["id"].as_str().unwrap());
+    let (status, _) = s
+        .admin_call(
+            Method::POST,
+            &format!("/api/tenants/{a}/phone-numbers"),
+            Some(json!({"did_number": "09876543210"})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let directory = &s.server.as_ref().expect("running").directory;
+    let did = Did::normalize("+919876543210", &CountryCode::default()).unwrap();
+    let media = || directory.resolve(&did).expect("a route").media;
+    assert_eq!(media(), CallMedia::Echo);
+
+    let token = "first-secret-token";
+    let (status, streamed) = s
+        .call(
+            Method::PATCH,
+            &path,
+            &key,
+            Some(
+                json!({"media_target": "stream", "stream_url": "wss://agent.example/a",
+                        "stream_auth_token": token, "stream_parameters": {"a": "1"},
+                        "max_queued_audio_ms": 2000}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{streamed}");
+    assert_eq!(streamed["media_target"], "stream");
+    assert_eq!(streamed["stream_auth_token_set"], true);
+    assert_eq!(streamed["max_queued_audio_ms"], 2000);
+    assert_eq!(streamed["name"], "P");
+    assert_no_token(&streamed, token);
+    // The routing table has the change, token included, for the call path.
+    match media() {
+        CallMedia::Stream(target) => {
+            assert_eq!(target.url, "wss://agent.example/a");
+            assert_eq!(
+                target.auth_token.as_ref().map(|t| t.0.as_str()),
+                Some(token)
+            );
+            assert_eq!(target.max_queued_audio, std::time::Duration::from_secs(2));
+        }
+        CallMedia::Echo => panic!("the route still echoes"),
+    }
+
+    // A PATCH that names other fields leaves the token and parameters as they are.
+    let (status, renamed) = s
+        .call(
+            Method::PATCH,
+            &path,
+            &key,
+            Some(json!({"name": "Q", "stream_protocol": "exotel"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{renamed}");
+    assert_eq!(renamed["stream_auth_token_set"], true);
+    assert_eq!(renamed["stream_parameters"], json!({"a": "1"}));
+    assert_eq!(renamed["stream_protocol"], "exotel");
+    // Clearing the URL of a stream is refused; null clears the token.
+    let (status, problem) = s
+        .call(
+            Method::PATCH,
+            &path,
+            &key,
+            Some(json!({"stream_url": null})),
+        )
+        .await;
+    assert_eq!(
+        (status, problem["field"].as_str()),
+        (400, Some("stream_url"))
+    );
+    let (status, cleared) = s
+        .call(
+            Method::PATCH,
+            &path,
+            &key,
+            Some(json!({"stream_auth_token": null, "stream_parameters": {}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{cleared}");
+    assert_eq!(cleared["stream_auth_token_set"], false);
+    assert_eq!(cleared["stream_parameters"], json!({}));
+    assert_eq!(cleared["stream_url"], "wss://agent.example/a");
+    match media() {
+        CallMedia::Stream(target) => assert_eq!(target.auth_token, None),
+        CallMedia::Echo => panic!("the route echoes"),
+    }
+    // Back to echo, dropping the URL in the same change.
+    let (status, echoed) = s
+        .call(
+            Method::PATCH,
+            &path,
+            &key,
+            Some(json!({"media_target": "echo", "stream_url": null})),
+        )
+        .await;
+    assert_eq!(status, 200, "{echoed}");
+    assert_eq!(echoed["stream_url"], Value::Null);
+    assert_eq!(media(), CallMedia::Echo);
+    let (_, read) = s.call(Method::GET, &path, &key, None).await;
+    assert_eq!(read, echoed);
 }
 
 async fn raw_insert_default_profile(

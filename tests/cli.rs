@@ -102,6 +102,11 @@ fn invalid_settings_fail_fast_with_one_line_naming_them() {
         ),
         (vec!["serve", "--node-id", "edge 1"], None, "`node_id`"),
         (vec!["serve"], Some(("VCA_NODE_ID", "edge/1")), "`node_id`"),
+        (
+            vec!["serve"],
+            Some(("VCA_ALLOW_PRIVATE_TARGETS", "maybe")),
+            "`allow_private_targets`",
+        ),
     ] {
         let mut cmd = command(dir.path());
         cmd.args(&args);
@@ -179,6 +184,8 @@ fn migrate_creates_the_database_and_is_idempotent() {
         "--sip-udp",
         "--sip-tcp",
         "--config",
+        "--allow-private-targets",
+        "VCA_ALLOW_PRIVATE_TARGETS",
     ] {
         assert!(text.contains(flag), "{flag} missing from serve --help");
     }

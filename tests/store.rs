@@ -4,13 +4,22 @@
 mod common;
 
 use common::{Backend, TestDb};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
 use vca_sip::clock::{SystemClock, WallClock};
 use vca_sip::ids::{AiProfileId, CallEventId, CallId, NodeId, PhoneNumberId, TenantId};
 use vca_sip::kinds::Transport;
+
+use vca_sip::routing::e164::{CountryCode, Did};
 use vca_sip::store::model::{
-    Call, CallEvent, CallStatus, CallTransport, Direction, HangupCause, Plan, TenantStatus,
+    Call, CallEvent, CallStatus, CallTransport, Direction, HangupCause, MediaTarget, Plan, Role,
+    StreamProtocol, TenantStatus,
 };
-use vca_sip::store::{CallWrite, CallWriter, NewTenant, Store};
+use vca_sip::store::{
+    AiProfilePatch, CallMedia, CallWrite, CallWriter, NewAiProfile, NewPhoneNumber, NewTenant,
+    ProfileStream, ResolvedRoute, Store, StoreError, StreamTarget, StreamToken,
+};
 
 on_both_backends!(
     migrations_apply_to_an_empty_database_and_reapply_as_a_no_op,
@@ -23,6 +32,10 @@ on_both_backends!(
     calls_take_every_outcome_value_and_refuse_others,
     call_writer_names_its_node_on_new_rows_and_keeps_it,
     a_restarting_node_closes_only_its_own_live_calls,
+    profiles_from_before_migration_6_answer_with_echo_and_the_defaults,
+    a_route_takes_the_numbers_profile_then_the_default_then_echo,
+    profile_stream_settings_are_written_patched_and_cleared,
+    database_refuses_invalid_stream_settings,
 );
 
 async fn store(backend: Backend) -> (Store, TestDb) {
@@ -201,6 +214,40 @@ async fn database_ties_rows_to_their_owning_tenant(backend: Backend) {
     assert!(orphan.is_err(), "a profile without a tenant was stored");
 }
 
+/// The version of the newest migration of `backend`.
+fn last_migration(backend: Backend) -> i64 {
+    let migrator = match backend {
+        Backend::Sqlite => sqlx::migrate!("./migrations/sqlite"),
+        Backend::Postgres => sqlx::migrate!("./migrations/postgres"),
+    };
+    migrator
+        .migrations
+        .iter()
+        .map(|m| m.version)
+        .max()
+        .expect("migrations")
+}
+
+/// Applies the migrations up to `version` only.
+async fn migrate_up_to(store: &Store, backend: Backend, version: i64) {
+    let mut migrator = match backend {
+        Backend::Sqlite => sqlx::migrate!("./migrations/sqlite"),
+        Backend::Postgres => sqlx::migrate!("./migrations/postgres"),
+    };
+    let wanted: Vec<_> = migrator
+        .migrations
+        .iter()
+        .filter(|m| m.version <= version)
+        .cloned()
+        .collect();
+    migrator.migrations = wanted.into();
+    match store {
+        Store::Sqlite(pool) => migrator.run(pool).await,
+        Store::Postgres(pool) => migrator.run(pool).await,
+    }
+    .unwrap_or_else(|e| panic!("migrations up to {version}: {e}"));
+}
+
 /// Migration 3 rebuilds call_events around its (tenant, call, event) key: events recorded
 /// before it are still there afterwards, in order.
 async fn calls_and_events_survive_the_index_migrations(backend: Backend) {
@@ -267,7 +314,7 @@ async fn calls_and_events_survive_the_index_migrations(backend: Backend) {
         }
     }
     .expect("applied migrations");
-    assert_eq!(latest, 5);
+    assert_eq!(latest, last_migration(backend));
     let call_id_index: i64 = match &store {
         Store::Sqlite(pool) => {
             sqlx::query_scalar(
@@ -758,4 +805,549 @@ async fn a_restarting_node_closes_only_its_own_live_calls(backend: Backend) {
             .unwrap(),
         0
     );
+}
+
+fn did(text: &str) -> Did {
+    Did::normalize(text, &CountryCode::default()).expect("a number")
+}
+
+async fn number(store: &Store, tenant: TenantId, text: &str, profile: Option<AiProfileId>) {
+    store
+        .create_phone_number(
+            tenant,
+            NewPhoneNumber {
+                did: did(text),
+                provider_type: vca_sip::store::model::ProviderType::Generic,
+                trunk_id: None,
+                ai_profile_id: profile,
+                is_active: true,
+            },
+            now(),
+        )
+        .await
+        .expect("number");
+}
+
+fn profile(name: &str, is_default: bool, stream: ProfileStream) -> NewAiProfile {
+    NewAiProfile {
+        name: name.to_owned(),
+        role: Role::Support,
+        system_prompt: "Help the caller.".to_owned(),
+        is_default,
+        stream,
+    }
+}
+
+fn stream_to(url: &str) -> ProfileStream {
+    ProfileStream {
+        media_target: MediaTarget::Stream,
+        stream_url: Some(url.to_owned()),
+        ..ProfileStream::default()
+    }
+}
+
+/// The route of one number, as the directory would load it.
+async fn route_of(store: &Store, text: &str) -> ResolvedRoute {
+    store
+        .route(did(text).as_str())
+        .await
+        .expect("route")
+        .expect("a known number")
+}
+
+fn stream_of(route: &ResolvedRoute) -> Arc<StreamTarget> {
+    match &route.media {
+        CallMedia::Stream(target) => Arc::clone(target),
+        CallMedia::Echo => panic!("{route:?} is echoed"),
+    }
+}
+
+/// Profiles and numbers written at version 5 keep everything they had, and read back with
+/// the defaults of the new columns: echo, twilio, no token, no parameters, 3 s, 30 s, no
+/// recording; their routes echo.
+async fn profiles_from_before_migration_6_answer_with_echo_and_the_defaults(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = Store::connect(&db.url).await.expect("connect");
+    migrate_up_to(&store, backend, 5).await;
+    let tenant = tenant(&store).await;
+    let now = now();
+    let (default, other) = (AiProfileId::new(), AiProfileId::new());
+    for (id, name, is_default) in [(default, "Front desk", true), (other, "Sales", false)] {
+        exec!(
+            &store,
+            "INSERT INTO ai_profiles (id, tenant_id, name, role, system_prompt, is_default, \
+             created_at) VALUES ($1, $2, $3, 'receptionist', 'Greet the caller.', $4, $5)",
+            id,
+            tenant,
+            name,
+            is_default,
+            now
+        )
+        .expect("profile at version 5");
+    }
+    exec!(
+        &store,
+        "INSERT INTO phone_numbers (id, tenant_id, did_number, provider_type, ai_profile_id, \
+         is_active, created_at) VALUES ($1, $2, '+919876543210', 'generic', $3, TRUE, $4)",
+        PhoneNumberId::new(),
+        tenant,
+        other,
+        now
+    )
+    .expect("number at version 5");
+
+    store
+        .migrate()
+        .await
+        .expect("migration 6 over existing profiles");
+    let read = store.ai_profile(tenant, default).await.expect("profile");
+    assert_eq!(
+        (
+            read.name.as_str(),
+            read.role,
+            read.is_default,
+            read.created_at
+        ),
+        ("Front desk", Role::Receptionist, true, now)
+    );
+    assert_eq!(read.system_prompt, "Greet the caller.");
+    assert_eq!(read.media_target, MediaTarget::Echo);
+    assert_eq!(read.stream_url, None);
+    assert_eq!(read.stream_protocol, StreamProtocol::Twilio);
+    assert!(!read.stream_auth_token_set);
+    assert!(read.stream_parameters.0.is_empty());
+    assert_eq!(read.stream_ca_pem, None);
+    assert_eq!(read.stream_connect_timeout_ms, 3000);
+    assert_eq!(read.max_queued_audio_ms, 30_000);
+    assert!(!read.record);
+    let listed = store
+        .list_ai_profiles(tenant, None, 10)
+        .await
+        .expect("list");
+    assert_eq!(listed.items.len(), 2);
+    assert!(
+        listed
+            .items
+            .iter()
+            .all(|p| p.media_target == MediaTarget::Echo)
+    );
+
+    let route = route_of(&store, "+919876543210").await;
+    assert_eq!(route.route.ai_profile_id, Some(other));
+    assert_eq!(route.media, CallMedia::Echo);
+    // The old profiles take stream settings like new ones.
+    let streamed = store
+        .update_ai_profile(
+            tenant,
+            other,
+            AiProfilePatch {
+                media_target: Some(MediaTarget::Stream),
+                stream_url: Some(Some("wss://agent.example/s".to_owned())),
+                ..AiProfilePatch::default()
+            },
+        )
+        .await
+        .expect("an old profile streams");
+    assert_eq!(streamed.name, "Sales");
+    assert_eq!(
+        stream_of(&route_of(&store, "+919876543210").await).url,
+        "wss://agent.example/s"
+    );
+}
+
+/// The order a route is resolved in, on the database itself: the number's own profile,
+/// else the tenant's default, else echo; and the media are that profile's.
+async fn a_route_takes_the_numbers_profile_then_the_default_then_echo(backend: Backend) {
+    let (store, _db) = store(backend).await;
+    let a = tenant(&store).await;
+    let b = tenant(&store).await;
+    let now = now();
+    let own = store
+        .create_ai_profile(
+            a,
+            profile(
+                "Own",
+                false,
+                ProfileStream {
+                    stream_protocol: StreamProtocol::Exotel,
+                    stream_auth_token: Some(StreamToken("own-token".to_owned())),
+                    stream_parameters: BTreeMap::from([("lang".to_owned(), "ta-IN".to_owned())]),
+                    stream_ca_pem: Some("-----BEGIN CERTIFICATE-----".to_owned()),
+                    stream_connect_timeout_ms: 500,
+                    max_queued_audio_ms: 5000,
+                    record: true,
+                    ..stream_to("wss://own.example/agent")
+                },
+            ),
+            now,
+        )
+        .await
+        .expect("own profile");
+    let default = store
+        .create_ai_profile(
+            a,
+            profile("Default", true, stream_to("ws://default.example")),
+            now,
+        )
+        .await
+        .expect("default profile");
+    let echo = store
+        .create_ai_profile(a, profile("Echo", false, ProfileStream::default()), now)
+        .await
+        .expect("echo profile");
+    number(&store, a, "+919000000001", Some(own.id)).await;
+    number(&store, a, "+919000000002", None).await;
+    number(&store, a, "+919000000003", Some(echo.id)).await;
+    number(&store, a, "+919000000004", None).await;
+    number(&store, b, "+919000000005", None).await;
+
+    // The number's own profile, with every setting it has, the token included.
+    let first = route_of(&store, "+919000000001").await;
+    assert_eq!(first.route.ai_profile_id, Some(own.id));
+    let target = stream_of(&first);
+    assert_eq!(
+        *target,
+        StreamTarget {
+            ai_profile_id: own.id,
+            url: "wss://own.example/agent".to_owned(),
+            protocol: StreamProtocol::Exotel,
+            auth_token: Some(StreamToken("own-token".to_owned())),
+            parameters: BTreeMap::from([("lang".to_owned(), "ta-IN".to_owned())]),
+            ca_pem: Some("-----BEGIN CERTIFICATE-----".to_owned()),
+            connect_timeout: Duration::from_millis(500),
+            max_queued_audio: Duration::from_secs(5),
+            record: true,
+        }
+    );
+    // No profile of its own: the tenant's default, with its defaults.
+    let second = route_of(&store, "+919000000002").await;
+    assert_eq!(second.route.ai_profile_id, Some(default.id));
+    let target = stream_of(&second);
+    assert_eq!(target.url, "ws://default.example");
+    assert_eq!(target.protocol, StreamProtocol::Twilio);
+    assert_eq!(target.auth_token, None);
+    assert_eq!(target.connect_timeout, Duration::from_millis(3000));
+    assert_eq!(target.max_queued_audio, Duration::from_secs(30));
+    assert!(!target.record);
+    // Its own profile echoes, whatever the default does.
+    let third = route_of(&store, "+919000000003").await;
+    assert_eq!(
+        (third.route.ai_profile_id, &third.media),
+        (Some(echo.id), &CallMedia::Echo)
+    );
+    // No profile and no default: echo.
+    let fifth = route_of(&store, "+919000000005").await;
+    assert_eq!(
+        (fifth.route.ai_profile_id, &fifth.media),
+        (None, &CallMedia::Echo)
+    );
+
+    // The whole table agrees with the one-number reads, and the routes of one profile
+    // share its settings.
+    let all = store.routes().await.expect("routes");
+    assert_eq!(all.len(), 5);
+    for route in &all {
+        assert_eq!(*route, route_of(&store, &route.route.did_number).await);
+    }
+    let on_default: Vec<Arc<StreamTarget>> = all
+        .iter()
+        .filter(|r| r.route.ai_profile_id == Some(default.id))
+        .map(stream_of)
+        .collect();
+    assert_eq!(on_default.len(), 2);
+    assert!(Arc::ptr_eq(&on_default[0], &on_default[1]));
+
+    // Moving the default moves the numbers without a profile of their own.
+    store
+        .update_ai_profile(
+            a,
+            echo.id,
+            AiProfilePatch {
+                is_default: Some(true),
+                ..AiProfilePatch::default()
+            },
+        )
+        .await
+        .expect("echo becomes the default");
+    let second = route_of(&store, "+919000000002").await;
+    assert_eq!(
+        (second.route.ai_profile_id, &second.media),
+        (Some(echo.id), &CallMedia::Echo)
+    );
+    assert_eq!(
+        stream_of(&route_of(&store, "+919000000001").await).url,
+        "wss://own.example/agent"
+    );
+    // A deleted profile's numbers fall back to the default.
+    store.delete_ai_profile(a, own.id).await.expect("delete");
+    let first = route_of(&store, "+919000000001").await;
+    assert_eq!(
+        (first.route.ai_profile_id, &first.media),
+        (Some(echo.id), &CallMedia::Echo)
+    );
+    // Switching the default profile to a stream streams every number it answers.
+    store
+        .update_ai_profile(
+            a,
+            echo.id,
+            AiProfilePatch {
+                media_target: Some(MediaTarget::Stream),
+                stream_url: Some(Some("wss://late.example".to_owned())),
+                ..AiProfilePatch::default()
+            },
+        )
+        .await
+        .expect("the default streams");
+    for text in [
+        "+919000000001",
+        "+919000000002",
+        "+919000000003",
+        "+919000000004",
+    ] {
+        assert_eq!(
+            stream_of(&route_of(&store, text).await).url,
+            "wss://late.example"
+        );
+    }
+    assert_eq!(
+        route_of(&store, "+919000000005").await.media,
+        CallMedia::Echo
+    );
+}
+
+/// The token is written and patched but never read back with the profile; a patch leaves
+/// what it does not name, and null clears what may be empty.
+async fn profile_stream_settings_are_written_patched_and_cleared(backend: Backend) {
+    let (store, _db) = store(backend).await;
+    let tenant = tenant(&store).await;
+    let created = store
+        .create_ai_profile(
+            tenant,
+            profile(
+                "Agent",
+                false,
+                ProfileStream {
+                    stream_auth_token: Some(StreamToken("first".to_owned())),
+                    stream_parameters: BTreeMap::from([("a".to_owned(), "1".to_owned())]),
+                    ..stream_to("wss://agent.example")
+                },
+            ),
+            now(),
+        )
+        .await
+        .expect("profile");
+    assert!(created.stream_auth_token_set);
+    assert_eq!(created.media_target, MediaTarget::Stream);
+    assert_eq!(
+        store.ai_profile(tenant, created.id).await.expect("read"),
+        created
+    );
+    number(&store, tenant, "+919111111111", Some(created.id)).await;
+    let token = |route: &ResolvedRoute| stream_of(route).auth_token.clone();
+
+    let renamed = store
+        .update_ai_profile(
+            tenant,
+            created.id,
+            AiProfilePatch {
+                name: Some("Renamed".to_owned()),
+                ..AiProfilePatch::default()
+            },
+        )
+        .await
+        .expect("rename");
+    assert_eq!(renamed.name, "Renamed");
+    assert!(renamed.stream_auth_token_set);
+    assert_eq!(renamed.stream_url.as_deref(), Some("wss://agent.example"));
+    assert_eq!(renamed.stream_parameters, created.stream_parameters);
+    assert_eq!(
+        token(&route_of(&store, "+919111111111").await),
+        Some(StreamToken("first".to_owned()))
+    );
+
+    let changed = store
+        .update_ai_profile(
+            tenant,
+            created.id,
+            AiProfilePatch {
+                stream_auth_token: Some(Some(StreamToken("second".to_owned()))),
+                stream_protocol: Some(StreamProtocol::Exotel),
+                stream_parameters: Some(BTreeMap::new()),
+                stream_ca_pem: Some(Some("PEM".to_owned())),
+                stream_connect_timeout_ms: Some(100),
+                max_queued_audio_ms: Some(600_000),
+                record: Some(true),
+                ..AiProfilePatch::default()
+            },
+        )
+        .await
+        .expect("change");
+    assert_eq!(changed.stream_protocol, StreamProtocol::Exotel);
+    assert!(changed.stream_parameters.0.is_empty());
+    assert_eq!(changed.stream_ca_pem.as_deref(), Some("PEM"));
+    assert_eq!(
+        (
+            changed.stream_connect_timeout_ms,
+            changed.max_queued_audio_ms,
+            changed.record
+        ),
+        (100, 600_000, true)
+    );
+    assert_eq!(
+        token(&route_of(&store, "+919111111111").await),
+        Some(StreamToken("second".to_owned()))
+    );
+
+    let cleared = store
+        .update_ai_profile(
+            tenant,
+            created.id,
+            AiProfilePatch {
+                stream_auth_token: Some(None),
+                stream_ca_pem: Some(None),
+                ..AiProfilePatch::default()
+            },
+        )
+        .await
+        .expect("clear");
+    assert!(!cleared.stream_auth_token_set);
+    assert_eq!(cleared.stream_ca_pem, None);
+    assert_eq!(token(&route_of(&store, "+919111111111").await), None);
+
+    // A stream keeps its URL: clearing it is refused, naming it, and changes nothing.
+    let refused = store
+        .update_ai_profile(
+            tenant,
+            created.id,
+            AiProfilePatch {
+                stream_url: Some(None),
+                name: Some("Lost".to_owned()),
+                ..AiProfilePatch::default()
+            },
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Invalid("stream_url"))),
+        "{refused:?}"
+    );
+    let now_read = store.ai_profile(tenant, created.id).await.expect("read");
+    assert_eq!(now_read, cleared);
+    // Once it echoes, the URL may go.
+    let echoed = store
+        .update_ai_profile(
+            tenant,
+            created.id,
+            AiProfilePatch {
+                media_target: Some(MediaTarget::Echo),
+                stream_url: Some(None),
+                ..AiProfilePatch::default()
+            },
+        )
+        .await
+        .expect("echo without a URL");
+    assert_eq!(
+        (echoed.media_target, echoed.stream_url),
+        (MediaTarget::Echo, None)
+    );
+    assert_eq!(
+        route_of(&store, "+919111111111").await.media,
+        CallMedia::Echo
+    );
+    let missing = store
+        .update_ai_profile(tenant, AiProfileId::new(), AiProfilePatch::default())
+        .await;
+    assert!(matches!(missing, Err(StoreError::NotFound)), "{missing:?}");
+}
+
+async fn database_refuses_invalid_stream_settings(backend: Backend) {
+    let (store, _db) = store(backend).await;
+    let tenant = tenant(&store).await;
+    let now = now();
+    let insert = |columns: &str, values: &str| {
+        format!(
+            "INSERT INTO ai_profiles (id, tenant_id, name, role, system_prompt, is_default, \
+             created_at{columns}) VALUES ($1, $2, 'p', 'sales', 'x', FALSE, $3{values})"
+        )
+    };
+    let good = insert(
+        ", media_target, stream_url, stream_parameters",
+        ", 'stream', 'wss://agent.example', '{\"a\": \"b\"}'",
+    );
+    exec!(
+        &store,
+        sqlx::AssertSqlSafe(good),
+        AiProfileId::new(),
+        tenant,
+        now
+    )
+    .expect("a valid stream profile");
+    for (columns, values, what) in [
+        (", media_target", ", 'agents'", "target 'agents'"),
+        (", media_target", ", 'stream'", "a stream without a URL"),
+        (", stream_url", ", 'https://agent.example'", "an https URL"),
+        (
+            ", stream_url",
+            ", 'wss://'",
+            "a URL with nothing after the scheme",
+        ),
+        (", stream_protocol", ", 'plivo'", "protocol 'plivo'"),
+        (", stream_auth_token", ", ''", "an empty token"),
+        (
+            ", stream_parameters",
+            ", '[]'",
+            "parameters that are not an object",
+        ),
+        (
+            ", stream_parameters",
+            ", '{\"n\": 1}'",
+            "a number parameter",
+        ),
+        (
+            ", stream_parameters",
+            ", '{\"a\": \"b\", \"c\": null}'",
+            "a null parameter",
+        ),
+        (
+            ", stream_parameters",
+            ", '{\"o\": {}}'",
+            "an object parameter",
+        ),
+        (
+            ", stream_connect_timeout_ms",
+            ", 99",
+            "a 99 ms connect timeout",
+        ),
+        (
+            ", stream_connect_timeout_ms",
+            ", 30001",
+            "a 30001 ms connect timeout",
+        ),
+        (", max_queued_audio_ms", ", 999", "999 ms of queued audio"),
+        (
+            ", max_queued_audio_ms",
+            ", 600001",
+            "600001 ms of queued audio",
+        ),
+    ] {
+        let sql = insert(columns, values);
+        let result = exec!(
+            &store,
+            sqlx::AssertSqlSafe(sql),
+            AiProfileId::new(),
+            tenant,
+            now
+        );
+        assert!(result.is_err(), "{what} was stored");
+    }
+    let id = AiProfileId::new();
+    exec!(&store, sqlx::AssertSqlSafe(insert("", "")), id, tenant, now).expect("an echo profile");
+    for (set, what) in [
+        ("stream_parameters = '{\"n\": true}'", "a boolean parameter"),
+        ("media_target = 'stream'", "a stream without a URL"),
+        ("stream_url = 'ws:/x'", "a malformed URL"),
+    ] {
+        let sql = format!("UPDATE ai_profiles SET {set} WHERE id = $1");
+        let result = exec!(&store, sqlx::AssertSqlSafe(sql), id);
+        assert!(result.is_err(), "{what} was stored by an update");
+    }
 }

@@ -62,6 +62,15 @@ fn decode_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Problem> {
                 };
                 Problem::invalid(field, strip_position(&message))
             }
+            // serde_json reports some wrong types as syntax (an enum given a number is
+            // "expected value"): when the body itself is well-formed JSON, the value at
+            // `path` is what is wrong.
+            _ if path != "." && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() => {
+                Problem::invalid(
+                    path.clone(),
+                    format!("{path} has a value of the wrong type"),
+                )
+            }
             _ => Problem::malformed(format!(
                 "malformed JSON: {}",
                 strip_position(&inner.to_string())
@@ -193,6 +202,12 @@ mod tests {
     struct Sample {
         name: String,
         limit: u32,
+        kind: Option<Kind>,
+    }
+
+    #[derive(Debug, PartialEq, serde::Deserialize)]
+    enum Kind {
+        A,
     }
 
     #[test]
@@ -205,12 +220,18 @@ mod tests {
         assert_eq!(p.field.as_deref(), Some("name"));
         let p = decode_json::<Sample>(br#"{"name":"#).unwrap_err();
         assert_eq!((p.status, p.field), (400, None));
+        // An enum given a number is a syntax error to serde_json, yet names its field.
+        let p = decode_json::<Sample>(br#"{"name":"a","limit":1,"kind":7}"#).unwrap_err();
+        assert_eq!(p.field.as_deref(), Some("kind"));
+        let p = decode_json::<Sample>(br#"{"name":"a","limit":1,"kind":[}"#).unwrap_err();
+        assert_eq!((p.status, p.field), (400, None));
         let ok = decode_json::<Sample>(br#" {"name":"a","limit":3}"#).unwrap();
         assert_eq!(
             ok,
             Sample {
                 name: "a".to_owned(),
-                limit: 3
+                limit: 3,
+                kind: None
             }
         );
     }

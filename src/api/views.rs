@@ -6,14 +6,16 @@
 //! `openapi` tests fail on any change. A column the store adds reaches the API only when its
 //! view adds it.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::ids::{AiProfileId, CallEventId, CallId, PhoneNumberId, TenantId, TrunkId};
 use crate::store::model::{
-    self, CallStatus, CallTransport, Codec, DigestAlgorithm, Direction, HangupCause, Plan,
-    ProviderType, Role, TenantStatus, TrunkAuth, TrunkTransport,
+    self, CallStatus, CallTransport, Codec, DigestAlgorithm, Direction, HangupCause, MediaTarget,
+    Plan, ProviderType, Role, StreamProtocol, TenantStatus, TrunkAuth, TrunkTransport,
 };
 
 /// A customer of the platform.
@@ -74,7 +76,8 @@ impl From<model::PhoneNumber> for PhoneNumber {
     }
 }
 
-/// How the AI agent answering a tenant's calls behaves.
+/// How the AI agent answering a tenant's calls behaves, and how a call reaches it. The
+/// stream's auth token is never part of it: `stream_auth_token_set` says whether one is.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AiProfile {
     pub id: AiProfileId,
@@ -84,6 +87,22 @@ pub struct AiProfile {
     pub system_prompt: String,
     pub is_default: bool,
     pub created_at: DateTime<Utc>,
+    pub media_target: MediaTarget,
+    /// `ws://` or `wss://`; set whenever `media_target` is "stream".
+    pub stream_url: Option<String>,
+    pub stream_protocol: StreamProtocol,
+    /// Whether a stream auth token is set; the token itself is write-only.
+    pub stream_auth_token_set: bool,
+    /// Passed to the agent with the stream's start.
+    pub stream_parameters: BTreeMap<String, String>,
+    /// PEM certificates trusted for a `wss://` stream besides the public roots.
+    pub stream_ca_pem: Option<String>,
+    /// How long connecting to the agent may take, in milliseconds.
+    pub stream_connect_timeout_ms: i64,
+    /// The most agent audio queued for playout to the caller, in milliseconds.
+    pub max_queued_audio_ms: i64,
+    /// A streamed call's audio is recorded.
+    pub record: bool,
 }
 
 impl From<model::AiProfile> for AiProfile {
@@ -96,6 +115,15 @@ impl From<model::AiProfile> for AiProfile {
             system_prompt: row.system_prompt,
             is_default: row.is_default,
             created_at: row.created_at,
+            media_target: row.media_target,
+            stream_url: row.stream_url,
+            stream_protocol: row.stream_protocol,
+            stream_auth_token_set: row.stream_auth_token_set,
+            stream_parameters: row.stream_parameters.0,
+            stream_ca_pem: row.stream_ca_pem,
+            stream_connect_timeout_ms: row.stream_connect_timeout_ms,
+            max_queued_audio_ms: row.max_queued_audio_ms,
+            record: row.record,
         }
     }
 }

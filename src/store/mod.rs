@@ -30,8 +30,8 @@ pub use attempts::AttemptLog;
 pub use calls::{CallFilter, CallWrite, CallWriter, WriteError};
 pub use keys::hash_api_key;
 pub use numbers::{NewPhoneNumber, PhoneNumberPatch};
-pub use profiles::{AiProfilePatch, NewAiProfile};
-pub use routes::Route;
+pub use profiles::{AiProfilePatch, NewAiProfile, ProfileStream, StreamToken};
+pub use routes::{CallMedia, ResolvedRoute, Route, StreamTarget};
 pub use tenants::{NewTenant, TenantPatch};
 pub use trunks::{Ha1Set, TrunkCredentials, TrunkOwner, TrunkSettings};
 

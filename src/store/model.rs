@@ -7,6 +7,8 @@
 //! The vocabularies shared with the SIP side (transports, codecs, digest algorithms) live in
 //! [`crate::kinds`] and are re-exported here.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use sqlx::FromRow;
 
@@ -31,6 +33,16 @@ text_enum!(
         Dispatcher => "dispatcher",
         Custom => "custom",
     }
+);
+text_enum!(
+    /// Where an answered call's audio goes: `echo` (back to the caller) or `stream` (a
+    /// WebSocket stream to the tenant's agent, at the profile's `stream_url`).
+    MediaTarget { Echo => "echo", Stream => "stream" }
+);
+text_enum!(
+    /// The message shapes of an agent stream: Twilio Media Streams (`twilio`: JSON events,
+    /// 8 kHz mu-law) or Exotel's (`exotel`: snake_case events, 8 kHz 16-bit PCM).
+    StreamProtocol { Twilio => "twilio", Exotel => "exotel" }
 );
 text_enum!(
     /// Which kind of carrier delivers a number.
@@ -65,7 +77,9 @@ pub struct PhoneNumber {
     pub created_at: DateTime<Utc>,
 }
 
-/// How the AI agent answering a tenant's calls behaves.
+/// How the AI agent answering a tenant's calls behaves, and how a call reaches it. The
+/// stream's auth token is never part of it, only whether one is set; the token is read
+/// only with the routes ([`Store::routes`](crate::store::Store::routes)), for the call path.
 #[derive(Debug, Clone, PartialEq, FromRow)]
 pub struct AiProfile {
     pub id: AiProfileId,
@@ -75,6 +89,21 @@ pub struct AiProfile {
     pub system_prompt: String,
     pub is_default: bool,
     pub created_at: DateTime<Utc>,
+    pub media_target: MediaTarget,
+    /// `ws://` or `wss://`; set whenever `media_target` is `stream`.
+    pub stream_url: Option<String>,
+    pub stream_protocol: StreamProtocol,
+    pub stream_auth_token_set: bool,
+    /// Passed to the agent with the stream's start.
+    pub stream_parameters: sqlx::types::Json<BTreeMap<String, String>>,
+    /// PEM certificates trusted for a `wss://` stream besides the public roots.
+    pub stream_ca_pem: Option<String>,
+    /// How long connecting to the agent may take, in milliseconds.
+    pub stream_connect_timeout_ms: i64,
+    /// The most agent audio queued for playout to the caller, in milliseconds.
+    pub max_queued_audio_ms: i64,
+    /// A streamed call's audio is recorded.
+    pub record: bool,
 }
 
 /// An API key as stored: only its hash.

@@ -109,6 +109,8 @@ pub fn test_config(db: &TestDb) -> Config {
     config.http = "127.0.0.1:0".parse().unwrap();
     config.sip_udp = "127.0.0.1:0".parse().unwrap();
     config.sip_tcp = "127.0.0.1:0".parse().unwrap();
+    // Tenants' targets in tests (agents, webhooks) listen on loopback.
+    config.target_policy = vca_sip::targets::TargetPolicy::AllowPrivate;
     config
 }
 
