@@ -68,10 +68,13 @@
 //!   `max_delay`;
 //! - after a two-second window with no late packet in which every packet led by at least
 //!   `min_lead` + 20 ms, it drops one frame of audio (or, when even the latest packet led by
-//!   more than `max_delay`, as many frames as bring the lead back to `initial_delay`).
+//!   more than `max_delay`, as many frames as bring the lead back to `initial_delay`);
+//! - after such a window in which the latest packet led by less than half of `min_lead`, it
+//!   is raised by a frame before anything comes late.
 //!
-//! This keeps the latest arrivals between `min_lead` and `min_lead` + 20 ms ahead of their
-//! playout, and also absorbs a sender whose clock runs faster or slower than ours.
+//! This keeps the latest arrivals about `min_lead` ahead of their playout, and absorbs a
+//! sender whose clock runs faster or slower than ours. The frame dropped is whatever plays
+//! next: G.711 bytes are not decoded here to look for a quiet one.
 
 use std::time::{Duration, Instant};
 
@@ -201,8 +204,8 @@ pub struct JitterFrame<'a> {
     pub concealed: usize,
     /// Where the frame's first sample lies on the current stream's timeline, so that what is
     /// stamped on that timeline (an RFC 4733 event's timestamp) can be ordered against the
-    /// audio. `None` before the first audio packet and for a frame of silence inserted to
-    /// raise the delay.
+    /// audio. `None` before the current stream's first audio packet and for a frame of
+    /// silence inserted to raise the delay.
     pub origin: Option<RtpPosition>,
 }
 
@@ -519,10 +522,10 @@ impl JitterBuffer {
 
     /// Puts one audio packet on the timeline.
     fn place(&mut self, now: Instant, ts: u32, payload: &[u8]) {
-        let anchor = self.anchor_position(now);
+        let len = i64::try_from(payload.len()).unwrap_or(RING_I);
+        let anchor = self.anchor_position(now, len);
         let cursor = self.cursor;
         let max_delay_samples = self.max_delay_us / SAMPLE_US;
-        let len = i64::try_from(payload.len()).unwrap_or(RING_I);
         let Some(stream) = self.stream.as_mut() else {
             return;
         };
@@ -593,9 +596,10 @@ impl JitterBuffer {
             + self.adjust_us()
     }
 
-    /// Where a stream's first packet, arriving at `now`, goes: `initial_delay` ahead of its
-    /// playout, and after anything still buffered.
-    fn anchor_position(&self, now: Instant) -> i64 {
+    /// Where a stream's first packet of `len` samples, arriving at `now`, goes:
+    /// `initial_delay` ahead of its playout and after anything still buffered, as far as the
+    /// ring reaches.
+    fn anchor_position(&self, now: Instant, len: i64) -> i64 {
         let after_next =
             self.initial_us - micros_between(now, self.deadline(self.next_slot)) - self.adjust_us();
         let samples = if after_next > 0 {
@@ -603,7 +607,9 @@ impl JitterBuffer {
         } else {
             0
         };
-        (self.cursor + samples).max(self.newest_end)
+        (self.cursor + samples)
+            .max(self.newest_end)
+            .min(self.cursor + RING_I - len)
     }
 
     /// A late packet: raise the delay by a frame, within `max_delay`; a pending drop of
@@ -616,16 +622,20 @@ impl JitterBuffer {
                 self.adjust = Adjust::None;
                 self.leads.shift(i64::from(n) * SLOT_US);
             }
-            Adjust::None => {
-                let room = self
-                    .leads
-                    .recent_max()
-                    .is_none_or(|m| m + SLOT_US <= self.max_delay_us);
-                if room {
-                    self.adjust = Adjust::Hold;
-                    self.leads.shift(SLOT_US);
-                }
-            }
+            Adjust::None => self.raise(),
+        }
+    }
+
+    /// Schedules a frame of silence, unless the earliest arrivals already lead by
+    /// `max_delay`.
+    fn raise(&mut self) {
+        let room = self
+            .leads
+            .recent_max()
+            .is_none_or(|m| m + SLOT_US <= self.max_delay_us);
+        if room {
+            self.adjust = Adjust::Hold;
+            self.leads.shift(SLOT_US);
         }
     }
 
@@ -744,22 +754,26 @@ impl JitterBuffer {
         }
     }
 
-    /// Closes a window of lead measurements, lowering the delay when every packet in it led
-    /// by a frame more than needed.
+    /// Closes a window of lead measurements: lowers the delay when every packet in it led
+    /// by a frame more than needed, raises it when the latest led by less than half of
+    /// `min_lead` (before they come late, as with a sender whose clock is slow).
     fn end_window(&mut self) {
         if !self.leads.late
             && self.adjust == Adjust::None
             && let Some(min) = self.leads.min
-            && min >= self.min_lead_us + SLOT_US
         {
-            let frames = if min > self.max_delay_us {
-                ((min - self.initial_us) / SLOT_US).max(1)
-            } else {
-                1
-            };
-            let frames = frames.min(RING_I / FRAME);
-            self.adjust = Adjust::Skip(u32::try_from(frames).unwrap_or(1));
-            self.leads.shift(-frames * SLOT_US);
+            if min >= self.min_lead_us + SLOT_US {
+                let frames = if min > self.max_delay_us {
+                    ((min - self.initial_us) / SLOT_US).max(1)
+                } else {
+                    1
+                };
+                let frames = frames.min(RING_I / FRAME);
+                self.adjust = Adjust::Skip(u32::try_from(frames).unwrap_or(1));
+                self.leads.shift(-frames * SLOT_US);
+            } else if min < self.min_lead_us / 2 {
+                self.raise();
+            }
         }
         self.leads.next_window();
     }
@@ -847,6 +861,8 @@ mod tests {
         loss: u64,
         dup: u64,
         reorder: u64,
+        /// How much faster than ours the sender's clock runs, in parts per million.
+        drift_ppm: i64,
         seed: u64,
     }
 
@@ -864,6 +880,7 @@ mod tests {
                 loss: 0,
                 dup: 0,
                 reorder: 0,
+                drift_ppm: 0,
                 seed: 1,
             }
         }
@@ -897,7 +914,9 @@ mod tests {
         for k in 0..plan.packets {
             let ts = plan.first_ts.wrapping_add(k * plan.ptime);
             let seq = plan.first_seq.wrapping_add(k as u16);
-            let sent = t0 + plan.sent_from + Duration::from_micros(u64::from(k * plan.ptime) * 125);
+            let nominal = i64::from(k * plan.ptime) * 125;
+            let sent_us = nominal * 1_000_000 / (1_000_000 + plan.drift_ppm);
+            let sent = t0 + plan.sent_from + Duration::from_micros(sent_us.unsigned_abs());
             if k > 0 && rng.chance(plan.loss) {
                 continue;
             }
@@ -1453,5 +1472,84 @@ mod tests {
         }
         // Packets 1 and 3 (160 samples each); the samples between them are silence.
         assert_eq!(played, 320);
+    }
+
+    /// A minute from a sender whose clock is `drift_ppm` off ours.
+    fn drifting_sender(drift_ppm: i64) -> (JitterStats, Audio, Duration) {
+        let t0 = origin();
+        let plan = Plan {
+            jitter: Duration::from_millis(10),
+            drift_ppm,
+            seed: 5,
+            ..Plan::clean(21, 160, 3_000)
+        };
+        let deliveries = send(&plan, t0);
+        let mut jb = buffer(t0, 0);
+        let (frames, handed) = drive(&mut jb, &deliveries, t0 + Duration::from_secs(60));
+        assert_eq!(frames.len(), 3_001);
+        assert_paced(&frames, t0, 0);
+        let audio = check_audio(&frames, &samples(&deliveries[..handed]));
+        let most = frames.iter().skip(50).map(|f| f.buffered).max().unwrap();
+        (jb.stats(), audio, most)
+    }
+
+    #[test]
+    fn a_fast_sender_clock_is_absorbed_by_dropping_frames() {
+        // 0.2% fast: 120 ms more audio than time in a minute.
+        let (stats, audio, most) = drifting_sender(2_000);
+        assert!(stats.delay_lowered >= 6, "{stats:?}");
+        assert_eq!(
+            (stats.late, stats.delay_raised, audio.missing),
+            (0, 0, 0),
+            "{stats:?}"
+        );
+        assert!(most <= Duration::from_millis(100), "{most:?}");
+    }
+
+    #[test]
+    fn a_slow_sender_clock_is_absorbed_by_inserting_frames_before_anything_comes_late() {
+        // 0.2% slow: 120 ms less audio than time in a minute.
+        let (stats, audio, most) = drifting_sender(-2_000);
+        assert!(stats.delay_raised >= 5, "{stats:?}");
+        assert_eq!((stats.late, audio.missing), (0, 0), "{stats:?}");
+        assert!(most <= Duration::from_millis(100), "{most:?}");
+    }
+
+    #[test]
+    fn the_burst_after_a_network_outage_is_late_and_the_stream_goes_on() {
+        let t0 = origin();
+        let mut deliveries = send(&Plan::clean(31, 160, 150), t0);
+        // Nothing gets through from 1 s to 1.5 s; what was sent then arrives at once.
+        let outage_end = t0 + Duration::from_millis(1_500);
+        for d in deliveries.iter_mut() {
+            if d.at > t0 + Duration::from_secs(1) && d.at < outage_end {
+                d.at = outage_end;
+            }
+        }
+        let mut jb = buffer(t0, 0);
+        let (frames, handed) = drive(&mut jb, &deliveries, t0 + Duration::from_secs(3));
+        assert_eq!(handed, 150);
+        assert_paced(&frames, t0, 0);
+        let stats = jb.stats();
+        // No jump: the same timeline throughout, and the burst's stale audio is dropped.
+        assert_eq!(
+            (stats.resyncs, stats.out_of_range, stats.lost),
+            (0, 0, 0),
+            "{stats:?}"
+        );
+        assert!(stats.late >= 20, "{stats:?}");
+        let audio = check_audio(&frames, &samples(&deliveries));
+        assert!(audio.missing <= stats.late * 160, "{audio:?}");
+        // After the outage the audio plays again, on time.
+        let tail = &frames[100..];
+        assert!(
+            tail.iter().all(|f| f.concealed == 0 || f.origin.is_none()),
+            "gaps after the burst"
+        );
+        assert!(
+            jb.buffered() <= Duration::from_millis(200),
+            "{:?}",
+            jb.buffered()
+        );
     }
 }
