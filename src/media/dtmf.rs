@@ -24,8 +24,8 @@
 //! timestamp is a new press, even of the same key. A press longer than the 16-bit duration
 //! field (8.2 s at 8 kHz) goes as segments, each new one starting where the previous one's
 //! maximal duration ended; a segment that continues the press is joined to it. A payload
-//! with several reports (§2.5.1.5's packing of consecutive events) is read report by report,
-//! each starting where the previous one ended. Events 16 and above (flash hook, tones) are
+//! packing several reports of consecutive events is read report by report, each starting
+//! where the previous one ended. Events 16 and above (flash hook, tones) are
 //! not digits and are counted only.
 //!
 //! # INFO bodies
@@ -747,7 +747,7 @@ mod tests {
             Ok(info('*', Some(250)))
         );
         assert_eq!(parse_info(relay, b"Signal=10\r\n"), Ok(info('*', None)));
-        assert_eq!(parse_info(relay, b"Signal=11"), Ok(info('#', None)));
+        assert_eq!(parse_dtmf_relay(b"Signal=11"), Ok(info('#', None)));
         assert_eq!(parse_info(relay, b"Signal=d\r\n\r\n"), Ok(info('D', None)));
         assert_eq!(
             parse_info(
@@ -823,5 +823,41 @@ mod tests {
         );
         assert_eq!(other.unwrap_err().status(), 415);
         assert_eq!(relay(b"Signal=E").unwrap_err().status(), 400);
+    }
+
+    #[test]
+    fn no_payload_upsets_the_detector() {
+        // Seeded garbage of every length, from two sources, on few timestamps.
+        let mut s = Sender::new();
+        let mut x = 7u64;
+        let mut next = || {
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (x >> 33) as u32
+        };
+        let mut polled = 0;
+        for _ in 0..20_000 {
+            let len = (next() % 10) as usize;
+            let payload: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            s.ssrc = next() % 2;
+            let ts = next() % 8;
+            s.send_payload(EVENT_PT, next() % 2 == 0, ts, &payload);
+            if next() % 50 == 0 {
+                s.now += EVENT_TIMEOUT;
+                s.detector.handle_timeout(s.now);
+            }
+            for d in s.digits() {
+                assert!(d.digit.event() < 16);
+                assert!(d.position.is_some_and(|p| p.ssrc.0 < 2));
+                polled += 1;
+            }
+        }
+        let stats = s.detector.stats();
+        assert_eq!((stats.digits, stats.dropped), (polled, 0));
+        assert!(
+            stats.digits > 100 && stats.malformed > 100 && stats.repeats > 100,
+            "{stats:?}"
+        );
     }
 }

@@ -64,8 +64,8 @@
 //! The buffer measures each packet's lead: how long before its first sample's playout it
 //! arrived. The delay moves in whole frames:
 //! - a late packet raises it by one frame (a frame of silence is inserted and everything after
-//!   plays 20 ms later), unless the earliest arrivals of the last two seconds already lead by
-//!   `max_delay`;
+//!   plays 20 ms later), unless that would make the earliest arrivals of the last two to four
+//!   seconds lead by more than `max_delay`;
 //! - after a two-second window with no late packet in which every packet led by at least
 //!   `min_lead` + 20 ms, it drops one frame of audio (or, when even the latest packet led by
 //!   more than `max_delay`, as many frames as bring the lead back to `initial_delay`);
@@ -1550,6 +1550,76 @@ mod tests {
             jb.buffered() <= Duration::from_millis(200),
             "{:?}",
             jb.buffered()
+        );
+    }
+
+    #[test]
+    fn delays_beyond_the_ring_are_bounded() {
+        let t0 = origin();
+        let config = JitterConfig {
+            initial_delay: Duration::from_secs(5),
+            max_delay: Duration::from_secs(1),
+            ..JitterConfig::new(Pt::PCMU, Codec::Pcmu)
+        };
+        let mut jb = JitterBuffer::new(t0, &config, 0);
+        let deliveries = send(&Plan::clean(4, 160, 30), t0);
+        let (frames, _) = drive(&mut jb, &deliveries, t0 + Duration::from_millis(700));
+        let bytes: Vec<u8> = frames.iter().flat_map(|f| f.payload.clone()).collect();
+        let first = bytes.iter().position(|&b| b != 0xff).unwrap();
+        let played_at = t0 + Duration::from_micros(first as u64 * 125);
+        assert_eq!(played_at - deliveries[0].at, MAX_DELAY_LIMIT);
+        assert_eq!(bytes[first], content(4, 50_000));
+    }
+
+    #[test]
+    fn no_packet_stream_upsets_the_pacing() {
+        // Seeded garbage: SSRCs flapping, sequence numbers and timestamps anywhere or close,
+        // any payload type and length, packets bunched or spread; the frames keep coming.
+        let t0 = origin();
+        let mut rng = Rng(99);
+        let mut jb = buffer(t0, 0);
+        let mut now = t0;
+        let mut ts = 0u32;
+        let mut frames = 0u64;
+        let payload = vec![0x42u8; MAX_PACKET_SAMPLES + 10];
+        for n in 0..20_000u32 {
+            now += Duration::from_micros(rng.below(12_000));
+            while jb.poll_timeout() <= now {
+                let due = jb.poll_timeout();
+                jb.handle_timeout(due);
+                let f = jb.poll_frame().unwrap();
+                assert_eq!(f.timestamp, 160 * frames as u32);
+                assert_eq!(f.payload.len(), FRAME_SAMPLES);
+                frames += 1;
+            }
+            ts = match rng.below(10) {
+                0 => rng.below(1 << 32) as u32,
+                1 => ts.wrapping_sub(rng.below(20_000) as u32),
+                _ => ts.wrapping_add(rng.below(400) as u32),
+            };
+            let pt = [Pt::PCMU, Pt::PCMU, Pt::PCMU, EVENT_PT, Pt::PCMA][rng.below(5) as usize];
+            let seq = if rng.chance(900) {
+                n as u16
+            } else {
+                rng.below(1 << 16) as u16
+            };
+            let len = match rng.below(8) {
+                0 => rng.below(payload.len() as u64) as usize,
+                _ => [80, 160, 240, 320][rng.below(4) as usize],
+            };
+            let media = RtpMedia {
+                header: header(rng.below(3) as u32, seq, ts, pt),
+                stream: StreamEvent::Continue,
+                payload: &payload[..len],
+            };
+            jb.handle_packet(now, &media);
+            assert!(jb.buffered() <= Duration::from_millis(512));
+        }
+        let stats = jb.stats();
+        assert_eq!((stats.packets, stats.frames), (20_000, frames));
+        assert!(
+            stats.restarts > 1_000 && stats.out_of_range > 0,
+            "{stats:?}"
         );
     }
 }
