@@ -1,8 +1,11 @@
 //! Media: RTP/RTCP packets (RFC 3550), symmetric RTP latching (RFC 4961), the RTP port pool
 //! (RFC 3264 §5.1 ports), the legs of a call's media and the shards that run them.
 //!
-//! `rtp`, `latch`, `leg`, `rtp_leg`, `echo` and `bridge` do no IO and read no clock: every
-//! media endpoint is a [`leg::Leg`] driven by `now`, and a [`bridge::Bridge`] joins two.
+//! `rtp`, `latch`, `leg`, `rtp_leg`, `echo`, `bridge`, `jitter` and `dtmf` do no IO and read
+//! no clock: every media endpoint is a [`leg::Leg`] driven by `now`, and a [`bridge::Bridge`]
+//! joins two. [`jitter::JitterBuffer`] (one 20 ms frame per 20 ms slot from the caller's RTP,
+//! RFC 3550) and [`dtmf::DtmfDetector`] (one digit per RFC 4733 event, and SIP INFO's DTMF
+//! bodies) are the parts an agent stream leg is built from.
 //! `ports`, `shard` and `runtime` are the IO edge: one event loop per core
 //! ([`runtime::MediaRuntime`]), each owning whole calls, with no task per call.
 //!
@@ -18,7 +21,9 @@
 //! ```
 
 pub mod bridge;
+pub mod dtmf;
 pub mod echo;
+pub mod jitter;
 pub mod latch;
 pub mod leg;
 pub mod ports;
