@@ -19,6 +19,7 @@
 
 pub mod bridge;
 pub mod echo;
+pub mod g711;
 pub mod latch;
 pub mod leg;
 pub mod ports;
