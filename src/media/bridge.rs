@@ -46,6 +46,17 @@ impl<A: Leg, B: Leg> Bridge<A, B> {
         &self.b
     }
 
+    /// The leg on side A, for inputs outside the [`Leg`] face (an agent stream's messages).
+    /// Media such an input makes a leg hand out moves at the bridge's next input or timeout.
+    pub fn a_mut(&mut self) -> &mut A {
+        &mut self.a
+    }
+
+    /// The leg on side B, as [`Bridge::a_mut`].
+    pub fn b_mut(&mut self) -> &mut B {
+        &mut self.b
+    }
+
     /// Gives `input` to the leg on `side` at `now`, then moves media between the legs.
     pub fn handle_input(&mut self, now: Instant, side: Side, input: Input<'_>) {
         match side {

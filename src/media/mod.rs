@@ -1,11 +1,15 @@
 //! Media: RTP/RTCP packets (RFC 3550), symmetric RTP latching (RFC 4961), the RTP port pool
-//! (RFC 3264 §5.1 ports), the legs of a call's media and the shards that run them.
+//! (RFC 3264 §5.1 ports), G.711 audio, the legs of a call's media and the shards that run
+//! them.
 //!
-//! `rtp`, `latch`, `leg`, `rtp_leg`, `echo`, `bridge`, `jitter` and `dtmf` do no IO and read
-//! no clock: every media endpoint is a [`leg::Leg`] driven by `now`, and a [`bridge::Bridge`]
-//! joins two. [`jitter::JitterBuffer`] (one 20 ms frame per 20 ms slot from the caller's RTP,
-//! RFC 3550) and [`dtmf::DtmfDetector`] (one digit per RFC 4733 event, and SIP INFO's DTMF
-//! bodies) are the parts an agent stream leg is built from.
+//! `rtp`, `latch`, `leg`, `rtp_leg`, `echo`, `bridge`, `g711`, `jitter`, `dtmf` and `stream`
+//! do no IO and read no clock: every media endpoint is a [`leg::Leg`] driven by `now`, and a
+//! [`bridge::Bridge`] joins two. [`g711`] converts µ-law and A-law to and from linear audio;
+//! [`jitter::JitterBuffer`] (one 20 ms frame per 20 ms slot from the caller's RTP, RFC 3550)
+//! and [`dtmf::DtmfDetector`] (one digit per RFC 4733 event, and SIP INFO's DTMF bodies) are
+//! the parts an agent stream leg is built from; [`stream`] is the agent stream (Twilio Media
+//! Streams or Exotel JSON over a WebSocket the driver owns), a leg that sends the caller's
+//! audio to the agent as messages and plays the agent's back in 20 ms frames.
 //! `ports`, `shard` and `runtime` are the IO edge: one event loop per core
 //! ([`runtime::MediaRuntime`]), each owning whole calls, with no task per call.
 //!
@@ -23,6 +27,7 @@
 pub mod bridge;
 pub mod dtmf;
 pub mod echo;
+pub mod g711;
 pub mod jitter;
 pub mod latch;
 pub mod leg;
@@ -32,3 +37,4 @@ pub mod rtp_leg;
 pub mod runtime;
 pub mod session;
 pub mod shard;
+pub mod stream;
