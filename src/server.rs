@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 
 use crate::api::{self, AppState};
 use crate::call::uac::OutboundCall;
-use crate::call::{CallContext, CallSettings, Throttle};
+use crate::call::{CallContext, CallSettings, LiveCalls, Throttle};
 use crate::config::Config;
 use crate::endpoint::{CoreHandle, Driver, PlaceError};
 use crate::gate::{Gate, Shield};
@@ -139,6 +139,7 @@ impl Server {
         let (writer, writer_task) =
             CallWriter::start(store.clone(), WRITER_QUEUE, config.node_id.clone());
         let attempts = AttemptLog::default();
+        let live = LiveCalls::default();
         let context = Arc::new(CallContext {
             writer,
             directory: directory.clone(),
@@ -157,6 +158,8 @@ impl Server {
             },
             clock: clock.clone(),
             port_warnings: Throttle::new(Duration::from_secs(1)),
+            targets: config.target_policy,
+            live: live.clone(),
         });
         let (core, handle) = Driver::new(context.clone(), gate);
         let mut background = vec![
@@ -196,6 +199,7 @@ impl Server {
             trunks: trunks.clone(),
             metrics,
             clock,
+            live,
         };
         let listener = TcpListener::bind(config.http)
             .await

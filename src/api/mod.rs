@@ -18,6 +18,7 @@ mod problem;
 mod profiles;
 mod tenants;
 mod trunks;
+mod twilio;
 mod views;
 
 use std::sync::Arc;
@@ -49,6 +50,8 @@ pub struct AppState {
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// Stamps what the handlers create and change.
     pub clock: Arc<dyn crate::clock::WallClock>,
+    /// The calls an agent may end through the Twilio-shaped hang-up.
+    pub live: crate::call::LiveCalls,
 }
 
 /// The OpenAPI document that `/api/openapi.json` serves: the API's JSON names are a
@@ -117,8 +120,15 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/openapi.json", get(openapi::document))
         .fallback(|| async { Problem::not_found() });
+    let twilio = Router::new()
+        .route(
+            "/Accounts/{account_sid}/Calls/{call_file}",
+            axum::routing::post(twilio::update_call),
+        )
+        .fallback(twilio::not_found);
     Router::new()
         .nest("/api", api)
+        .nest("/2010-04-01", twilio)
         .route("/healthz", get(health::healthz))
         .route("/metrics", get(health::metrics))
         .fallback(|| async { Problem::not_found() })

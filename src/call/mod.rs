@@ -16,6 +16,7 @@ mod tests;
 #[cfg(test)]
 mod uac_tests;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,9 +24,13 @@ use tokio::sync::mpsc;
 
 use crate::clock::WallClock;
 use crate::gate::Admitted;
+use crate::ids::CallId;
 use crate::media::ports::RtpPorts;
 use crate::media::runtime::MediaRuntime;
-use crate::media::session::{self, MediaSession};
+use crate::media::session::{self, AgentNotice, AgentStart, MediaSession};
+use crate::media::stream::{Dialect, StreamConfig};
+use crate::store::model::StreamProtocol;
+use crate::targets::{self, TargetPolicy};
 use crate::routing::admission::Admission;
 use crate::routing::directory::Directory;
 use crate::sip::message::Request;
@@ -37,7 +42,7 @@ use crate::ua::{self, CallKey};
 pub(crate) use throttle::Throttle;
 use uac::Uac;
 pub use uas::CallSettings;
-use uas::{MediaEnd, Output, Uas};
+use uas::{AgentEvent, AgentPlan, MediaEnd, Output, Uas};
 
 type CallEvent = ua::CallEvent<Peer>;
 type Command = ua::Command<Peer>;
@@ -54,6 +59,10 @@ pub struct CallContext {
     pub clock: Arc<dyn WallClock>,
     /// Lets the "no RTP ports" warning through once a second when the pool runs dry.
     pub(crate) port_warnings: Throttle,
+    /// Which addresses tenants' agent streams may reach.
+    pub targets: TargetPolicy,
+    /// The calls that the API may end (those streamed to an agent).
+    pub live: LiveCalls,
 }
 
 /// What the driver needs of its machine: the face [`Uas`] and [`Uac`] share.
@@ -68,6 +77,10 @@ pub trait Machine: Send + 'static {
     fn handle_timeout(&mut self, now: Instant);
     fn handle_committed(&mut self, now: Instant, committed: bool);
     fn handle_ports(&mut self, now: Instant, port: Option<u16>);
+    /// What the driver saw of the agent's stream.
+    fn handle_agent(&mut self, now: Instant, event: AgentEvent);
+    /// Someone outside the call (the agent, through the API) ends it.
+    fn handle_hangup(&mut self, now: Instant, why: &str);
     /// The Call-ID, for the call's log span.
     fn sip_call_id(&self) -> String;
 }
@@ -99,6 +112,12 @@ impl Machine for Uas<Peer> {
     }
     fn handle_ports(&mut self, now: Instant, port: Option<u16>) {
         Uas::handle_ports(self, now, port);
+    }
+    fn handle_agent(&mut self, now: Instant, event: AgentEvent) {
+        Uas::handle_agent(self, now, event);
+    }
+    fn handle_hangup(&mut self, now: Instant, why: &str) {
+        Uas::handle_hangup(self, now, why);
     }
     fn sip_call_id(&self) -> String {
         let call_id = self.invite().headers().call_id();
@@ -134,6 +153,10 @@ impl Machine for Uac<Peer> {
     fn handle_ports(&mut self, now: Instant, port: Option<u16>) {
         Uac::handle_ports(self, now, port);
     }
+    // An outbound call's media is echo: no agent stream reports to it, and the API does
+    // not register it.
+    fn handle_agent(&mut self, _now: Instant, _event: AgentEvent) {}
+    fn handle_hangup(&mut self, _now: Instant, _why: &str) {}
     fn sip_call_id(&self) -> String {
         self.call_id().to_owned()
     }
@@ -149,6 +172,10 @@ pub struct Call<M = Uas<Peer>> {
     events: mpsc::Receiver<CallEvent>,
     ports: Option<RtpPorts>,
     media: Option<MediaSession>,
+    /// What the agent's stream reports, while the call has one.
+    agent: Option<mpsc::Receiver<AgentNotice>>,
+    /// Hang-ups asked through the API, once the call is registered in [`LiveCalls`].
+    hangups: Option<(CallId, mpsc::Receiver<String>)>,
 }
 
 impl Call<Uac<Peer>> {
@@ -170,6 +197,8 @@ impl Call<Uac<Peer>> {
             events,
             ports: None,
             media: None,
+            agent: None,
+            hangups: None,
         }
     }
 }
@@ -206,6 +235,8 @@ impl Call {
             events,
             ports: None,
             media: None,
+            agent: None,
+            hangups: None,
         }
     }
 }
@@ -217,6 +248,9 @@ impl<M: Machine> Call<M> {
         tracing::Instrument::instrument(self.drive(), span).await;
         // Dropping the session hangs it up.
         drop(self.media.take());
+        if let Some((id, _)) = self.hangups.take() {
+            self.ctx.live.remove(id);
+        }
         let _ = self
             .core
             .send(ua::Command::Gone {
@@ -248,12 +282,37 @@ impl<M: Machine> Call<M> {
                     self.media = None;
                     let end = match report.end {
                         session::MediaEnd::MediaTimeout => MediaEnd::Timeout,
+                        session::MediaEnd::AgentHangup => MediaEnd::AgentHangup,
+                        session::MediaEnd::AgentDisconnected => MediaEnd::AgentDisconnected,
+                        session::MediaEnd::AgentUnreachable => MediaEnd::AgentUnreachable(
+                            "the agent's stream could not be opened".to_owned(),
+                        ),
                         session::MediaEnd::Hangup
                         | session::MediaEnd::Socket(_)
                         | session::MediaEnd::Shutdown => MediaEnd::Failed,
                     };
                     self.machine.handle_media_end(Instant::now(), end);
                 }
+                notice = agent_notice(&mut self.agent) => match notice {
+                    Some(notice) => {
+                        let event = match notice {
+                            AgentNotice::Connected => AgentEvent::Connected,
+                            AgentNotice::Unreachable(reason) => AgentEvent::Unreachable(reason),
+                            AgentNotice::Dtmf(digit) => AgentEvent::Dtmf(digit),
+                            AgentNotice::Cleared { marks } => AgentEvent::Cleared { marks },
+                        };
+                        self.machine.handle_agent(Instant::now(), event);
+                    }
+                    None => self.agent = None,
+                },
+                why = hangup_asked(&mut self.hangups) => match why {
+                    Some(why) => self.machine.handle_hangup(Instant::now(), &why),
+                    None => {
+                        if let Some((id, _)) = self.hangups.take() {
+                            self.ctx.live.remove(id);
+                        }
+                    }
+                },
                 () = sleep => self.machine.handle_timeout(Instant::now()),
             }
         }
@@ -306,6 +365,14 @@ impl<M: Machine> Call<M> {
                         }
                     }
                 }
+                Output::ConnectAgent(plan) => self.connect_agent(plan).await,
+                Output::SendDtmf(digit) => {
+                    if let Some(media) = self.media.as_mut()
+                        && let Err(e) = media.dtmf(digit)
+                    {
+                        tracing::warn!(error = %e, "a DTMF digit did not reach the agent");
+                    }
+                }
                 Output::StopMedia => {
                     if let Some(mut media) = self.media.take()
                         && let Err(e) = media.hangup()
@@ -327,10 +394,174 @@ impl<M: Machine> Call<M> {
     }
 }
 
+impl<M: Machine> Call<M> {
+    /// Resolves the agent's host (bounded by its connect timeout), checks where it leads,
+    /// and starts the stream session on the call's ports; what fails is the agent being
+    /// unreachable, said to the machine.
+    #[allow(clippy::disallowed_methods)] // the driver is where the clock is read
+    async fn connect_agent(&mut self, plan: AgentPlan) {
+        let AgentPlan {
+            media,
+            target,
+            account_sid,
+            call_sid,
+            parameters,
+        } = plan;
+        let Some(ports) = self.ports.take() else {
+            return;
+        };
+        let addrs = tokio::time::timeout(
+            target.connect_timeout,
+            resolve_stream_url(&target.url, self.ctx.targets),
+        )
+        .await
+        .unwrap_or_else(|_| Err("resolving the agent's host timed out".to_owned()));
+        let addrs = match addrs {
+            Ok(addrs) => addrs,
+            Err(reason) => {
+                tracing::info!(url = %target.url, %reason, "agent unreachable");
+                return self
+                    .machine
+                    .handle_agent(Instant::now(), AgentEvent::Unreachable(reason));
+            }
+        };
+        let dialect = match target.protocol {
+            StreamProtocol::Twilio => Dialect::Twilio,
+            StreamProtocol::Exotel => Dialect::Exotel,
+        };
+        let stream_sid = format!("MZ{}", uuid::Uuid::new_v4().simple());
+        let mut stream = StreamConfig::new(dialect, &stream_sid, &account_sid, &call_sid);
+        stream.custom_parameters = parameters;
+        stream.max_queued_audio_ms =
+            u32::try_from(target.max_queued_audio.as_millis()).unwrap_or(u32::MAX);
+        let agent = AgentStart {
+            url: target.url.clone(),
+            addrs,
+            auth_token: target.auth_token.as_ref().map(|t| t.0.clone()),
+            ca_pem: target.ca_pem.clone(),
+            connect_timeout: target.connect_timeout,
+            stream,
+        };
+        match self.ctx.media.start_stream(ports, media, agent) {
+            Ok((session, notices)) => {
+                self.media = Some(session);
+                self.agent = Some(notices);
+                if let Ok(id) = call_sid.parse::<uuid::Uuid>() {
+                    let id = CallId(id);
+                    let token = target.auth_token.as_ref().map(|t| t.0.clone());
+                    self.hangups = Some((id, self.ctx.live.insert(id, &account_sid, token)));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no media session for an agent stream");
+                self.machine.handle_agent(
+                    Instant::now(),
+                    AgentEvent::Unreachable(format!("no media session: {e}")),
+                );
+            }
+        }
+    }
+}
+
+/// The addresses of a `ws://` or `wss://` URL's host, each checked against `policy`.
+async fn resolve_stream_url(url: &str, policy: TargetPolicy) -> Result<Vec<SocketAddr>, String> {
+    let uri: axum::http::Uri = url
+        .parse()
+        .map_err(|e| format!("the stream URL does not parse: {e}"))?;
+    let host = uri.host().ok_or("the stream URL has no host")?;
+    let port = uri
+        .port_u16()
+        .unwrap_or(if uri.scheme_str() == Some("wss") { 443 } else { 80 });
+    targets::resolve(host, port, policy)
+        .await
+        .map_err(|e| e.to_string())
+}
+
 /// The media session's end report, when it runs; never ready otherwise.
 async fn media_end(media: &mut Option<MediaSession>) -> session::MediaReport {
     match media {
         Some(session) => session.ended().await,
         None => std::future::pending().await,
+    }
+}
+
+/// The agent stream's next notice; never ready without a stream.
+async fn agent_notice(agent: &mut Option<mpsc::Receiver<AgentNotice>>) -> Option<AgentNotice> {
+    match agent {
+        Some(notices) => notices.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next hang-up asked through the API; never ready for a call not registered.
+async fn hangup_asked(hangups: &mut Option<(CallId, mpsc::Receiver<String>)>) -> Option<String> {
+    match hangups {
+        Some((_, asked)) => asked.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The calls that can be ended from outside their task: those streamed to an agent, by
+/// call id, with the tenant that owns each. An agent's REST hang-up finds its call here.
+#[derive(Clone, Default)]
+pub struct LiveCalls {
+    calls: Arc<std::sync::Mutex<std::collections::HashMap<CallId, LiveCall>>>,
+}
+
+struct LiveCall {
+    tenant_id: String,
+    /// The stream's auth token, which the agent may use as its password.
+    token: Option<String>,
+    hangup: mpsc::Sender<String>,
+}
+
+/// Why [`LiveCalls::hang_up`] did not reach a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HangupError {
+    /// No live call of that tenant has that id.
+    NotFound,
+}
+
+impl LiveCalls {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<CallId, LiveCall>> {
+        self.calls.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn insert(&self, id: CallId, tenant_id: &str, token: Option<String>) -> mpsc::Receiver<String> {
+        let (hangup, asked) = mpsc::channel(1);
+        let tenant_id = tenant_id.to_owned();
+        self.lock().insert(id, LiveCall { tenant_id, token, hangup });
+        asked
+    }
+
+    fn remove(&self, id: CallId) {
+        self.lock().remove(&id);
+    }
+
+    /// Asks the live call `id` of tenant `tenant_id` to end, saying `why` in its record.
+    /// A call asked already is left to end by the first request.
+    pub fn hang_up(&self, tenant_id: &str, id: CallId, why: &str) -> Result<(), HangupError> {
+        let calls = self.lock();
+        let call = calls
+            .get(&id)
+            .filter(|c| c.tenant_id == tenant_id)
+            .ok_or(HangupError::NotFound)?;
+        // A full channel holds a hang-up already.
+        let _ = call.hangup.try_send(why.to_owned());
+        Ok(())
+    }
+
+    /// Whether `password` is the stream auth token of the live call `id` of `tenant_id`
+    /// (compared in constant time).
+    pub fn token_matches(&self, tenant_id: &str, id: CallId, password: &str) -> bool {
+        use subtle::ConstantTimeEq as _;
+        self.lock().get(&id).is_some_and(|c| {
+            c.tenant_id == tenant_id
+                && c.token
+                    .as_deref()
+                    .is_some_and(|t| bool::from(t.as_bytes().ct_eq(password.as_bytes())))
+        })
     }
 }

@@ -141,6 +141,11 @@ impl Record {
         self.call.sip_status = Some(i64::from(status));
     }
 
+    /// The record as it stands.
+    pub fn call(&self) -> &Call {
+        &self.call
+    }
+
     pub fn event(&mut self, kind: &str, detail: Value) {
         self.events.push(CallEvent {
             id: CallEventId::new(),

@@ -8,16 +8,16 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chrono::{TimeZone, Utc};
 
-use super::uas::{CallSettings, MediaEnd, Output, Uas};
+use super::uas::{AgentEvent, CallSettings, MediaEnd, Output, Uas};
 use crate::clock::FakeClock;
-use crate::ids::{PhoneNumberId, TenantId};
+use crate::ids::{AiProfileId, PhoneNumberId, TenantId};
 use crate::routing::admission::Admission;
 use crate::routing::directory::{Directory, Route};
 use crate::routing::e164::CountryCode;
 use crate::sip::message::{Message, Request, Response};
 use crate::sip::transaction::{self, TransactionKey};
 use crate::sip::triage::Transport;
-use crate::store::CallWrite;
+use crate::store::{CallMedia, CallWrite, ResolvedRoute, StreamTarget};
 use crate::store::model::{CallStatus, HangupCause, TenantStatus};
 use crate::ua::testing::TestPeer;
 use crate::ua::{CallEvent, Command};
@@ -26,6 +26,9 @@ const ANSWERED: &str = "+919876543210";
 const INACTIVE: &str = "+919876543211";
 const SUSPENDED: &str = "+919876543212";
 const FULL: &str = "+919876543213";
+/// A number whose profile streams its calls to an agent.
+const STREAMED: &str = "+919876543214";
+const AGENT_TIMEOUT: Duration = Duration::from_millis(3000);
 
 const OFFER: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
                      m=audio 40000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n\
@@ -118,7 +121,21 @@ impl Harness {
         admission: Admission,
     ) -> Harness {
         let tenant = TenantId::new();
-        let directory = Directory::from_routes([
+        let streamed = ResolvedRoute {
+            route: route(STREAMED, tenant, true, TenantStatus::Active, 10),
+            media: CallMedia::Stream(Arc::new(StreamTarget {
+                ai_profile_id: AiProfileId::new(),
+                url: "ws://127.0.0.1:9/agent".to_owned(),
+                protocol: crate::store::model::StreamProtocol::Twilio,
+                auth_token: None,
+                parameters: [("bot".to_owned(), "echo".to_owned())].into(),
+                ca_pem: None,
+                connect_timeout: AGENT_TIMEOUT,
+                max_queued_audio: Duration::from_secs(30),
+                record: false,
+            })),
+        };
+        let echoed = [
             route(ANSWERED, tenant, true, TenantStatus::Active, 10),
             route(INACTIVE, tenant, false, TenantStatus::Active, 10),
             route(
@@ -129,7 +146,12 @@ impl Harness {
                 10,
             ),
             route(FULL, TenantId::new(), true, TenantStatus::Active, 0),
-        ]);
+        ]
+        .map(|route| ResolvedRoute {
+            route,
+            media: CallMedia::Echo,
+        });
+        let directory = Directory::from_resolved(echoed.into_iter().chain([streamed]));
         let national = format!("0{}", &did[3..]);
         let invite = message("INVITE", None, 1, extra, body);
         let text = String::from_utf8_lossy(invite.as_bytes()).replace("{DID}", &national);
@@ -187,6 +209,16 @@ impl Harness {
 
     fn event(&mut self, event: CallEvent<TestPeer>) -> Vec<Output<TestPeer>> {
         self.uas.handle_event(self.now, event);
+        self.outputs()
+    }
+
+    fn agent(&mut self, event: AgentEvent) -> Vec<Output<TestPeer>> {
+        self.uas.handle_agent(self.now, event);
+        self.outputs()
+    }
+
+    fn media_end(&mut self, end: MediaEnd) -> Vec<Output<TestPeer>> {
+        self.uas.handle_media_end(self.now, end);
         self.outputs()
     }
 
@@ -652,4 +684,202 @@ fn a_reinvite_gets_200_with_our_answer_and_moves_the_dialogs_invite() {
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].status(), 200);
     assert!(sent[0].body().starts_with(b"v=0"));
+}
+
+/// The outputs of a streamed call's ports step: the agent's plan, and the 183.
+fn connecting(h: &mut Harness) -> Vec<Output<TestPeer>> {
+    let out = h.routed();
+    assert_eq!(statuses(&out), vec![183], "{out:?}");
+    assert!(
+        out.iter().any(|o| matches!(o, Output::ConnectAgent(_))),
+        "the agent's stream is asked for: {out:?}"
+    );
+    out
+}
+
+#[test]
+fn a_streamed_call_connects_its_agent_with_early_media_before_it_answers() {
+    let mut h = Harness::new(STREAMED, "", OFFER);
+    let out = connecting(&mut h);
+    let plan = out
+        .iter()
+        .find_map(|o| match o {
+            Output::ConnectAgent(plan) => Some(plan.clone()),
+            _ => None,
+        })
+        .unwrap();
+    // The agent learns the call's ids and numbers and the profile's own parameters.
+    assert_eq!(plan.account_sid, h.tenant.to_string());
+    let p = &plan.parameters;
+    assert_eq!(p["tenant_id"], h.tenant.to_string());
+    assert_eq!(p["call_id"], plan.call_sid);
+    assert_eq!(p["to"], STREAMED);
+    assert_eq!(p["from"], "alice");
+    assert_eq!(p["called_raw"], format!("0{}", &STREAMED[3..]));
+    assert_eq!(p["bot"], "echo");
+    assert!(p.contains_key("phone_number_id") && p.contains_key("ai_profile_id"));
+    // Early media goes where the offer said, on the answer's codec.
+    assert_eq!(plan.media.remote.port(), 40000);
+    // The 183 carries the SDP answer, so the caller hears the early media.
+    let early = &responses(&out)[0];
+    assert!(early.body().starts_with(b"v=0"));
+    // Nothing is committed while the agent connects; once it is up the call answers.
+    assert!(!out.iter().any(|o| matches!(o, Output::WriteDurably(_))));
+    let out = h.agent(AgentEvent::Connected);
+    assert!(matches!(out.as_slice(), [Output::WriteDurably(_)]), "{out:?}");
+    let out = h.committed(true);
+    assert_eq!(statuses(&out), vec![200]);
+    // The stream runs since it connected: the ACK starts no second media session.
+    let out = h.event(h.ack(""));
+    assert!(
+        !out.iter().any(|o| matches!(o, Output::StartMedia(_))),
+        "{out:?}"
+    );
+    // The caller's BYE stops the stream (its `stop` goes to the agent).
+    let out = h.event(h.request("BYE", 2, ""));
+    assert_eq!(statuses(&out), vec![200]);
+    assert!(out.iter().any(|o| matches!(o, Output::StopMedia)));
+    assert_eq!(last_write(&out).call.hangup_cause, Some(HangupCause::CallerBye));
+}
+
+#[test]
+fn an_unreachable_agent_gets_the_caller_480_with_cause_20() {
+    let mut h = Harness::new(STREAMED, "", OFFER);
+    connecting(&mut h);
+    let out = h.agent(AgentEvent::Unreachable("connection refused".to_owned()));
+    assert_eq!(statuses(&out), vec![480]);
+    assert!(reason(&out).contains("cause=20"), "{}", reason(&out));
+    let write = last_write(&out);
+    assert_eq!(write.call.status, CallStatus::Failed);
+    assert_eq!(write.call.sip_status, Some(480));
+    assert_eq!(write.call.q850_cause, Some(20));
+    assert_eq!(write.call.hangup_cause, Some(HangupCause::AgentUnreachable));
+    assert!(write.events.iter().any(|e| e.kind == "agent_unreachable"
+        && e.detail.0["reason"] == "connection refused"));
+    assert!(out.iter().any(|o| matches!(o, Output::StopMedia)));
+    assert!(is_done(&out));
+}
+
+#[test]
+fn an_agent_that_does_not_connect_in_time_is_unreachable() {
+    let mut h = Harness::new(STREAMED, "", OFFER);
+    connecting(&mut h);
+    // The stream's own timeout is the driver's; the call waits a little longer, then 480.
+    assert!(h.advance(AGENT_TIMEOUT).is_empty());
+    let out = h.advance(Duration::from_secs(1));
+    assert_eq!(statuses(&out), vec![480]);
+    assert_eq!(
+        last_write(&out).call.hangup_cause,
+        Some(HangupCause::AgentUnreachable)
+    );
+    // A connect reported after the refusal changes nothing.
+    let out = h.agent(AgentEvent::Connected);
+    assert!(out.is_empty(), "{out:?}");
+}
+
+#[test]
+fn a_cancel_while_the_agent_connects_gets_487_and_stops_the_stream() {
+    let mut h = Harness::new(STREAMED, "", OFFER);
+    connecting(&mut h);
+    let out = h.event(CallEvent::Cancel);
+    assert_eq!(statuses(&out), vec![487]);
+    assert!(out.iter().any(|o| matches!(o, Output::StopMedia)));
+    assert_eq!(last_write(&out).call.hangup_cause, Some(HangupCause::Cancel));
+}
+
+#[test]
+fn the_agent_hanging_up_ends_the_call_with_a_bye_and_its_cause() {
+    for (end, cause) in [
+        (MediaEnd::AgentHangup, HangupCause::AgentHangup),
+        (MediaEnd::AgentDisconnected, HangupCause::AgentDisconnected),
+    ] {
+        let mut h = Harness::new(STREAMED, "", OFFER);
+        connecting(&mut h);
+        h.agent(AgentEvent::Connected);
+        h.committed(true);
+        h.event(h.ack(""));
+        let out = h.media_end(end.clone());
+        assert!(sent_bye(&out), "{end:?}: {out:?}");
+        let write = last_write(&out);
+        assert_eq!(write.call.status, CallStatus::Ended);
+        assert_eq!(write.call.hangup_cause, Some(cause));
+        // The stream has ended by itself: nothing to stop.
+        assert!(!out.iter().any(|o| matches!(o, Output::StopMedia)));
+    }
+}
+
+#[test]
+fn an_agent_gone_before_the_ack_ends_the_call_once_it_is_up() {
+    let mut h = Harness::new(STREAMED, "", OFFER);
+    connecting(&mut h);
+    h.agent(AgentEvent::Connected);
+    h.committed(true);
+    assert!(h.media_end(MediaEnd::AgentHangup).is_empty());
+    let out = h.event(h.ack(""));
+    assert!(sent_bye(&out), "{out:?}");
+    assert_eq!(last_write(&out).call.hangup_cause, Some(HangupCause::AgentHangup));
+    assert!(is_done(&out));
+}
+
+#[test]
+fn the_rest_hang_up_ends_an_answered_call_and_refuses_an_unanswered_one() {
+    let mut h = Harness::new(STREAMED, "", OFFER);
+    connecting(&mut h);
+    h.agent(AgentEvent::Connected);
+    h.committed(true);
+    h.event(h.ack(""));
+    h.uas.handle_hangup(h.now, "the agent ended the call");
+    let out = h.outputs();
+    assert!(sent_bye(&out));
+    assert!(out.iter().any(|o| matches!(o, Output::StopMedia)));
+    assert_eq!(last_write(&out).call.hangup_cause, Some(HangupCause::AgentHangup));
+
+    let mut h = Harness::new(STREAMED, "", OFFER);
+    connecting(&mut h);
+    h.uas.handle_hangup(h.now, "the agent ended the call");
+    assert_eq!(statuses(&h.outputs()), vec![480]);
+}
+
+#[test]
+fn info_digits_go_to_the_agent_and_a_bad_body_is_refused() {
+    let mut h = Harness::new(STREAMED, "", OFFER);
+    connecting(&mut h);
+    h.agent(AgentEvent::Connected);
+    h.committed(true);
+    h.event(h.ack(""));
+    let info = |h: &Harness, cseq: u32, content_type: &str, body: &str| {
+        let mut event = h.request("INFO", cseq, "");
+        if let CallEvent::Request { request, .. } = &mut event {
+            let text = String::from_utf8_lossy(request.as_bytes()).replace(
+                "Content-Length: 0\r\n\r\n",
+                &format!(
+                    "Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                ),
+            );
+            let Ok(Message::Request(r)) = Message::parse(Bytes::from(text)) else {
+                panic!("the INFO does not parse");
+            };
+            *request = r;
+        }
+        event
+    };
+    let out = h.event(info(&h, 2, "application/dtmf-relay", "Signal=5\r\nDuration=160\r\n"));
+    assert_eq!(statuses(&out), vec![200]);
+    assert!(out.iter().any(|o| matches!(o, Output::SendDtmf('5'))), "{out:?}");
+    let out = h.event(info(&h, 3, "application/dtmf", "#"));
+    assert!(out.iter().any(|o| matches!(o, Output::SendDtmf('#'))), "{out:?}");
+    let out = h.event(info(&h, 4, "application/dtmf-relay", "Signal=Z\r\n"));
+    assert_eq!(statuses(&out), vec![400]);
+    assert!(!out.iter().any(|o| matches!(o, Output::SendDtmf(_))));
+    // Another package's INFO is answered and reaches no agent.
+    let out = h.event(info(&h, 5, "application/x-other", "x"));
+    assert_eq!(statuses(&out), vec![200]);
+    assert!(!out.iter().any(|o| matches!(o, Output::SendDtmf(_))));
+    // The agent's digits and clears go on the call's timeline.
+    h.agent(AgentEvent::Dtmf('7'));
+    h.agent(AgentEvent::Cleared { marks: 2 });
+    let out = h.event(h.request("BYE", 6, ""));
+    let events: Vec<&str> = last_write(&out).events.iter().map(|e| e.kind.as_str()).collect();
+    assert!(events.contains(&"dtmf") && events.contains(&"clear"), "{events:?}");
 }

@@ -378,6 +378,11 @@ impl<P: Link + std::fmt::Debug> Uac<P> {
         match end {
             MediaEnd::Timeout => self.end(HangupCause::Timeout, "no RTP from the far end"),
             MediaEnd::Failed => self.end(HangupCause::Error, "the media leg failed"),
+            MediaEnd::AgentHangup => self.end(HangupCause::AgentHangup, "the agent hung up"),
+            MediaEnd::AgentDisconnected | MediaEnd::AgentUnreachable(_) => self.end(
+                HangupCause::AgentDisconnected,
+                "the agent's stream was lost mid-call",
+            ),
         }
     }
 

@@ -17,15 +17,18 @@
 //!
 //! The order of decisions for a new INVITE: dialed number -> tenant (404 unknown, 403
 //! inactive number or tenant) -> admission (486 at the tenant's or trunk's limit) ->
-//! session timer (400, 422) -> RTP ports (503) -> SDP (488) -> ring -> record committed ->
-//! 200 OK -> ACK -> media. Every decision after the tenant is known is written to the
-//! call's record with the status sent.
+//! session timer (400, 422) -> RTP ports (503) -> SDP (488) -> the agent's stream, when the
+//! number's AI profile sends its calls to one (183 with early media while it connects; 480
+//! with `Reason: Q.850;cause=20` when it cannot be reached in time) -> ring -> record
+//! committed -> 200 OK -> ACK -> media. Every decision after the tenant is known is written
+//! to the call's record with the status sent.
 //!
 //! ```text
 //!   Routing ──ports──▶ Ringing ──ring over──▶ Committing ──committed──▶ AwaitingAck
-//!      │                  │ CANCEL: 487            │ failed: 503          │ ACK
-//!      ▼                  ▼                        ▼                      ▼
-//!     Done ◀──────────── Done ◀────────────────── Done ◀── BYE either way ── Up
+//!      │  └─stream─▶ Connecting ─connected─┘ │          │ failed: 503          │ ACK
+//!      │              │ 480, CANCEL: 487   │ CANCEL   │                      ▼
+//!      ▼              ▼                    ▼ 487      ▼                      Up
+//!     Done ◀──────── Done ◀────────────── Done ◀──── Done ◀── BYE either way ──┘
 //! ```
 
 use std::collections::VecDeque;
@@ -54,8 +57,10 @@ use crate::sip::session_timer::{
 };
 use crate::sip::transaction::{self, TransactionKey};
 use crate::sip::triage::{ALLOW, Transport};
+use crate::media::dtmf;
 use crate::store::CallWrite;
 use crate::store::model::{HangupCause, TenantStatus};
+use crate::store::{CallMedia, StreamTarget};
 use crate::ua::{CallEvent, CallKey, Command, Link, new_tag};
 
 /// Settings every call reads.
@@ -87,6 +92,12 @@ pub enum Output<P> {
     AllocatePorts,
     /// Start the call's media on its ports.
     StartMedia(MediaConfig),
+    /// Start the call's media on its ports now, before it is answered, bridged to the
+    /// agent's stream: the caller hears early media while it connects. The driver feeds back
+    /// [`Uas::handle_agent`] (and [`Uas::handle_media_end`] when the stream ends).
+    ConnectAgent(AgentPlan),
+    /// Send a digit the caller sent by SIP INFO to the agent's stream.
+    SendDtmf(char),
     /// Stop the call's media (the call is over).
     StopMedia,
     /// A call that resolved to no tenant, for the attempts log: `reason` and the number
@@ -100,12 +111,45 @@ pub enum Output<P> {
 }
 
 /// How the call's media ended by itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MediaEnd {
     /// No RTP from the caller for the media timeout.
     Timeout,
     /// The media leg failed (a socket error).
     Failed,
+    /// The agent closed its stream (a close, or its `stop`).
+    AgentHangup,
+    /// The agent's stream died mid-call without a close.
+    AgentDisconnected,
+    /// The agent's stream could not be opened.
+    AgentUnreachable(String),
+}
+
+/// The agent stream a call connects to, and what it tells the agent about the call.
+#[derive(Debug, Clone)]
+pub struct AgentPlan {
+    /// The caller's RTP as the SDP said (early media goes there until RTP latches).
+    pub media: MediaConfig,
+    pub target: Arc<StreamTarget>,
+    /// The stream's `accountSid`: the tenant id.
+    pub account_sid: String,
+    /// The stream's `callSid`: the call id.
+    pub call_sid: String,
+    /// `customParameters`: the call's ids and numbers, then the profile's own parameters.
+    pub parameters: std::collections::BTreeMap<String, String>,
+}
+
+/// What the driver reports of the agent's stream while the call is set up and runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentEvent {
+    /// The stream is open: the call may be answered.
+    Connected,
+    /// The stream could not be opened: the reason, for the record.
+    Unreachable(String),
+    /// A digit reached the agent.
+    Dtmf(char),
+    /// The agent cleared its queued audio; `marks` were echoed at once.
+    Cleared { marks: usize },
 }
 
 /// Why a call is refused, as the response and the record say it.
@@ -135,6 +179,8 @@ impl Refusal {
 enum State {
     /// Routed and admitted; waiting for ports.
     Routing,
+    /// 183 sent with early media; the agent's stream is connecting until the deadline.
+    Connecting(Instant),
     /// 180 sent; the 200 follows at the deadline.
     Ringing(Instant),
     /// The answered record is being committed; the 200 waits for it.
@@ -170,6 +216,10 @@ pub struct Uas<P> {
     /// When the longest call allowed ends.
     hangup_at: Option<Instant>,
     media_started: bool,
+    /// Where the call's audio goes, as its route said.
+    media: CallMedia,
+    /// The agent's stream ended before the call was up: the call ends as soon as it is.
+    media_gone: Option<MediaEnd>,
     /// Events that arrived while the record was being committed, served after it.
     deferred: VecDeque<CallEvent<P>>,
     outputs: VecDeque<Output<P>>,
@@ -207,6 +257,8 @@ impl<P: Link + std::fmt::Debug> Uas<P> {
             timer: None,
             hangup_at: None,
             media_started: false,
+            media: CallMedia::Echo,
+            media_gone: None,
             deferred: VecDeque::new(),
             outputs: VecDeque::new(),
         }
@@ -225,7 +277,7 @@ impl<P: Link + std::fmt::Debug> Uas<P> {
     /// When [`Uas::handle_timeout`] is next due.
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
-            State::Ringing(at) => Some(at),
+            State::Connecting(at) | State::Ringing(at) => Some(at),
             State::Up => {
                 let session = self.timer.as_ref().and_then(SessionTimer::poll_timeout);
                 match (session, self.hangup_at) {
@@ -245,7 +297,12 @@ impl<P: Link + std::fmt::Debug> Uas<P> {
             .as_ref()
             .map_or(&self.settings.country, |t| &t.country);
         let did = raw.as_deref().and_then(|r| Did::normalize(r, country).ok());
-        let route = did.as_ref().and_then(|d| directory.lookup(d));
+        let resolved = did.as_ref().and_then(|d| directory.resolve(d));
+        let (route, media) = match resolved {
+            Some(r) => (Some(r.route), r.media),
+            None => (None, CallMedia::Echo),
+        };
+        self.media = media;
         // A tenant's own trunk reaches only that tenant's numbers; anything else is refused
         // exactly like an unknown number.
         let owner = self.trunk.as_ref().and_then(|t| t.tenant_id);
@@ -344,6 +401,15 @@ impl<P: Link + std::fmt::Debug> Uas<P> {
         self.session = Some(session);
         self.negotiated = negotiated;
         self.sdp = Bytes::from(sdp);
+        if let CallMedia::Stream(target) = &self.media {
+            let target = Arc::clone(target);
+            return self.connect_agent(now, target);
+        }
+        self.ring(now);
+    }
+
+    /// Rings (or answers at once when there is no ring time).
+    fn ring(&mut self, now: Instant) {
         if self.settings.ring.is_zero() {
             return self.commit();
         }
@@ -353,6 +419,121 @@ impl<P: Link + std::fmt::Debug> Uas<P> {
         }
         self.write();
         self.state = State::Ringing(now + self.settings.ring);
+    }
+
+    /// Opens the agent's stream with early media (183) while it connects. Without an SDP
+    /// offer in the INVITE (late offer) the caller's RTP address is not known yet: early
+    /// media starts once the caller's first RTP latches, and the 183 carries no SDP.
+    fn connect_agent(&mut self, now: Instant, target: Arc<StreamTarget>) {
+        let media = match &self.negotiated {
+            Some(n) => self.media_config(n),
+            None => MediaConfig {
+                remote: SocketAddr::new(self.peer.addr().ip(), 0),
+                audio_pt: Pt::PCMU,
+                event_pt: None,
+                media_timeout: self.settings.media_timeout,
+            },
+        };
+        let Some(record) = self.record.as_mut() else {
+            return;
+        };
+        let call = record.call();
+        let mut parameters = std::collections::BTreeMap::new();
+        parameters.insert("tenant_id".to_owned(), call.tenant_id.to_string());
+        parameters.insert("call_id".to_owned(), call.id.to_string());
+        if let Some(id) = call.phone_number_id {
+            parameters.insert("phone_number_id".to_owned(), id.to_string());
+        }
+        parameters.insert(
+            "ai_profile_id".to_owned(),
+            target.ai_profile_id.to_string(),
+        );
+        parameters.insert("from".to_owned(), call.caller.clone());
+        parameters.insert("to".to_owned(), call.called.clone());
+        parameters.insert("called_raw".to_owned(), call.called_raw.clone());
+        for (name, value) in &target.parameters {
+            parameters.insert(name.clone(), value.clone());
+        }
+        let (account_sid, call_sid) = (call.tenant_id.to_string(), call.id.to_string());
+        record.event(
+            "agent_connecting",
+            serde_json::json!({"url": target.url, "protocol": target.protocol}),
+        );
+        let deadline = now + target.connect_timeout + AGENT_CONNECT_GRACE;
+        self.outputs.push_back(Output::ConnectAgent(AgentPlan {
+            media,
+            target,
+            account_sid,
+            call_sid,
+            parameters,
+        }));
+        self.media_started = true;
+        let early = self.negotiated.is_some().then(|| self.sdp.clone());
+        self.send_response(183, "Session Progress", &[("Contact", self.contact())], early);
+        self.state = State::Connecting(deadline);
+    }
+
+    /// What the driver reports of the agent's stream.
+    pub fn handle_agent(&mut self, now: Instant, event: AgentEvent) {
+        match event {
+            AgentEvent::Connected => {
+                if let Some(record) = self.record.as_mut() {
+                    record.event("agent_connected", serde_json::json!({}));
+                }
+                if matches!(self.state, State::Connecting(_)) {
+                    self.ring(now);
+                }
+            }
+            AgentEvent::Unreachable(reason) => self.agent_unreachable(&reason),
+            AgentEvent::Dtmf(digit) => {
+                if let Some(record) = self.record.as_mut() {
+                    record.event("dtmf", serde_json::json!({"digit": digit.to_string()}));
+                }
+            }
+            AgentEvent::Cleared { marks } => {
+                if let Some(record) = self.record.as_mut() {
+                    record.event("clear", serde_json::json!({"marks": marks}));
+                }
+            }
+        }
+    }
+
+    /// The agent could not be reached before the call was answered: 480 with the cause
+    /// of an absent subscriber, and the record says why.
+    fn agent_unreachable(&mut self, reason: &str) {
+        if !matches!(self.state, State::Connecting(_) | State::Ringing(_)) {
+            return;
+        }
+        let refusal = Refusal::new(480, "Temporarily Unavailable", 20, "Subscriber absent");
+        self.refuse(&refusal);
+        if let Some(record) = self.record.as_mut() {
+            record.event("agent_unreachable", serde_json::json!({"reason": reason}));
+            record.fail(
+                refusal.status,
+                Some(refusal.cause),
+                HangupCause::AgentUnreachable,
+                reason,
+            );
+        }
+        self.write();
+        self.finish();
+    }
+
+    /// The agent (or the caller, through its stream) asked to end the call: a BYE when it is
+    /// up; an unanswered call is refused as if the agent could not be reached.
+    pub fn handle_hangup(&mut self, _now: Instant, why: &str) {
+        match self.state {
+            State::Up => {
+                self.send_bye();
+                self.end(HangupCause::AgentHangup, why);
+            }
+            State::Connecting(_) | State::Ringing(_) => self.agent_unreachable(why),
+            // The 200 is on its way: the call ends as soon as it is up.
+            State::Committing | State::AwaitingAck => {
+                self.media_gone.get_or_insert(MediaEnd::AgentHangup);
+            }
+            State::Routing | State::Done => {}
+        }
     }
 
     /// The outcome of [`Output::WriteDurably`].
@@ -391,7 +572,7 @@ impl<P: Link + std::fmt::Debug> Uas<P> {
     pub fn handle_event(&mut self, now: Instant, event: CallEvent<P>) {
         match self.state {
             State::Routing | State::Done => {}
-            State::Ringing(_) => match event {
+            State::Connecting(_) | State::Ringing(_) => match event {
                 CallEvent::Cancel => self.cancelled(),
                 // A request inside the early dialog, before our final response: the caller
                 // should wait or CANCEL, so it is refused (the pending INVITE stays).
@@ -436,7 +617,7 @@ impl<P: Link + std::fmt::Debug> Uas<P> {
     /// ends the way a lost peer ends it.
     pub fn handle_lost(&mut self, now: Instant) {
         match self.state {
-            State::Ringing(_) => self.cancelled(),
+            State::Connecting(_) | State::Ringing(_) => self.cancelled(),
             State::AwaitingAck => self.awaiting_ack(now, CallEvent::AckTimeout),
             State::Up => self.end(HangupCause::Error, "the call lost its mailbox"),
             State::Routing | State::Committing | State::Done => {}
@@ -445,20 +626,50 @@ impl<P: Link + std::fmt::Debug> Uas<P> {
 
     /// The media leg ended by itself.
     pub fn handle_media_end(&mut self, _now: Instant, end: MediaEnd) {
-        if self.state != State::Up {
-            return;
+        match self.state {
+            State::Up => {}
+            State::Connecting(_) | State::Ringing(_) => {
+                self.media_started = false;
+                let reason = match end {
+                    MediaEnd::AgentUnreachable(reason) => reason,
+                    MediaEnd::AgentHangup => "the agent closed its stream".to_owned(),
+                    MediaEnd::AgentDisconnected => "the agent's stream was lost".to_owned(),
+                    MediaEnd::Timeout | MediaEnd::Failed => "the media leg failed".to_owned(),
+                };
+                return self.agent_unreachable(&reason);
+            }
+            State::Committing | State::AwaitingAck => {
+                self.media_started = false;
+                self.media_gone.get_or_insert(end);
+                return;
+            }
+            State::Routing | State::Done => return,
         }
         self.media_started = false;
         self.send_bye();
+        self.media_ended(end);
+    }
+
+    /// Ends an answered call whose media ended by itself (its BYE is sent).
+    fn media_ended(&mut self, end: MediaEnd) {
         match end {
             MediaEnd::Timeout => self.end(HangupCause::Timeout, "no RTP from the caller"),
             MediaEnd::Failed => self.end(HangupCause::Error, "the media leg failed"),
+            MediaEnd::AgentHangup => self.end(HangupCause::AgentHangup, "the agent hung up"),
+            MediaEnd::AgentDisconnected => self.end(
+                HangupCause::AgentDisconnected,
+                "the agent's stream was lost mid-call",
+            ),
+            MediaEnd::AgentUnreachable(reason) => self.end(HangupCause::AgentDisconnected, &reason),
         }
     }
 
     /// Runs what is due at `now`; early calls are no-ops.
     pub fn handle_timeout(&mut self, now: Instant) {
         match self.state {
+            State::Connecting(at) if now >= at => {
+                self.agent_unreachable("the agent's stream did not open in time");
+            }
             State::Ringing(at) if now >= at => self.commit(),
             State::Up => {
                 if self.hangup_at.is_some_and(|at| now >= at) {
@@ -569,18 +780,29 @@ impl<P: Link + std::fmt::Debug> Uas<P> {
         {
             record.codec(negotiated.codec.encoding_name());
         }
-        let config = MediaConfig {
-            remote: negotiated.remote_rtp,
-            audio_pt: Pt::new(negotiated.payload_type).unwrap_or(Pt::PCMU),
-            event_pt: negotiated.telephone_event_pt.and_then(Pt::new),
-            media_timeout: self.settings.media_timeout,
-        };
-        self.outputs.push_back(Output::StartMedia(config));
-        self.media_started = true;
+        // A stream's media runs since it connected; echo starts now.
+        if matches!(self.media, CallMedia::Echo) {
+            let config = self.media_config(&negotiated);
+            self.outputs.push_back(Output::StartMedia(config));
+            self.media_started = true;
+        }
         self.timer = self.timer_params.map(|p| SessionTimer::new(now, p));
         let max = self.settings.max_call_duration;
         self.hangup_at = (!max.is_zero()).then(|| now + max);
         self.state = State::Up;
+        if let Some(end) = self.media_gone.take() {
+            self.send_bye();
+            self.media_ended(end);
+        }
+    }
+
+    fn media_config(&self, negotiated: &Negotiated) -> MediaConfig {
+        MediaConfig {
+            remote: negotiated.remote_rtp,
+            audio_pt: Pt::new(negotiated.payload_type).unwrap_or(Pt::PCMU),
+            event_pt: negotiated.telephone_event_pt.and_then(Pt::new),
+            media_timeout: self.settings.media_timeout,
+        }
     }
 
     /// Serves one request inside the dialog; returns true when it ends the call (BYE).
@@ -652,6 +874,30 @@ impl<P: Link + std::fmt::Debug> Uas<P> {
                 }
                 self.respond(&key, &request, 200, "OK", &headers, Some(body));
                 self.final_sent(method, 200);
+                false
+            }
+            Method::Info if matches!(self.media, CallMedia::Stream(_)) => {
+                let content_type = request.headers().get("Content-Type").unwrap_or_default();
+                match dtmf::parse_info(content_type, request.body()) {
+                    Ok(press) => {
+                        self.respond(&key, &request, 200, "OK", &[], None);
+                        self.outputs
+                            .push_back(Output::SendDtmf(press.digit.as_char()));
+                    }
+                    // Another package's INFO, or none: nothing for the agent.
+                    Err(dtmf::DtmfError::UnsupportedContentType(_)) => {
+                        self.respond(&key, &request, 200, "OK", &[], None);
+                    }
+                    Err(e) => {
+                        let status = e.status();
+                        let reason = if status == 415 {
+                            "Unsupported Media Type"
+                        } else {
+                            "Bad Request"
+                        };
+                        self.respond(&key, &request, status, reason, &[], None);
+                    }
+                }
                 false
             }
             _ => {
@@ -925,6 +1171,9 @@ impl<P: Link + std::fmt::Debug> Uas<P> {
         });
     }
 }
+
+/// How long past the stream's own connect timeout the call waits for the driver's word.
+const AGENT_CONNECT_GRACE: Duration = Duration::from_millis(500);
 
 /// A node-wide shortage (`what` names it in metrics): 503, so that the carrier tries
 /// another node.
