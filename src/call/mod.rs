@@ -13,8 +13,6 @@ pub mod uas;
 
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod uac_tests;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -23,6 +23,8 @@
 pub mod driver;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod uac_tests;
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;

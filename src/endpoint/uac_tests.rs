@@ -1,7 +1,7 @@
-//! The outbound call machine driven through the endpoint on virtual time: what the UAC
-//! commands goes through the endpoint's transactions, what the endpoint transmits is what
-//! the far end sees, and the far end's responses come back in as datagrams. No socket, no
-//! database, no runtime, no sleep.
+//! The outbound call machine ([`crate::call::uac`]) driven through the endpoint on virtual
+//! time: what the UAC commands goes through the endpoint's transactions, what the endpoint
+//! transmits is what the far end sees, and the far end's responses come back in as
+//! datagrams. No socket, no database, no runtime, no sleep.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -10,10 +10,10 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use chrono::{TimeZone, Utc};
 
-use super::uac::{MediaTarget, OutboundCall, TrunkCredentials, Uac, q850_cause};
-use super::uas::{CallSettings, MediaEnd, Output};
+use super::{Endpoint, Event, Input};
+use crate::call::uac::{MediaTarget, OutboundCall, TrunkCredentials, Uac, q850_cause};
+use crate::call::uas::{CallSettings, MediaEnd, Output};
 use crate::clock::FakeClock;
-use crate::endpoint::{Endpoint, Event, Input};
 use crate::gate::flood::FloodConfig;
 use crate::gate::{Gate, GateConfig, Shield};
 use crate::ids::{CallId, TenantId};
