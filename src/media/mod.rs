@@ -38,3 +38,4 @@ pub mod runtime;
 pub mod session;
 pub mod shard;
 pub mod stream;
+pub mod ws;
