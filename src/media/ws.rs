@@ -274,6 +274,26 @@ impl WsClient {
         })
     }
 
+    /// A client that is already over: it sends and reports nothing (a connection that
+    /// could not even start).
+    pub fn done() -> Self {
+        WsClient {
+            state: State::Done,
+            accept: String::new(),
+            limits: WsLimits {
+                max_message_bytes: 0,
+                max_output_bytes: 0,
+            },
+            input: Vec::new(),
+            taken: 0,
+            output: Vec::new(),
+            written: 0,
+            message: Vec::new(),
+            message_op: None,
+            message_done: false,
+        }
+    }
+
     /// Whether the server accepted the upgrade and the client has not closed.
     pub fn is_open(&self) -> bool {
         self.state == State::Open
