@@ -116,6 +116,8 @@ struct AgentConn {
     token: Token,
     /// Why the last address failed.
     last_error: Option<String>,
+    /// The socket reached its end (EOF or TLS close_notify).
+    eof: bool,
     outcome: Option<Outcome>,
 }
 
@@ -147,6 +149,7 @@ impl AgentConn {
             phase: Phase::Connecting,
             token,
             last_error: None,
+            eof: false,
             outcome: None,
         })
     }
@@ -331,11 +334,19 @@ impl AgentConn {
         if let Some(reason) = failure {
             self.fail(reason);
         } else if eof {
-            if let Some(e) = self.ws.handle_eof() {
-                self.unreachable(format!("{}: {e}", self.url.authority));
-            } else {
-                self.lost();
-            }
+            // Told to the WebSocket once what came before the end was read out of it.
+            self.eof = true;
+        }
+    }
+
+    /// After the WebSocket's events were drained: the end of the input, if it came.
+    fn settle_eof(&mut self) {
+        if !std::mem::take(&mut self.eof) {
+            return;
+        }
+        match self.ws.handle_eof() {
+            Some(e) => self.unreachable(format!("{}: {e}", self.url.authority)),
+            None => self.lost(),
         }
     }
 
@@ -568,6 +579,7 @@ impl StreamCall {
                 }
             }
         }
+        self.conn.settle_eof();
         if opened {
             self.connected = true;
         }
@@ -619,8 +631,6 @@ impl StreamCall {
             Some(Outcome::Lost) => {
                 end.get_or_insert(if hanging_up {
                     MediaEnd::Hangup
-                } else if self.conn.ws.is_done() {
-                    MediaEnd::AgentHangup
                 } else {
                     MediaEnd::AgentDisconnected
                 });
@@ -652,6 +662,7 @@ impl AgentConn {
             phase: Phase::Done,
             token: Token(0),
             last_error: None,
+            eof: false,
             outcome: None,
         };
         conn.unreachable(reason);
@@ -664,3 +675,6 @@ impl AgentConn {
         self.tls = None;
     }
 }
+
+#[cfg(test)]
+mod tests;
