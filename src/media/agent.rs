@@ -129,8 +129,7 @@ impl AgentLeg {
 
     /// A digit the call received (a SIP INFO): sent to the agent as a `dtmf` message.
     pub fn handle_info_digit(&mut self, now: Instant, digit: char) -> Result<(), InvalidDigit> {
-        self.session
-            .handle_dtmf(now, digit, INFO_DIGIT_DURATION)?;
+        self.session.handle_dtmf(now, digit, INFO_DIGIT_DURATION)?;
         self.note_digit(digit.to_ascii_uppercase());
         Ok(())
     }
@@ -191,7 +190,8 @@ impl Leg for AgentLeg {
                     timestamp: frame.timestamp,
                     samples: self.pcm.get(..n).unwrap_or_default(),
                 };
-                self.session.handle_input(now, Input::Media(Media::Frame(frame)));
+                self.session
+                    .handle_input(now, Input::Media(Media::Frame(frame)));
             }
         }
         if let Some(dtmf) = &mut self.dtmf

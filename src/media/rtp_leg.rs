@@ -23,8 +23,8 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::latch::{Latch, LatchEvent, LatchStats, PtSet, Verdict};
 use super::g711;
+use super::latch::{Latch, LatchEvent, LatchStats, PtSet, Verdict};
 use super::leg::{
     Datagram, Frame, Input, Leg, LegEvent, Media, Port, RtpMedia, StreamEvent, Transmit,
 };
@@ -620,7 +620,11 @@ mod tests {
         assert_eq!(t.dest, src);
         let p = RtpPacket::parse(t.data).unwrap();
         assert_eq!(
-            (p.header.sequence_number, p.header.timestamp, p.header.marker),
+            (
+                p.header.sequence_number,
+                p.header.timestamp,
+                p.header.marker
+            ),
             (501, 9320, false)
         );
         assert_eq!(p.payload(), &[0xff; 160][..]);

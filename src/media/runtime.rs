@@ -162,7 +162,10 @@ impl MediaRuntime {
             notices,
             report: tx,
         })?;
-        Ok((MediaSession::new(Arc::clone(link), port, lease, rx), notices_rx))
+        Ok((
+            MediaSession::new(Arc::clone(link), port, lease, rx),
+            notices_rx,
+        ))
     }
 
     /// Tells every shard to end its sessions and stop; returns at once.

@@ -179,7 +179,9 @@ pub enum WsEvent<'a> {
     Binary(&'a [u8]),
     /// The server closed (its close frame, with its code if any). The client answered with
     /// its own close frame if it had not sent one.
-    Closed { code: Option<u16> },
+    Closed {
+        code: Option<u16>,
+    },
     /// The connection failed; a close frame is queued when one can be sent.
     Failed(WsError),
 }
@@ -428,7 +430,11 @@ impl WsClient {
             let op = header.opcode;
             let control = op >= OP_CLOSE;
             // Check the size before the payload is buffered.
-            let so_far = if control { 0 } else { self.message.len() as u64 };
+            let so_far = if control {
+                0
+            } else {
+                self.message.len() as u64
+            };
             if !control && so_far + header.len > self.limits.max_message_bytes as u64 {
                 let bytes = so_far + header.len;
                 let limit = self.limits.max_message_bytes;
@@ -511,18 +517,20 @@ impl WsClient {
             self.message_done = true;
         }
         let valid = op != OP_TEXT || {
-            let data = match in_input {
-                true => self.input.get(range.clone()).unwrap_or_default(),
-                false => &self.message[..],
+            let data = if in_input {
+                self.input.get(range.clone()).unwrap_or_default()
+            } else {
+                &self.message[..]
             };
             std::str::from_utf8(data).is_ok()
         };
         if !valid {
             return self.fail(WsError::InvalidUtf8);
         }
-        let data = match in_input {
-            true => self.input.get(range).unwrap_or_default(),
-            false => &self.message[..],
+        let data = if in_input {
+            self.input.get(range).unwrap_or_default()
+        } else {
+            &self.message[..]
         };
         Some(match op {
             OP_TEXT => WsEvent::Text(std::str::from_utf8(data).unwrap_or_default()),
@@ -545,12 +553,8 @@ impl WsClient {
             self.output.extend_from_slice(&(len as u64).to_be_bytes());
         }
         self.output.extend_from_slice(&mask);
-        self.output.extend(
-            payload
-                .iter()
-                .zip(mask.iter().cycle())
-                .map(|(b, m)| b ^ m),
-        );
+        self.output
+            .extend(payload.iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
     }
 }
 
@@ -564,7 +568,9 @@ pub fn accept_of(key: &str) -> String {
 
 /// The length of the response head, through its blank line, once all of it is in.
 fn find_head_end(data: &[u8]) -> Option<usize> {
-    data.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4)
+    data.windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| i + 4)
 }
 
 fn header<'a>(headers: &'a [httparse::Header<'a>], name: &str) -> Option<&'a str> {

@@ -239,7 +239,9 @@ async fn media_flows_both_ways_with_marks_and_clear_and_the_agents_close_is_a_ha
             "event": "media", "streamSid": "MZ1",
             "media": {"payload": STANDARD.encode(&speech)}
         }));
-        a.send_json(serde_json::json!({"event": "mark", "streamSid": "MZ1", "mark": {"name": "m1"}}));
+        a.send_json(
+            serde_json::json!({"event": "mark", "streamSid": "MZ1", "mark": {"name": "m1"}}),
+        );
         let mark = a.until("mark", |_| {});
         a.send_json(serde_json::json!({"event": "clear", "streamSid": "MZ1"}));
         // A binary frame is refused by the session, and the stream goes on.
@@ -251,7 +253,16 @@ async fn media_flows_both_ways_with_marks_and_clear_and_the_agents_close_is_a_ha
                 break (op, body);
             }
         };
-        (a.request, connected, start, first_chunk, heard, mark, op, body)
+        (
+            a.request,
+            connected,
+            start,
+            first_chunk,
+            heard,
+            mark,
+            op,
+            body,
+        )
     });
 
     let carrier = Arc::new(UdpSocket::bind((LOOPBACK, 0)).await.unwrap());
@@ -259,7 +270,11 @@ async fn media_flows_both_ways_with_marks_and_clear_and_the_agents_close_is_a_ha
     let shard_addr = SocketAddr::new(LOOPBACK, ports.rtp_port());
     let url = format!("ws://127.0.0.1:{}/agent?x=1", addr.port());
     let (mut session, mut notices) = media
-        .start_stream(ports, media_config(carrier.local_addr().unwrap()), agent_start(url, addr))
+        .start_stream(
+            ports,
+            media_config(carrier.local_addr().unwrap()),
+            agent_start(url, addr),
+        )
         .unwrap();
     // Silence comes before the caller sent anything (early media), to the offer's address.
     let mut buf = [0u8; 1500];
@@ -296,7 +311,10 @@ async fn media_flows_both_ways_with_marks_and_clear_and_the_agents_close_is_a_ha
         let p = RtpPacket::parse(&buf[..n]).unwrap();
         if let Some(prev) = last {
             assert_eq!(p.header.ssrc, prev.ssrc);
-            assert_eq!(p.header.sequence_number, prev.sequence_number.wrapping_add(1));
+            assert_eq!(
+                p.header.sequence_number,
+                prev.sequence_number.wrapping_add(1)
+            );
             assert_eq!(
                 p.header.timestamp.wrapping_sub(prev.timestamp) % 160,
                 0,
@@ -320,8 +338,14 @@ async fn media_flows_both_ways_with_marks_and_clear_and_the_agents_close_is_a_ha
     sender.abort();
 
     let (request, connected, start, first_chunk, heard, mark, op, body) = join(agent);
-    assert!(request.starts_with("GET /agent?x=1 HTTP/1.1\r\n"), "{request}");
-    assert!(request.contains("\r\nAuthorization: Bearer tok-1\r\n"), "{request}");
+    assert!(
+        request.starts_with("GET /agent?x=1 HTTP/1.1\r\n"),
+        "{request}"
+    );
+    assert!(
+        request.contains("\r\nAuthorization: Bearer tok-1\r\n"),
+        "{request}"
+    );
     assert_eq!(connected["event"], "connected");
     assert_eq!(start["event"], "start");
     assert_eq!(start["start"]["callSid"], "CA1");
@@ -362,13 +386,23 @@ async fn rtp_telephone_events_and_info_digits_reach_the_agent_and_the_call() {
     let shard_addr = SocketAddr::new(LOOPBACK, ports.rtp_port());
     let url = format!("ws://127.0.0.1:{}/", addr.port());
     let (mut session, mut notices) = media
-        .start_stream(ports, media_config(carrier.local_addr().unwrap()), agent_start(url, addr))
+        .start_stream(
+            ports,
+            media_config(carrier.local_addr().unwrap()),
+            agent_start(url, addr),
+        )
         .unwrap();
     assert_eq!(notice(&mut notices).await, AgentNotice::Connected);
     // Key 5 pressed: an event's packets, the end sent three times.
-    for (seq, (end, duration)) in [(false, 160u16), (false, 320), (true, 480), (true, 480), (true, 480)]
-        .into_iter()
-        .enumerate()
+    for (seq, (end, duration)) in [
+        (false, 160u16),
+        (false, 320),
+        (true, 480),
+        (true, 480),
+        (true, 480),
+    ]
+    .into_iter()
+    .enumerate()
     {
         let h = RtpHeader {
             marker: seq == 0,
@@ -385,7 +419,10 @@ async fn rtp_telephone_events_and_info_digits_reach_the_agent_and_the_call() {
     }
     assert_eq!(notice(&mut notices).await, AgentNotice::Dtmf('5'));
     session.dtmf('#').unwrap();
-    assert!(matches!(session.dtmf('x'), Err(crate::media::session::MediaError::InvalidDigit('x'))));
+    assert!(matches!(
+        session.dtmf('x'),
+        Err(crate::media::session::MediaError::InvalidDigit('x'))
+    ));
     assert_eq!(notice(&mut notices).await, AgentNotice::Dtmf('#'));
     let (first, second) = join(agent);
     assert_eq!(first["dtmf"]["digit"], "5");
@@ -415,7 +452,11 @@ async fn a_hangup_sends_stop_then_closes_and_waits_for_the_agents_close() {
     let ports = media.allocate().unwrap();
     let url = format!("ws://127.0.0.1:{}/", addr.port());
     let (mut session, mut notices) = media
-        .start_stream(ports, media_config(carrier.local_addr().unwrap()), agent_start(url, addr))
+        .start_stream(
+            ports,
+            media_config(carrier.local_addr().unwrap()),
+            agent_start(url, addr),
+        )
         .unwrap();
     assert_eq!(notice(&mut notices).await, AgentNotice::Connected);
     session.hangup().unwrap();
@@ -429,7 +470,12 @@ async fn a_hangup_sends_stop_then_closes_and_waits_for_the_agents_close() {
 
 /// Starts a stream session whose agent is `addr`, and returns the reason it was unreachable
 /// (the notice's and the end's, which must agree).
-async fn unreachable(media: &MediaRuntime, url: String, addr: SocketAddr, timeout: Duration) -> String {
+async fn unreachable(
+    media: &MediaRuntime,
+    url: String,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> String {
     let mut start = agent_start(url, addr);
     start.connect_timeout = timeout;
     let remote = SocketAddr::new(LOOPBACK, 9);
@@ -465,18 +511,36 @@ async fn refused_redirected_failing_and_silent_agents_are_unreachable() {
 
     let (l, closed) = listener();
     drop(l);
-    let reason = unreachable(&media, format!("ws://127.0.0.1:{}/", closed.port()), closed, long).await;
+    let reason = unreachable(
+        &media,
+        format!("ws://127.0.0.1:{}/", closed.port()),
+        closed,
+        long,
+    )
+    .await;
     assert!(reason.contains("refused"), "{reason}");
 
     let (addr, h) = answering("HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n");
-    let reason = unreachable(&media, format!("ws://127.0.0.1:{}/", addr.port()), addr, long).await;
+    let reason = unreachable(
+        &media,
+        format!("ws://127.0.0.1:{}/", addr.port()),
+        addr,
+        long,
+    )
+    .await;
     assert!(reason.contains("answered 500"), "{reason}");
     join(h);
 
     let (addr, h) = answering(
         "HTTP/1.1 301 Moved Permanently\r\nLocation: ws://elsewhere.example/\r\nContent-Length: 0\r\n\r\n",
     );
-    let reason = unreachable(&media, format!("ws://127.0.0.1:{}/", addr.port()), addr, long).await;
+    let reason = unreachable(
+        &media,
+        format!("ws://127.0.0.1:{}/", addr.port()),
+        addr,
+        long,
+    )
+    .await;
     assert!(reason.contains("answered 301"), "{reason}");
     assert!(reason.contains("ws://elsewhere.example/"), "{reason}");
     join(h);
@@ -504,7 +568,11 @@ async fn refused_redirected_failing_and_silent_agents_are_unreachable() {
     let mut start = agent_start(format!("ws://agent.test:{}/", good.port()), good);
     start.addrs = vec![closed, good];
     let (mut session, mut notices) = media
-        .start_stream(media.allocate().unwrap(), media_config(SocketAddr::new(LOOPBACK, 9)), start)
+        .start_stream(
+            media.allocate().unwrap(),
+            media_config(SocketAddr::new(LOOPBACK, 9)),
+            start,
+        )
         .unwrap();
     assert_eq!(notice(&mut notices).await, AgentNotice::Connected);
     join(agent);
@@ -517,15 +585,18 @@ mod tls {
         BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa,
         KeyPair, KeyUsagePurpose,
     };
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     use rustls::{ServerConfig, ServerConnection, StreamOwned};
 
     /// A test CA's PEM, and a server configuration for `localhost` signed by it.
     fn pki() -> (String, Arc<ServerConfig>) {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
         let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
@@ -563,7 +634,11 @@ mod tls {
         let mut start = agent_start(url.clone(), addr);
         start.ca_pem = Some(ca_pem);
         let (mut session, mut notices) = media
-            .start_stream(media.allocate().unwrap(), media_config(SocketAddr::new(LOOPBACK, 9)), start)
+            .start_stream(
+                media.allocate().unwrap(),
+                media_config(SocketAddr::new(LOOPBACK, 9)),
+                start,
+            )
             .unwrap();
         assert_eq!(notice(&mut notices).await, AgentNotice::Connected);
         // The agent's `stop` ends the session; the client closes.
@@ -583,7 +658,10 @@ mod tls {
         });
         let url = format!("wss://localhost:{}/", addr.port());
         let reason = unreachable(&media, url, addr, Duration::from_secs(5)).await;
-        assert!(reason.contains("TLS") && reason.contains("certificate"), "{reason}");
+        assert!(
+            reason.contains("TLS") && reason.contains("certificate"),
+            "{reason}"
+        );
         join(h);
     }
 }

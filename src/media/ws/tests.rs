@@ -65,7 +65,10 @@ fn client_frames(c: &mut WsClient) -> Vec<(u8, Vec<u8>)> {
         assert_eq!(rest[1] & 0x80, 0x80, "client frames are masked");
         let (len, mut at) = match rest[1] & 0x7f {
             126 => (u16::from_be_bytes([rest[2], rest[3]]) as usize, 4),
-            127 => (u64::from_be_bytes(rest[2..10].try_into().unwrap()) as usize, 10),
+            127 => (
+                u64::from_be_bytes(rest[2..10].try_into().unwrap()) as usize,
+                10,
+            ),
             n => (n as usize, 2),
         };
         let mask = &rest[at..at + 4];
@@ -86,7 +89,10 @@ fn the_upgrade_request_names_the_resource_host_key_and_bearer_token() {
     let c = client(Some("s3cret-token"));
     let request = std::str::from_utf8(c.output()).unwrap();
     let key = STANDARD.encode(KEY);
-    assert!(request.starts_with("GET /stream?tenant=7 HTTP/1.1\r\n"), "{request}");
+    assert!(
+        request.starts_with("GET /stream?tenant=7 HTTP/1.1\r\n"),
+        "{request}"
+    );
     for line in [
         "Host: agent.example:8080",
         "Upgrade: websocket",
@@ -95,7 +101,10 @@ fn the_upgrade_request_names_the_resource_host_key_and_bearer_token() {
         "Sec-WebSocket-Version: 13",
         "Authorization: Bearer s3cret-token",
     ] {
-        assert!(request.contains(&format!("\r\n{line}\r\n")), "{line} in {request}");
+        assert!(
+            request.contains(&format!("\r\n{line}\r\n")),
+            "{line} in {request}"
+        );
     }
     assert!(request.ends_with("\r\n\r\n"));
     // A token that would split the header is refused.
@@ -189,11 +198,15 @@ fn missing_upgrade_headers_offered_nothing_and_endless_heads_fail() {
     let accept = accept_of(&key);
     for (head, want) in [
         (
-            format!("HTTP/1.1 101 OK\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"),
+            format!(
+                "HTTP/1.1 101 OK\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+            ),
             WsError::MissingUpgrade("Upgrade: websocket"),
         ),
         (
-            format!("HTTP/1.1 101 OK\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"),
+            format!(
+                "HTTP/1.1 101 OK\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+            ),
             WsError::MissingUpgrade("Connection: Upgrade"),
         ),
         (
@@ -212,7 +225,10 @@ fn missing_upgrade_headers_offered_nothing_and_endless_heads_fail() {
     c.handle_read(b"HTTP/1.1 101 OK\r\n");
     assert_eq!(c.poll_event(), None);
     c.handle_read(&vec![b'x'; MAX_RESPONSE_HEAD]);
-    assert_eq!(c.poll_event(), Some(WsEvent::Failed(WsError::ResponseTooLong)));
+    assert_eq!(
+        c.poll_event(),
+        Some(WsEvent::Failed(WsError::ResponseTooLong))
+    );
     // The socket closing before the answer.
     let mut c = client(None);
     assert_eq!(c.handle_eof(), Some(WsError::Eof));
@@ -288,10 +304,7 @@ fn the_servers_close_is_echoed_and_ends_the_connection() {
     assert_eq!(c.poll_event(), Some(WsEvent::Closed { code: Some(1000) }));
     assert_eq!(c.poll_event(), None);
     assert!(c.is_done());
-    assert_eq!(
-        client_frames(&mut c),
-        vec![(OP_CLOSE, vec![0x03, 0xe8])]
-    );
+    assert_eq!(client_frames(&mut c), vec![(OP_CLOSE, vec![0x03, 0xe8])]);
     // A close without a code.
     let mut c = open();
     c.handle_read(&sframe(true, OP_CLOSE, &[]));
@@ -304,10 +317,7 @@ fn the_clients_close_waits_for_the_servers() {
     c.close(1000);
     assert!(!c.is_open() && !c.is_done());
     assert_eq!(c.send_text("late"), Err(OutputFull));
-    assert_eq!(
-        client_frames(&mut c),
-        vec![(OP_CLOSE, vec![0x03, 0xe8])]
-    );
+    assert_eq!(client_frames(&mut c), vec![(OP_CLOSE, vec![0x03, 0xe8])]);
     // Messages still in flight from the server are read, then its close ends it.
     let mut data = sframe(true, OP_TEXT, b"in flight");
     data.extend(sframe(true, OP_CLOSE, &[0x03, 0xe8]));
@@ -392,11 +402,26 @@ fn framing_errors_close_with_1002_and_bad_text_with_1007() {
 fn urls_split_into_host_port_and_resource() {
     let u = WsUrl::parse("wss://agents.example.com/media?x=1&y=2").unwrap();
     assert_eq!(
-        (u.secure, u.host.as_str(), u.port, u.authority.as_str(), u.resource.as_str()),
-        (true, "agents.example.com", 443, "agents.example.com", "/media?x=1&y=2")
+        (
+            u.secure,
+            u.host.as_str(),
+            u.port,
+            u.authority.as_str(),
+            u.resource.as_str()
+        ),
+        (
+            true,
+            "agents.example.com",
+            443,
+            "agents.example.com",
+            "/media?x=1&y=2"
+        )
     );
     let u = WsUrl::parse("ws://[::1]:9000?q").unwrap();
-    assert_eq!((u.host.as_str(), u.port, u.resource.as_str()), ("::1", 9000, "/?q"));
+    assert_eq!(
+        (u.host.as_str(), u.port, u.resource.as_str()),
+        ("::1", 9000, "/?q")
+    );
     let u = WsUrl::parse("ws://127.0.0.1").unwrap();
     assert_eq!((u.port, u.resource.as_str()), (80, "/"));
     for bad in [
