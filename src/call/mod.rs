@@ -287,7 +287,10 @@ impl<M: Machine> Call<M> {
                         ),
                         session::MediaEnd::Hangup
                         | session::MediaEnd::Socket(_)
-                        | session::MediaEnd::Shutdown => MediaEnd::Failed,
+                        | session::MediaEnd::Shutdown
+                        | session::MediaEnd::AgentHangup
+                        | session::MediaEnd::AgentDisconnected
+                        | session::MediaEnd::AgentUnreachable(_) => MediaEnd::Failed,
                     };
                     self.machine.handle_media_end(Instant::now(), end);
                 }

@@ -24,6 +24,8 @@
 //!   call <──MediaReport── shard
 //! ```
 
+pub mod agent;
+mod agent_conn;
 pub mod bridge;
 pub mod dtmf;
 pub mod echo;
@@ -38,3 +40,6 @@ pub mod runtime;
 pub mod session;
 pub mod shard;
 pub mod stream;
+pub mod ws;
+
+pub use agent::{AgentNotice, AgentStart};

@@ -8,6 +8,8 @@
 //! ([`Restamp`]): its own SSRC, sequence numbers counting packets sent, and timestamps that
 //! keep the sender's spacing, so that the carrier sees one continuous stream whatever the
 //! far leg does. Only a fixed header and the payload go out (no CSRCs, extension or padding).
+//! Frames of linear audio from the bridge (an agent stream's playout) are encoded with the
+//! answer's codec (PCMU or PCMA), one packet per frame, and restamped the same way.
 //!
 //! ```text
 //!   caller ──RTP──> Latch ──Accept──> poll_media ──> bridge
@@ -21,10 +23,14 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use super::g711;
 use super::latch::{Latch, LatchEvent, LatchStats, PtSet, Verdict};
-use super::leg::{Datagram, Input, Leg, LegEvent, Media, Port, RtpMedia, StreamEvent, Transmit};
-use super::rtp::{FIXED_HEADER_LEN, RtpHeader, Ssrc};
+use super::leg::{
+    Datagram, Frame, Input, Leg, LegEvent, Media, Port, RtpMedia, StreamEvent, Transmit,
+};
+use super::rtp::{FIXED_HEADER_LEN, Pt, RtpHeader, Ssrc};
 use super::session::MediaConfig;
+use crate::kinds::Codec;
 
 /// Largest datagram handled; longer ones are truncated by the socket and fail to parse or
 /// echo short, which an Ethernet-sized path never produces.
@@ -49,8 +55,8 @@ pub struct RtpLegStats {
     pub transmits: u64,
     /// RTCP packets received (on the RTCP port, or muxed on the RTP port), then discarded.
     pub rtcp_in: u64,
-    /// Media from the bridge that could not be sent: before the caller's source is latched,
-    /// too long for a datagram, or frames (this leg sends RTP as it gets it).
+    /// Media from the bridge that could not be sent: RTP before the caller's source is
+    /// latched, too long for a datagram, or frames when the answer's audio is not G.711.
     pub unsendable: u64,
     /// The latch's counts, with drops by reason.
     pub latch: LatchStats,
@@ -83,6 +89,13 @@ pub struct RtpLeg {
     event: Option<LegEvent>,
     stats: RtpLegStats,
     pending: Pending,
+    /// The offer's address: where frames go before the caller's source is latched.
+    remote: SocketAddr,
+    /// The answer's audio payload type, and its codec when it is G.711.
+    audio_pt: Pt,
+    codec: Option<Codec>,
+    /// Frames were sent before: the next one continues their stream.
+    framing: bool,
     buf: [u8; MAX_DATAGRAM],
 }
 
@@ -114,6 +127,14 @@ impl RtpLeg {
             event: None,
             stats: RtpLegStats::default(),
             pending: Pending::None,
+            remote: config.remote,
+            audio_pt: config.audio_pt,
+            codec: match config.audio_pt {
+                Pt::PCMU => Some(Codec::Pcmu),
+                Pt::PCMA => Some(Codec::Pcma),
+                _ => None,
+            },
+            framing: false,
             buf: [0; MAX_DATAGRAM],
         }
     }
@@ -188,12 +209,58 @@ impl RtpLeg {
     }
 }
 
+impl RtpLeg {
+    /// Sends a frame of linear audio encoded with the answer's codec, one packet per frame,
+    /// stamped on the leg's timeline from the frame's timestamp. Before the caller's source
+    /// is latched it goes to the offer's address, so that a stream's audio (or its silence)
+    /// reaches the caller from the first frame on, as early media too.
+    fn send_frame(&mut self, frame: &Frame<'_>) {
+        let Some(codec) = self.codec else {
+            self.stats.unsendable += 1;
+            return;
+        };
+        let dest = self.latch.latched_addr().unwrap_or(self.remote);
+        let len = FIXED_HEADER_LEN + frame.samples.len();
+        let Some(out) = self.buf.get_mut(..len) else {
+            self.stats.unsendable += 1;
+            return;
+        };
+        let stream = if std::mem::replace(&mut self.framing, true) {
+            StreamEvent::Continue
+        } else {
+            StreamEvent::Start
+        };
+        // The frames' producer as a stream of its own; its SSRC is never sent.
+        let incoming = RtpHeader {
+            marker: false,
+            payload_type: self.audio_pt,
+            sequence_number: 0,
+            timestamp: frame.timestamp,
+            ssrc: FRAME_SOURCE,
+        };
+        let header = self
+            .restamp
+            .next(&incoming, stream, self.latch.latched_ssrc());
+        let (fixed, body) = out.split_at_mut(FIXED_HEADER_LEN);
+        if header.write(fixed).is_err() {
+            self.stats.unsendable += 1;
+            return;
+        }
+        g711::encode(codec, frame.samples, body);
+        self.stats.transmits += 1;
+        self.pending = Pending::Transmit { dest, len };
+    }
+}
+
+/// The SSRC frames are stamped from before the leg maps them onto its own.
+const FRAME_SOURCE: Ssrc = Ssrc(0);
+
 impl Leg for RtpLeg {
     fn handle_input(&mut self, now: Instant, input: Input<'_>) {
         match input {
             Input::Datagram(datagram) => self.handle_datagram(now, datagram),
             Input::Media(Media::Rtp(media)) => self.send(&media),
-            Input::Media(Media::Frame(_)) => self.stats.unsendable += 1,
+            Input::Media(Media::Frame(frame)) => self.send_frame(&frame),
         }
     }
 
@@ -500,7 +567,7 @@ mod tests {
     }
 
     #[test]
-    fn media_before_latching_and_frames_are_not_sent() {
+    fn rtp_media_before_latching_is_not_sent() {
         let t0 = origin();
         let mut leg = RtpLeg::with_ids(t0, &config(Duration::ZERO), 42, 0, 0);
         let media = RtpMedia {
@@ -509,15 +576,80 @@ mod tests {
             payload: b"x",
         };
         leg.handle_input(t0, Input::Media(Media::Rtp(media)));
+        assert_eq!(leg.poll_transmit(), None);
+        assert_eq!(leg.stats().unsendable, 1);
+    }
+
+    fn frame_in(leg: &mut RtpLeg, timestamp: u32, samples: &[i16]) {
         leg.handle_input(
-            t0,
+            origin(),
             Input::Media(Media::Frame(crate::media::leg::Frame {
-                timestamp: 0,
-                samples: &[0; 160],
+                timestamp,
+                samples,
             })),
         );
+    }
+
+    #[test]
+    fn frames_are_encoded_with_the_answers_codec_on_the_legs_timeline() {
+        let t0 = origin();
+        let mut leg = RtpLeg::with_ids(t0, &config(Duration::ZERO), 42, 500, 9000);
+        let ramp: Vec<i16> = (0..160).map(|i| (i * 200 - 16_000) as i16).collect();
+        // Before the caller sent anything: to the offer's address (early media).
+        frame_in(&mut leg, 0, &ramp);
+        let t = leg.poll_transmit().unwrap();
+        assert_eq!(t.dest, addr("203.0.113.5:40000"));
+        let p = RtpPacket::parse(t.data).unwrap();
+        assert_eq!(
+            (p.header.ssrc, p.header.sequence_number, p.header.timestamp),
+            (Ssrc(42), 500, 9000)
+        );
+        assert!(p.header.marker);
+        assert_eq!(p.header.payload_type, Pt::PCMU);
+        let want: Vec<u8> = ramp.iter().map(|&s| g711::linear_to_ulaw(s)).collect();
+        assert_eq!(p.payload(), &want[..]);
         assert_eq!(leg.poll_transmit(), None);
-        assert_eq!(leg.stats().unsendable, 2);
+
+        // The caller's source latched (behind a NAT): frames follow it.
+        let src = addr("203.0.113.5:51000");
+        leg.handle_input(t0, rtp_in(src, &packet(Pt::PCMU, 1, 7, &[0xff; 160])));
+        let _ = leg.poll_media();
+        // A skipped slot moves the timestamp on by its length.
+        frame_in(&mut leg, 320, &[0; 160]);
+        let t = leg.poll_transmit().unwrap();
+        assert_eq!(t.dest, src);
+        let p = RtpPacket::parse(t.data).unwrap();
+        assert_eq!(
+            (
+                p.header.sequence_number,
+                p.header.timestamp,
+                p.header.marker
+            ),
+            (501, 9320, false)
+        );
+        assert_eq!(p.payload(), &[0xff; 160][..]);
+        assert_eq!(leg.stats().transmits, 2);
+        assert_eq!(leg.stats().unsendable, 0);
+    }
+
+    #[test]
+    fn frames_go_out_as_pcma_when_answered_so_and_not_at_all_for_other_audio() {
+        let t0 = origin();
+        let mut pcma = config(Duration::ZERO);
+        pcma.audio_pt = Pt::PCMA;
+        let mut leg = RtpLeg::with_ids(t0, &pcma, 42, 0, 0);
+        frame_in(&mut leg, 0, &[1000; 160]);
+        let t = leg.poll_transmit().unwrap();
+        let p = RtpPacket::parse(t.data).unwrap();
+        assert_eq!(p.header.payload_type, Pt::PCMA);
+        assert_eq!(p.payload(), &[g711::linear_to_alaw(1000); 160][..]);
+
+        let mut other = config(Duration::ZERO);
+        other.audio_pt = Pt::new(9).unwrap();
+        let mut leg = RtpLeg::with_ids(t0, &other, 42, 0, 0);
+        frame_in(&mut leg, 0, &[0; 160]);
+        assert_eq!(leg.poll_transmit(), None);
+        assert_eq!(leg.stats().unsendable, 1);
     }
 
     #[test]

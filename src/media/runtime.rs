@@ -18,11 +18,16 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
 use mio::Poll;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
+use super::agent::{AgentNotice, AgentStart};
 use super::ports::{PortError, PortPool, RtpPorts};
 use super::session::{MediaConfig, MediaError, MediaSession};
 use super::shard::{Command, Shard, ShardLink};
+
+/// Notices a stream session's channel holds: a call reads them as they come, and a burst of
+/// digits or clears is the most there can be at once.
+pub const NOTICE_QUEUE: usize = 32;
 
 /// Commands a shard's queue holds per port pair of the pool: more than a pair can have in
 /// flight (its call's start and hangup, and a late hangup of its previous call).
@@ -126,6 +131,41 @@ impl MediaRuntime {
             report: tx,
         })?;
         Ok(MediaSession::new(Arc::clone(link), port, lease, rx))
+    }
+
+    /// Starts a session bridging the carrier's RTP leg to an agent stream, on the shard of
+    /// its ports. It starts at once, before the call is answered: the agent's WebSocket is
+    /// opened (within `agent.connect_timeout`), and until the agent is connected and sends
+    /// audio the caller gets 20 ms silence frames, so that it also serves as a 183's early
+    /// media. The receiver gets the session's [`AgentNotice`]s; a connect that fails is
+    /// [`AgentNotice::Unreachable`] and then the end
+    /// [`super::session::MediaEnd::AgentUnreachable`]. A full queue or a stopped runtime is
+    /// an error at once (the ports then go back to the pool).
+    pub fn start_stream(
+        &self,
+        ports: RtpPorts,
+        config: MediaConfig,
+        agent: AgentStart,
+    ) -> Result<(MediaSession, mpsc::Receiver<AgentNotice>), MediaError> {
+        let link = self
+            .inner
+            .links
+            .get(ports.shard())
+            .ok_or(MediaError::Stopped)?;
+        let (port, lease) = (ports.rtp_port(), ports.lease());
+        let (tx, rx) = oneshot::channel();
+        let (notices, notices_rx) = mpsc::channel(NOTICE_QUEUE);
+        link.send(Command::StartStream {
+            ports,
+            config,
+            agent: Box::new(agent),
+            notices,
+            report: tx,
+        })?;
+        Ok((
+            MediaSession::new(Arc::clone(link), port, lease, rx),
+            notices_rx,
+        ))
     }
 
     /// Tells every shard to end its sessions and stop; returns at once.

@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
+pub use super::agent::{AgentNotice, AgentStart};
+use super::dtmf::Digit;
 use super::latch::LatchStats;
 use super::rtp::Pt;
 use super::shard::{Command, ShardLink};
@@ -32,7 +34,7 @@ pub struct MediaConfig {
 }
 
 /// Why a media session ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MediaEnd {
     /// The call hung up ([`MediaSession::hangup`], or the handle was dropped).
     Hangup,
@@ -42,6 +44,14 @@ pub enum MediaEnd {
     Socket(io::ErrorKind),
     /// The media runtime stopped with the server.
     Shutdown,
+    /// A stream session's agent hung up: it closed the WebSocket or sent `stop`.
+    AgentHangup,
+    /// A stream session's WebSocket died mid-call (reset, or EOF without a close frame), or
+    /// the agent broke the protocol.
+    AgentDisconnected,
+    /// A stream session's agent could not be reached (the reason, as in
+    /// [`AgentNotice::Unreachable`]): the call ends with 480 `Reason: Q.850;cause=20`.
+    AgentUnreachable(String),
 }
 
 /// Counts of one media session.
@@ -57,10 +67,12 @@ pub struct MediaStats {
     pub send_errors: u64,
     /// The latch's counts, with drops by reason.
     pub latch: LatchStats,
+    /// A stream session's notices dropped because the call's channel was full.
+    pub notices_dropped: u64,
 }
 
 /// How a media session ended and what it carried.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MediaReport {
     pub end: MediaEnd,
     pub stats: MediaStats,
@@ -89,16 +101,22 @@ pub enum MediaError {
     /// The media runtime has stopped.
     #[error("the media runtime has stopped")]
     Stopped,
+    /// [`MediaSession::dtmf`] was given a character that is no DTMF key.
+    #[error("{0:?} is not a DTMF digit (0-9, *, #, A-D)")]
+    InvalidDigit(char),
 }
 
 impl MediaError {
-    /// The SIP status to refuse a new call with.
+    /// The SIP status to refuse a new call (or, for a digit, the INFO) with.
     pub fn sip_status(&self) -> u16 {
-        503
+        match self {
+            MediaError::InvalidDigit(_) => 400,
+            MediaError::Busy | MediaError::Stopped => 503,
+        }
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum State {
     Live,
     HungUp,
@@ -137,7 +155,9 @@ impl MediaSession {
     }
 
     /// Ends the session; its ports go back to the pool once the shard has run the command.
-    /// A second call, or one after the session ended, does nothing. On an error the session
+    /// A stream session first sends `stop` to its agent and closes the WebSocket (a close
+    /// frame, then a bounded wait for the agent's). A second call, or one after the session
+    /// ended, does nothing. On an error the session
     /// is still up and dropping the handle tries again.
     pub fn hangup(&mut self) -> Result<(), MediaError> {
         if !matches!(self.state, State::Live) {
@@ -151,16 +171,33 @@ impl MediaSession {
         Ok(())
     }
 
+    /// Sends a digit the call received (a SIP INFO) to a stream session's agent as a `dtmf`
+    /// message (0-9, *, #, A-D; a-d taken as A-D). An echo session ignores it, and so does
+    /// a session that ended or is hung up.
+    pub fn dtmf(&mut self, digit: char) -> Result<(), MediaError> {
+        if Digit::from_char(digit).is_none() {
+            return Err(MediaError::InvalidDigit(digit));
+        }
+        if !matches!(self.state, State::Live) {
+            return Ok(());
+        }
+        self.link.send(Command::Dtmf {
+            port: self.port,
+            lease: self.lease,
+            digit,
+        })
+    }
+
     /// Waits for the session to end and returns its report. Cancel-safe, and callable again
     /// after it returned (it returns the same report).
     pub async fn ended(&mut self) -> MediaReport {
-        if let State::Ended(report) = self.state {
-            return report;
+        if let State::Ended(report) = &self.state {
+            return report.clone();
         }
         let report = (&mut self.report)
             .await
             .unwrap_or_else(|_| MediaReport::shutdown());
-        self.state = State::Ended(report);
+        self.state = State::Ended(report.clone());
         report
     }
 }

@@ -27,18 +27,24 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
-use mio::{Events, Poll, Token, Waker};
+use mio::{Events, Poll, Registry, Token, Waker};
 use tokio::sync::{mpsc, oneshot};
 
+use super::agent::{AgentNotice, AgentStart};
+use super::agent_conn::StreamCall;
 use super::bridge::{Bridge, Side};
 use super::echo::EchoLeg;
-use super::leg::{Datagram, Input, LegEvent, Port};
+use super::leg::{Datagram, Input, Leg, LegEvent, Port};
 use super::ports::{PortPool, RtpPorts};
 use super::rtp_leg::{MAX_DATAGRAM, RtpLeg};
 use super::session::{MediaConfig, MediaEnd, MediaError, MediaReport, MediaStats};
 
 /// The token of the shard's waker; socket tokens are port numbers, all below it.
 pub(crate) const WAKE: Token = Token(1 << 16);
+
+/// The first token of agent stream sockets: `AGENT_TOKENS + slot`, above the port tokens and
+/// [`WAKE`].
+pub(crate) const AGENT_TOKENS: usize = 1 << 17;
 
 /// Most datagrams read from one socket before the loop serves the others.
 pub const MAX_READS: usize = 64;
@@ -73,9 +79,21 @@ pub(crate) enum Command {
         config: MediaConfig,
         report: oneshot::Sender<MediaReport>,
     },
+    StartStream {
+        ports: RtpPorts,
+        config: MediaConfig,
+        agent: Box<AgentStart>,
+        notices: mpsc::Sender<AgentNotice>,
+        report: oneshot::Sender<MediaReport>,
+    },
     Hangup {
         port: u16,
         lease: u64,
+    },
+    Dtmf {
+        port: u16,
+        lease: u64,
+        digit: char,
     },
 }
 
@@ -118,11 +136,21 @@ impl ShardLink {
     }
 }
 
+/// What a session's media is: the echo, or an agent stream (boxed: it holds much more, and
+/// the echo's slot stays small).
+#[derive(Debug)]
+// The echo stays inline on purpose: its packets take no extra indirection.
+#[allow(clippy::large_enum_variant)]
+enum SessionMedia {
+    Echo(Bridge<RtpLeg, EchoLeg>),
+    Stream(Box<StreamCall>),
+}
+
 /// One call's media on the shard.
 #[derive(Debug)]
 struct Session {
     ports: RtpPorts,
-    bridge: Bridge<RtpLeg, EchoLeg>,
+    media: SessionMedia,
     report: oneshot::Sender<MediaReport>,
     sent: u64,
     send_errors: u64,
@@ -130,28 +158,87 @@ struct Session {
     armed: Option<Instant>,
 }
 
+/// Sends what a bridge's legs want sent; returns why the session ends, if a leg says so.
+/// Only leg A (the carrier's) has a network side.
+fn send_transmits<B: Leg>(
+    bridge: &mut Bridge<RtpLeg, B>,
+    ports: &RtpPorts,
+    sent: &mut u64,
+    send_errors: &mut u64,
+) -> Option<MediaEnd> {
+    while let Some((_, t)) = bridge.poll_transmit() {
+        let socket = match t.port {
+            Port::Rtp => ports.rtp(),
+            Port::Rtcp => ports.rtcp(),
+        };
+        match socket.send_to(t.data, t.dest) {
+            Ok(_) => *sent += 1,
+            Err(_) => *send_errors += 1,
+        }
+    }
+    bridge.poll_event().map(|(_, event)| match event {
+        LegEvent::MediaTimeout => MediaEnd::MediaTimeout,
+    })
+}
+
 impl Session {
     /// Sends what the legs want sent; returns why the session ends, if a leg says so.
     fn flush(&mut self) -> Option<MediaEnd> {
-        // Only leg A has a network side: the echo has none.
-        while let Some((_, t)) = self.bridge.poll_transmit() {
-            let socket = match t.port {
-                Port::Rtp => self.ports.rtp(),
-                Port::Rtcp => self.ports.rtcp(),
-            };
-            match socket.send_to(t.data, t.dest) {
-                Ok(_) => self.sent += 1,
-                Err(_) => self.send_errors += 1,
+        let (ports, sent, errors) = (&self.ports, &mut self.sent, &mut self.send_errors);
+        match &mut self.media {
+            SessionMedia::Echo(bridge) => send_transmits(bridge, ports, sent, errors),
+            SessionMedia::Stream(call) => send_transmits(&mut call.bridge, ports, sent, errors),
+        }
+    }
+
+    /// A datagram from the caller: through the bridge, and what it makes sent.
+    fn handle_datagram(&mut self, now: Instant, datagram: Datagram<'_>) -> Option<MediaEnd> {
+        match &mut self.media {
+            SessionMedia::Echo(bridge) => {
+                bridge.handle_input(now, Side::A, Input::Datagram(datagram));
+                self.flush()
+            }
+            SessionMedia::Stream(call) => {
+                call.bridge
+                    .handle_input(now, Side::A, Input::Datagram(datagram));
+                // The agent's messages (a digit) before the RTP, which only a timeout makes.
+                let end = call.pump(now);
+                end.or_else(|| self.flush())
             }
         }
-        self.bridge.poll_event().map(|(_, event)| match event {
-            LegEvent::MediaTimeout => MediaEnd::MediaTimeout,
-        })
+    }
+
+    /// The session's deadline came.
+    fn handle_timeout(&mut self, now: Instant) -> Option<MediaEnd> {
+        match &mut self.media {
+            SessionMedia::Echo(bridge) => {
+                bridge.handle_timeout(now);
+                self.flush()
+            }
+            SessionMedia::Stream(call) => {
+                let end = call.handle_timeout(now);
+                end.or_else(|| self.flush())
+            }
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        match &self.media {
+            SessionMedia::Echo(bridge) => bridge.poll_timeout(),
+            SessionMedia::Stream(call) => call.poll_timeout(),
+        }
+    }
+
+    fn rtp_leg(&self) -> &RtpLeg {
+        match &self.media {
+            SessionMedia::Echo(bridge) => bridge.a(),
+            SessionMedia::Stream(call) => call.bridge.a(),
+        }
     }
 
     /// Puts the session's deadline in the heap when it moved earlier than the armed one.
     fn rearm(&mut self, slot: u32, timers: &mut Timers) {
-        if let Some(next) = self.bridge.poll_timeout()
+        if let Some(next) = self.poll_timeout()
             && self.armed.is_none_or(|armed| next < armed)
         {
             timers.set(slot, next);
@@ -160,7 +247,11 @@ impl Session {
     }
 
     fn report(&self, end: MediaEnd) -> MediaReport {
-        let leg = self.bridge.a().stats();
+        let leg = self.rtp_leg().stats();
+        let notices_dropped = match &self.media {
+            SessionMedia::Echo(_) => 0,
+            SessionMedia::Stream(call) => call.notices_dropped,
+        };
         MediaReport {
             end,
             stats: MediaStats {
@@ -169,8 +260,9 @@ impl Session {
                 rtcp_in: leg.rtcp_in,
                 send_errors: self.send_errors,
                 latch: leg.latch,
+                notices_dropped,
             },
-            latched: self.bridge.a().latched(),
+            latched: self.rtp_leg().latched(),
         }
     }
 }
@@ -185,6 +277,8 @@ pub(crate) struct Shard {
 /// The loop's state apart from the poller, so that events can be served while iterated.
 struct Core {
     index: usize,
+    /// The poller's registry, for agent stream sockets.
+    registry: Registry,
     commands: mpsc::Receiver<Command>,
     link: Arc<ShardLink>,
     pool: PortPool,
@@ -209,6 +303,7 @@ impl Shard {
         queue: usize,
     ) -> io::Result<(Shard, Arc<ShardLink>)> {
         let waker = Waker::new(poll.registry(), WAKE)?;
+        let registry = poll.registry().try_clone()?;
         let (tx, rx) = mpsc::channel(queue.max(1));
         let link = Arc::new(ShardLink {
             commands: tx,
@@ -222,6 +317,7 @@ impl Shard {
             events: Events::with_capacity(EVENTS),
             core: Core {
                 index,
+                registry,
                 commands: rx,
                 link: Arc::clone(&link),
                 pool,
@@ -295,6 +391,12 @@ impl Core {
     }
 
     fn readable(&mut self, now: Instant, token: Token) {
+        if let Some(slot) = token.0.checked_sub(AGENT_TOKENS) {
+            if let Ok(slot) = u32::try_from(slot) {
+                self.agent_ready(now, slot);
+            }
+            return;
+        }
         let Ok(port) = u16::try_from(token.0) else {
             return;
         };
@@ -345,10 +447,7 @@ impl Core {
                         src,
                         data,
                     };
-                    session
-                        .bridge
-                        .handle_input(now, Side::A, Input::Datagram(datagram));
-                    end = session.flush();
+                    end = session.handle_datagram(now, datagram);
                     if end.is_some() {
                         break;
                     }
@@ -397,10 +496,28 @@ impl Core {
                     ports,
                     config,
                     report,
-                }) => self.start(now, ports, &config, report),
+                }) => self.start(now, ports, report, |_, _| {
+                    SessionMedia::Echo(Bridge::new(RtpLeg::new(now, &config), EchoLeg::new()))
+                }),
+                Ok(Command::StartStream {
+                    ports,
+                    config,
+                    agent,
+                    notices,
+                    report,
+                }) => self.start(now, ports, report, |slot, registry| {
+                    let token = Token(AGENT_TOKENS + slot as usize);
+                    let call = StreamCall::new(now, &config, *agent, token, notices, registry);
+                    SessionMedia::Stream(Box::new(call))
+                }),
                 Ok(Command::Hangup { port, lease }) => {
                     if let Some(slot) = self.slot_of(port, lease) {
-                        self.end(slot, MediaEnd::Hangup);
+                        self.hangup(now, slot);
+                    }
+                }
+                Ok(Command::Dtmf { port, lease, digit }) => {
+                    if let Some(slot) = self.slot_of(port, lease) {
+                        self.dtmf(now, slot, digit);
                     }
                 }
                 Err(_) => return,
@@ -409,12 +526,13 @@ impl Core {
         self.more_commands = true;
     }
 
+    /// Starts a session on `ports` whose media `make` makes for its slot.
     fn start(
         &mut self,
         now: Instant,
         ports: RtpPorts,
-        config: &MediaConfig,
         report: oneshot::Sender<MediaReport>,
+        make: impl FnOnce(u32, &Registry) -> SessionMedia,
     ) {
         let Some(pair) = self.pool.pair_index(ports.rtp_port()) else {
             return;
@@ -431,7 +549,7 @@ impl Core {
         };
         let mut session = Session {
             ports,
-            bridge: Bridge::new(RtpLeg::new(now, config), EchoLeg::new()),
+            media: make(slot, &self.registry),
             report,
             sent: 0,
             send_errors: 0,
@@ -470,19 +588,70 @@ impl Core {
                 continue;
             };
             session.armed = None;
-            session.bridge.handle_timeout(now);
-            match session.flush() {
+            match session.handle_timeout(now) {
                 Some(end) => self.end(slot, end),
                 None => session.rearm(slot, &mut self.timers),
             }
         }
     }
 
-    /// Ends a session: reports, frees its slot and timer, and returns its ports to the pool.
-    fn end(&mut self, slot: u32, end: MediaEnd) {
-        let Some(session) = self.sessions.get_mut(slot as usize).and_then(Option::take) else {
+    /// The agent stream socket of the session in `slot` is ready.
+    fn agent_ready(&mut self, now: Instant, slot: u32) {
+        let Some(Some(session)) = self.sessions.get_mut(slot as usize) else {
             return;
         };
+        let SessionMedia::Stream(call) = &mut session.media else {
+            return;
+        };
+        let end = call.handle_io(now, &self.registry);
+        self.settle(slot, end);
+    }
+
+    /// The call hangs up the session in `slot`: at once, or once its agent closed.
+    fn hangup(&mut self, now: Instant, slot: u32) {
+        let Some(Some(session)) = self.sessions.get_mut(slot as usize) else {
+            return;
+        };
+        let end = match &mut session.media {
+            SessionMedia::Echo(_) => Some(MediaEnd::Hangup),
+            SessionMedia::Stream(call) => call.hangup(now),
+        };
+        self.settle(slot, end);
+    }
+
+    /// A SIP INFO digit for the session in `slot` (an echo session has no use for it).
+    fn dtmf(&mut self, now: Instant, slot: u32, digit: char) {
+        let Some(Some(session)) = self.sessions.get_mut(slot as usize) else {
+            return;
+        };
+        let SessionMedia::Stream(call) = &mut session.media else {
+            return;
+        };
+        let end = call.dtmf(now, digit);
+        self.settle(slot, end);
+    }
+
+    /// After an input outside the sockets' reads: sends what the legs want sent, then ends
+    /// the session or re-arms its deadline.
+    fn settle(&mut self, slot: u32, end: Option<MediaEnd>) {
+        let Some(Some(session)) = self.sessions.get_mut(slot as usize) else {
+            return;
+        };
+        let end = end.or_else(|| session.flush());
+        match end {
+            Some(end) => self.end(slot, end),
+            None => session.rearm(slot, &mut self.timers),
+        }
+    }
+
+    /// Ends a session: reports, frees its slot and timer, and returns its ports to the pool.
+    fn end(&mut self, slot: u32, end: MediaEnd) {
+        let Some(mut session) = self.sessions.get_mut(slot as usize).and_then(Option::take) else {
+            return;
+        };
+        if let SessionMedia::Stream(call) = &mut session.media {
+            call.close(&self.registry);
+        }
         self.free.push(slot);
         self.timers.remove(slot);
         if let Some(place) = self
@@ -775,7 +944,9 @@ mod tests {
             media_timeout: Duration::ZERO,
         };
         let (tx, _rx) = oneshot::channel();
-        shard.core.start(now, ports, &config, tx);
+        shard.core.start(now, ports, tx, |_, _| {
+            SessionMedia::Echo(Bridge::new(RtpLeg::new(now, &config), EchoLeg::new()))
+        });
         link.state.store(IDLE, Ordering::Release);
         assert_eq!(shard.core.timeout(now), Some(COMMAND_DELAY));
         link.send(hangup()).unwrap();

@@ -1,0 +1,667 @@
+//! Stream sessions on a real media runtime: a carrier UDP socket on loopback and a test
+//! agent (a small blocking WebSocket server, plain or TLS) on loopback.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde_json::Value;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+use crate::media::agent::{AgentNotice, AgentStart};
+use crate::media::rtp::{Pt, RtpHeader, RtpPacket, Ssrc, build};
+use crate::media::runtime::MediaRuntime;
+use crate::media::session::{MediaConfig, MediaEnd, MediaReport, MediaSession};
+use crate::media::stream::{Dialect, StreamConfig};
+use crate::media::ws::accept_of;
+
+const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+const WAIT: Duration = Duration::from_secs(10);
+
+/// The server side of one agent connection.
+struct Agent<S> {
+    s: S,
+    buf: Vec<u8>,
+    /// The upgrade request's head.
+    request: String,
+}
+
+impl<S: Read + Write> Agent<S> {
+    /// Reads the upgrade request and accepts it.
+    fn accept(mut s: S) -> Agent<S> {
+        let mut buf = Vec::new();
+        let end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let mut chunk = [0u8; 1024];
+            let n = s.read(&mut chunk).unwrap();
+            assert!(n > 0, "EOF in the request");
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let request = String::from_utf8(buf[..end].to_vec()).unwrap();
+        buf.drain(..end);
+        let key = request
+            .lines()
+            .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+            .unwrap()
+            .trim()
+            .to_owned();
+        let response = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: {}\r\n\r\n",
+            accept_of(&key)
+        );
+        s.write_all(response.as_bytes()).unwrap();
+        s.flush().unwrap();
+        Agent { s, buf, request }
+    }
+
+    fn fill(&mut self, n: usize) {
+        while self.buf.len() < n {
+            let mut chunk = [0u8; 4096];
+            let got = self.s.read(&mut chunk).unwrap();
+            assert!(got > 0, "EOF in a frame");
+            self.buf.extend_from_slice(&chunk[..got]);
+        }
+    }
+
+    /// The next frame from the client: its opcode and unmasked payload.
+    fn frame(&mut self) -> (u8, Vec<u8>) {
+        self.fill(2);
+        let (b0, b1) = (self.buf[0], self.buf[1]);
+        assert_eq!(b0 & 0xf0, 0x80, "client frames are final");
+        assert_eq!(b1 & 0x80, 0x80, "client frames are masked");
+        let (len, mut at) = match b1 & 0x7f {
+            126 => {
+                self.fill(4);
+                (u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize, 4)
+            }
+            127 => {
+                self.fill(10);
+                let len = u64::from_be_bytes(self.buf[2..10].try_into().unwrap());
+                (len as usize, 10)
+            }
+            n => (n as usize, 2),
+        };
+        self.fill(at + 4 + len);
+        let mask: [u8; 4] = self.buf[at..at + 4].try_into().unwrap();
+        at += 4;
+        let payload = self.buf[at..at + len]
+            .iter()
+            .zip(mask.iter().cycle())
+            .map(|(b, m)| b ^ m)
+            .collect();
+        self.buf.drain(..at + len);
+        (b0 & 0x0f, payload)
+    }
+
+    /// The next text message, as JSON.
+    fn json(&mut self) -> Value {
+        let (op, payload) = self.frame();
+        assert_eq!(op, 1, "a text frame, got {op}: {payload:?}");
+        serde_json::from_slice(&payload).unwrap()
+    }
+
+    /// Messages until one with `event`, which is returned; the others are passed to `seen`.
+    fn until(&mut self, event: &str, mut seen: impl FnMut(&Value)) -> Value {
+        loop {
+            let m = self.json();
+            if m["event"] == event {
+                return m;
+            }
+            seen(&m);
+        }
+    }
+
+    fn send(&mut self, op: u8, payload: &[u8]) {
+        let mut f = vec![0x80 | op];
+        match payload.len() {
+            n if n < 126 => f.push(n as u8),
+            n => {
+                f.push(126);
+                f.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+        }
+        f.extend_from_slice(payload);
+        self.s.write_all(&f).unwrap();
+        self.s.flush().unwrap();
+    }
+
+    fn send_json(&mut self, v: Value) {
+        self.send(1, v.to_string().as_bytes());
+    }
+}
+
+fn listener() -> (TcpListener, SocketAddr) {
+    let l = TcpListener::bind((LOOPBACK, 0)).unwrap();
+    let addr = l.local_addr().unwrap();
+    (l, addr)
+}
+
+fn accept_tcp(l: &TcpListener) -> TcpStream {
+    let (s, _) = l.accept().unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s
+}
+
+fn stream_config() -> StreamConfig {
+    let mut c = StreamConfig::new(Dialect::Twilio, "MZ1", "AC1", "CA1");
+    c.custom_parameters
+        .insert("tenant_id".into(), "t-42".into());
+    c
+}
+
+fn agent_start(url: String, addr: SocketAddr) -> AgentStart {
+    AgentStart {
+        url,
+        addrs: vec![addr],
+        auth_token: Some("tok-1".into()),
+        ca_pem: None,
+        connect_timeout: Duration::from_secs(5),
+        stream: stream_config(),
+    }
+}
+
+fn media_config(remote: SocketAddr) -> MediaConfig {
+    MediaConfig {
+        remote,
+        audio_pt: Pt::PCMU,
+        event_pt: Pt::new(101),
+        media_timeout: Duration::from_secs(30),
+    }
+}
+
+fn packet(seq: u16, payload: &[u8]) -> Vec<u8> {
+    let h = RtpHeader {
+        marker: seq == 0,
+        payload_type: Pt::PCMU,
+        sequence_number: seq,
+        timestamp: 1000 + u32::from(seq) * 160,
+        ssrc: Ssrc(0x5eed),
+    };
+    let mut out = vec![0u8; 12 + payload.len()];
+    let n = build(&h, payload, &mut out).unwrap();
+    out.truncate(n);
+    out
+}
+
+/// The caller's audio of packet `seq`: µ-law codes that decode and re-encode to themselves.
+fn caller_audio(seq: u16) -> Vec<u8> {
+    (0..160u16)
+        .map(|i| 0x10 + ((seq * 7 + i) % 0x60) as u8)
+        .collect()
+}
+
+async fn notice(rx: &mut mpsc::Receiver<AgentNotice>) -> AgentNotice {
+    tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .expect("a notice in time")
+        .expect("the channel is open")
+}
+
+async fn ended(session: &mut MediaSession) -> MediaReport {
+    tokio::time::timeout(WAIT, session.ended())
+        .await
+        .expect("the session ended")
+}
+
+fn join<T>(h: JoinHandle<T>) -> T {
+    h.join().expect("the agent thread")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_flows_both_ways_with_marks_and_clear_and_the_agents_close_is_a_hangup() {
+    let media = MediaRuntime::spawn(LOOPBACK, 31400..=31401, 1).unwrap();
+    let (l, addr) = listener();
+    let agent = std::thread::spawn(move || {
+        let mut a = Agent::accept(accept_tcp(&l));
+        let connected = a.json();
+        let start = a.json();
+        // The caller's audio, in order, until 40 frames came.
+        let mut heard = Vec::new();
+        let mut first_chunk = None;
+        while heard.len() < 40 * 160 {
+            let m = a.json();
+            assert_eq!(m["event"], "media", "{m}");
+            first_chunk.get_or_insert(m["media"]["chunk"].as_str().unwrap().to_owned());
+            let payload = m["media"]["payload"].as_str().unwrap();
+            heard.extend(STANDARD.decode(payload).unwrap());
+        }
+        // 100 ms of the agent's audio, then a mark.
+        let speech = vec![0x55u8; 800];
+        a.send_json(serde_json::json!({
+            "event": "media", "streamSid": "MZ1",
+            "media": {"payload": STANDARD.encode(&speech)}
+        }));
+        a.send_json(
+            serde_json::json!({"event": "mark", "streamSid": "MZ1", "mark": {"name": "m1"}}),
+        );
+        let mark = a.until("mark", |_| {});
+        a.send_json(serde_json::json!({"event": "clear", "streamSid": "MZ1"}));
+        // A binary frame is refused by the session, and the stream goes on.
+        a.send(2, &[1, 2, 3]);
+        a.send(8, &1000u16.to_be_bytes());
+        let (op, body) = loop {
+            let (op, body) = a.frame();
+            if op == 8 {
+                break (op, body);
+            }
+        };
+        (
+            a.request,
+            connected,
+            start,
+            first_chunk,
+            heard,
+            mark,
+            op,
+            body,
+        )
+    });
+
+    let carrier = Arc::new(UdpSocket::bind((LOOPBACK, 0)).await.unwrap());
+    let ports = media.allocate().unwrap();
+    let shard_addr = SocketAddr::new(LOOPBACK, ports.rtp_port());
+    let url = format!("ws://127.0.0.1:{}/agent?x=1", addr.port());
+    let (mut session, mut notices) = media
+        .start_stream(
+            ports,
+            media_config(carrier.local_addr().unwrap()),
+            agent_start(url, addr),
+        )
+        .unwrap();
+    // Silence comes before the caller sent anything (early media), to the offer's address.
+    let mut buf = [0u8; 1500];
+    let (n, from) = tokio::time::timeout(WAIT, carrier.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(from, shard_addr);
+    let p = RtpPacket::parse(&buf[..n]).unwrap();
+    assert_eq!(p.header.payload_type, Pt::PCMU);
+    assert_eq!(p.payload(), &[0xff; 160][..]);
+    assert_eq!(notice(&mut notices).await, AgentNotice::Connected);
+
+    let sender = {
+        let carrier = Arc::clone(&carrier);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(20));
+            for seq in 0..150u16 {
+                tick.tick().await;
+                let _ = carrier
+                    .send_to(&packet(seq, &caller_audio(seq)), shard_addr)
+                    .await;
+            }
+        })
+    };
+    // The agent's audio reaches the carrier as PCMU in 20 ms packets.
+    let mut speech_packets = 0;
+    let mut last: Option<RtpHeader> = None;
+    while speech_packets < 5 {
+        let (n, _) = tokio::time::timeout(WAIT, carrier.recv_from(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        let p = RtpPacket::parse(&buf[..n]).unwrap();
+        if let Some(prev) = last {
+            assert_eq!(p.header.ssrc, prev.ssrc);
+            assert_eq!(
+                p.header.sequence_number,
+                prev.sequence_number.wrapping_add(1)
+            );
+            assert_eq!(
+                p.header.timestamp.wrapping_sub(prev.timestamp) % 160,
+                0,
+                "timestamps on the 20 ms grid"
+            );
+        }
+        last = Some(p.header);
+        if p.payload() == &[0x55; 160][..] {
+            speech_packets += 1;
+        }
+    }
+    assert_eq!(
+        notice(&mut notices).await,
+        AgentNotice::Cleared { marks: 0 }
+    );
+    let report = ended(&mut session).await;
+    assert_eq!(report.end, MediaEnd::AgentHangup);
+    assert_eq!(report.latched, Some(carrier.local_addr().unwrap()));
+    assert!(report.stats.packets_in >= 40, "{report:?}");
+    assert!(report.stats.packets_out >= 45, "{report:?}");
+    sender.abort();
+
+    let (request, connected, start, first_chunk, heard, mark, op, body) = join(agent);
+    assert!(
+        request.starts_with("GET /agent?x=1 HTTP/1.1\r\n"),
+        "{request}"
+    );
+    assert!(
+        request.contains("\r\nAuthorization: Bearer tok-1\r\n"),
+        "{request}"
+    );
+    assert_eq!(connected["event"], "connected");
+    assert_eq!(start["event"], "start");
+    assert_eq!(start["start"]["callSid"], "CA1");
+    assert_eq!(start["start"]["customParameters"]["tenant_id"], "t-42");
+    assert_eq!(first_chunk.as_deref(), Some("1"));
+    // What the agent heard is what the carrier sent, from its first packet on, in order
+    // (after the jitter buffer's silence before it).
+    let sent: Vec<u8> = (0..38).flat_map(caller_audio).collect();
+    let at = heard
+        .windows(160)
+        .position(|w| w == &caller_audio(0)[..])
+        .expect("the first packet's audio");
+    assert!(heard[..at].iter().all(|&b| b == 0xff), "silence before it");
+    let n = (heard.len() - at).min(sent.len());
+    assert!(n >= 30 * 160, "{n}");
+    assert_eq!(&heard[at..at + n], &sent[..n]);
+    assert_eq!(mark["mark"]["name"], "m1");
+    // The client echoed the close code.
+    assert_eq!((op, body), (8, 1000u16.to_be_bytes().to_vec()));
+    media.shutdown();
+    media.join();
+}
+
+#[tokio::test]
+async fn rtp_telephone_events_and_info_digits_reach_the_agent_and_the_call() {
+    let media = MediaRuntime::spawn(LOOPBACK, 31410..=31411, 1).unwrap();
+    let (l, addr) = listener();
+    let agent = std::thread::spawn(move || {
+        let mut a = Agent::accept(accept_tcp(&l));
+        a.until("start", |_| {});
+        let first = a.until("dtmf", |_| {});
+        let second = a.until("dtmf", |_| {});
+        drop(a);
+        (first, second)
+    });
+    let carrier = UdpSocket::bind((LOOPBACK, 0)).await.unwrap();
+    let ports = media.allocate().unwrap();
+    let shard_addr = SocketAddr::new(LOOPBACK, ports.rtp_port());
+    let url = format!("ws://127.0.0.1:{}/", addr.port());
+    let (mut session, mut notices) = media
+        .start_stream(
+            ports,
+            media_config(carrier.local_addr().unwrap()),
+            agent_start(url, addr),
+        )
+        .unwrap();
+    assert_eq!(notice(&mut notices).await, AgentNotice::Connected);
+    // Key 5 pressed: an event's packets, the end sent three times.
+    for (seq, (end, duration)) in [
+        (false, 160u16),
+        (false, 320),
+        (true, 480),
+        (true, 480),
+        (true, 480),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let h = RtpHeader {
+            marker: seq == 0,
+            payload_type: Pt::new(101).unwrap(),
+            sequence_number: seq as u16,
+            timestamp: 8000,
+            ssrc: Ssrc(9),
+        };
+        let flags = if end { 0x8a } else { 0x0a };
+        let d = duration.to_be_bytes();
+        let mut out = [0u8; 16];
+        build(&h, &[5, flags, d[0], d[1]], &mut out).unwrap();
+        carrier.send_to(&out, shard_addr).await.unwrap();
+    }
+    assert_eq!(notice(&mut notices).await, AgentNotice::Dtmf('5'));
+    session.dtmf('#').unwrap();
+    assert!(matches!(
+        session.dtmf('x'),
+        Err(crate::media::session::MediaError::InvalidDigit('x'))
+    ));
+    assert_eq!(notice(&mut notices).await, AgentNotice::Dtmf('#'));
+    let (first, second) = join(agent);
+    assert_eq!(first["dtmf"]["digit"], "5");
+    assert_eq!(second["dtmf"]["digit"], "#");
+    // The agent went away without a close frame.
+    assert_eq!(ended(&mut session).await.end, MediaEnd::AgentDisconnected);
+}
+
+#[tokio::test]
+async fn a_hangup_sends_stop_then_closes_and_waits_for_the_agents_close() {
+    let media = MediaRuntime::spawn(LOOPBACK, 31420..=31421, 1).unwrap();
+    let (l, addr) = listener();
+    let agent = std::thread::spawn(move || {
+        let mut a = Agent::accept(accept_tcp(&l));
+        a.until("start", |_| {});
+        let stop = a.until("stop", |_| {});
+        let close = loop {
+            let (op, body) = a.frame();
+            if op == 8 {
+                break body;
+            }
+        };
+        a.send(8, &close);
+        (stop, close)
+    });
+    let carrier = UdpSocket::bind((LOOPBACK, 0)).await.unwrap();
+    let ports = media.allocate().unwrap();
+    let url = format!("ws://127.0.0.1:{}/", addr.port());
+    let (mut session, mut notices) = media
+        .start_stream(
+            ports,
+            media_config(carrier.local_addr().unwrap()),
+            agent_start(url, addr),
+        )
+        .unwrap();
+    assert_eq!(notice(&mut notices).await, AgentNotice::Connected);
+    session.hangup().unwrap();
+    let (stop, close) = join(agent);
+    assert_eq!(stop["event"], "stop");
+    assert_eq!(stop["stop"]["callSid"], "CA1");
+    assert_eq!(close, 1000u16.to_be_bytes().to_vec());
+    assert_eq!(ended(&mut session).await.end, MediaEnd::Hangup);
+    assert_eq!(media.pool().available(), 1);
+}
+
+/// Starts a stream session whose agent is `addr`, and returns the reason it was unreachable
+/// (the notice's and the end's, which must agree).
+async fn unreachable(
+    media: &MediaRuntime,
+    url: String,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> String {
+    let mut start = agent_start(url, addr);
+    start.connect_timeout = timeout;
+    let remote = SocketAddr::new(LOOPBACK, 9);
+    let (mut session, mut notices) = media
+        .start_stream(media.allocate().unwrap(), media_config(remote), start)
+        .unwrap();
+    let AgentNotice::Unreachable(reason) = notice(&mut notices).await else {
+        panic!("not unreachable")
+    };
+    assert_eq!(
+        ended(&mut session).await.end,
+        MediaEnd::AgentUnreachable(reason.clone())
+    );
+    reason
+}
+
+/// A server that answers the upgrade with `response` and closes.
+fn answering(response: &'static str) -> (SocketAddr, JoinHandle<()>) {
+    let (l, addr) = listener();
+    let h = std::thread::spawn(move || {
+        let mut s = accept_tcp(&l);
+        let mut buf = [0u8; 2048];
+        let _ = s.read(&mut buf);
+        s.write_all(response.as_bytes()).unwrap();
+    });
+    (addr, h)
+}
+
+#[tokio::test]
+async fn refused_redirected_failing_and_silent_agents_are_unreachable() {
+    let media = MediaRuntime::spawn(LOOPBACK, 31430..=31437, 1).unwrap();
+    let long = Duration::from_secs(5);
+
+    let (l, closed) = listener();
+    drop(l);
+    let reason = unreachable(
+        &media,
+        format!("ws://127.0.0.1:{}/", closed.port()),
+        closed,
+        long,
+    )
+    .await;
+    assert!(reason.contains("refused"), "{reason}");
+
+    let (addr, h) = answering("HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n");
+    let reason = unreachable(
+        &media,
+        format!("ws://127.0.0.1:{}/", addr.port()),
+        addr,
+        long,
+    )
+    .await;
+    assert!(reason.contains("answered 500"), "{reason}");
+    join(h);
+
+    let (addr, h) = answering(
+        "HTTP/1.1 301 Moved Permanently\r\nLocation: ws://elsewhere.example/\r\nContent-Length: 0\r\n\r\n",
+    );
+    let reason = unreachable(
+        &media,
+        format!("ws://127.0.0.1:{}/", addr.port()),
+        addr,
+        long,
+    )
+    .await;
+    assert!(reason.contains("answered 301"), "{reason}");
+    assert!(reason.contains("ws://elsewhere.example/"), "{reason}");
+    join(h);
+
+    // Accepted by the kernel, never answered.
+    let (silent, addr) = listener();
+    let reason = unreachable(
+        &media,
+        format!("ws://127.0.0.1:{}/", addr.port()),
+        addr,
+        Duration::from_millis(300),
+    )
+    .await;
+    assert!(reason.contains("no WebSocket upgrade within"), "{reason}");
+    drop(silent);
+
+    // The refused address first, then a good one: the second is used.
+    let (l, good) = listener();
+    let agent = std::thread::spawn(move || {
+        let mut a = Agent::accept(accept_tcp(&l));
+        a.until("start", |_| {});
+        a.send(8, &1000u16.to_be_bytes());
+        let _ = a.frame();
+    });
+    let mut start = agent_start(format!("ws://agent.test:{}/", good.port()), good);
+    start.addrs = vec![closed, good];
+    let (mut session, mut notices) = media
+        .start_stream(
+            media.allocate().unwrap(),
+            media_config(SocketAddr::new(LOOPBACK, 9)),
+            start,
+        )
+        .unwrap();
+    assert_eq!(notice(&mut notices).await, AgentNotice::Connected);
+    join(agent);
+    assert_eq!(ended(&mut session).await.end, MediaEnd::AgentHangup);
+}
+
+mod tls {
+    use super::*;
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa,
+        KeyPair, KeyUsagePurpose,
+    };
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use rustls::{ServerConfig, ServerConnection, StreamOwned};
+
+    /// A test CA's PEM, and a server configuration for `localhost` signed by it.
+    fn pki() -> (String, Arc<ServerConfig>) {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &ca).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![CertificateDer::from(cert.der().to_vec())],
+                PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).unwrap(),
+            )
+            .unwrap();
+        (ca.pem(), Arc::new(config))
+    }
+
+    #[tokio::test]
+    async fn wss_with_the_profiles_ca_connects_and_an_unverified_server_is_unreachable() {
+        let media = MediaRuntime::spawn(LOOPBACK, 31440..=31443, 1).unwrap();
+        let (ca_pem, config) = pki();
+        let (l, addr) = listener();
+        let server_config = Arc::clone(&config);
+        let agent = std::thread::spawn(move || {
+            let tcp = accept_tcp(&l);
+            let tls = StreamOwned::new(ServerConnection::new(server_config).unwrap(), tcp);
+            let mut a = Agent::accept(tls);
+            let start = a.until("start", |_| {});
+            a.send_json(serde_json::json!({"event": "stop", "streamSid": "MZ1"}));
+            let (op, _) = a.frame();
+            (a.request, start, op)
+        });
+        let url = format!("wss://localhost:{}/secure", addr.port());
+        let mut start = agent_start(url.clone(), addr);
+        start.ca_pem = Some(ca_pem);
+        let (mut session, mut notices) = media
+            .start_stream(
+                media.allocate().unwrap(),
+                media_config(SocketAddr::new(LOOPBACK, 9)),
+                start,
+            )
+            .unwrap();
+        assert_eq!(notice(&mut notices).await, AgentNotice::Connected);
+        // The agent's `stop` ends the session; the client closes.
+        assert_eq!(ended(&mut session).await.end, MediaEnd::AgentHangup);
+        let (request, start, op) = join(agent);
+        assert!(request.starts_with("GET /secure HTTP/1.1\r\n"), "{request}");
+        assert_eq!(start["start"]["streamSid"], "MZ1");
+        assert_eq!(op, 8);
+
+        // Without the CA the server's certificate does not verify.
+        let (l, addr) = listener();
+        let h = std::thread::spawn(move || {
+            let tcp = accept_tcp(&l);
+            let mut tls = StreamOwned::new(ServerConnection::new(config).unwrap(), tcp);
+            let mut buf = [0u8; 64];
+            let _ = tls.read(&mut buf);
+        });
+        let url = format!("wss://localhost:{}/", addr.port());
+        let reason = unreachable(&media, url, addr, Duration::from_secs(5)).await;
+        assert!(
+            reason.contains("TLS") && reason.contains("certificate"),
+            "{reason}"
+        );
+        join(h);
+    }
+}
