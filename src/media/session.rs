@@ -19,6 +19,7 @@ use super::dtmf::Digit;
 use super::latch::LatchStats;
 use super::rtp::Pt;
 use super::shard::{Command, ShardLink};
+use super::stream::StreamStats;
 
 /// What a media session needs from the answered call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +70,9 @@ pub struct MediaStats {
     pub latch: LatchStats,
     /// A stream session's notices dropped because the call's channel was full.
     pub notices_dropped: u64,
+    /// A stream session's messages to the agent dropped because the agent did not read
+    /// them (the WebSocket's output was full).
+    pub messages_dropped: u64,
 }
 
 /// How a media session ended and what it carried.
@@ -78,6 +82,8 @@ pub struct MediaReport {
     pub stats: MediaStats,
     /// Where the caller's media came from, if it ever came.
     pub latched: Option<SocketAddr>,
+    /// A stream session's counts of its agent stream; `None` for an echo session.
+    pub stream: Option<StreamStats>,
 }
 
 impl MediaReport {
@@ -87,6 +93,7 @@ impl MediaReport {
             end: MediaEnd::Shutdown,
             stats: MediaStats::default(),
             latched: None,
+            stream: None,
         }
     }
 }
