@@ -127,7 +127,7 @@ impl MediaError {
 enum State {
     Live,
     HungUp,
-    Ended(MediaReport),
+    Ended(Box<MediaReport>),
 }
 
 /// The call's side of one media session on a shard. Dropping it hangs the session up.
@@ -199,12 +199,12 @@ impl MediaSession {
     /// after it returned (it returns the same report).
     pub async fn ended(&mut self) -> MediaReport {
         if let State::Ended(report) = &self.state {
-            return report.clone();
+            return (**report).clone();
         }
         let report = (&mut self.report)
             .await
             .unwrap_or_else(|_| MediaReport::shutdown());
-        self.state = State::Ended(report.clone());
+        self.state = State::Ended(Box::new(report.clone()));
         report
     }
 }
