@@ -229,3 +229,6 @@ impl Leg for AgentLeg {
         Some(next)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -180,7 +180,7 @@ impl AgentConn {
             return;
         }
         let reason = match self.last_error.take() {
-            Some(e) => format!("cannot connect to {}: {e}", self.url.authority),
+            Some(e) => format!("cannot connect: {e}"),
             None => format!("no address to connect to for {}", self.url.authority),
         };
         self.unreachable(reason);

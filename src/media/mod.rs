@@ -10,18 +10,26 @@
 //! the parts an agent stream leg is built from; [`stream`] is the agent stream (Twilio Media
 //! Streams or Exotel JSON over a WebSocket the driver owns), a leg that sends the caller's
 //! audio to the agent as messages and plays the agent's back in 20 ms frames.
+//! [`agent::AgentLeg`] joins them into the agent side of a stream call, and [`ws`] is the
+//! WebSocket client protocol (RFC 6455) its stream runs over.
 //! `ports`, `shard` and `runtime` are the IO edge: one event loop per core
-//! ([`runtime::MediaRuntime`]), each owning whole calls, with no task per call.
+//! ([`runtime::MediaRuntime`]), each owning whole calls, with no task per call; a stream
+//! call's agent socket (TCP, or TLS by rustls) is registered with its shard's loop too.
 //!
 //! A call allocates an [`ports::RtpPorts`] pair through [`runtime::MediaRuntime::allocate`]
 //! before answering (an empty pool is a 503), puts [`ports::RtpPorts::rtp_port`] in its SDP
 //! answer, and hands the pair to [`runtime::MediaRuntime::start`] once answered; the
-//! [`session::MediaSession`] it gets back hangs the session up and awaits its report.
+//! [`session::MediaSession`] it gets back hangs the session up and awaits its report. A call
+//! to an AI agent uses [`runtime::MediaRuntime::start_stream`] instead, at once (before
+//! answering: the agent's silence is the early media), with an [`agent::AgentStart`]; it
+//! also gets [`agent::AgentNotice`]s (connected, unreachable, digits, clears) and can hand
+//! the session SIP INFO digits ([`session::MediaSession::dtmf`]).
 //!
 //! ```text
 //!   call ──allocate──> PortPool (shard chosen, sockets registered with its loop)
 //!   call ──start / hangup──> shard queue ──> Shard loop: Bridge(RtpLeg, EchoLeg)
-//!   call <──MediaReport── shard
+//!   call ──start_stream / dtmf / hangup──> shard queue ──> Bridge(RtpLeg, AgentLeg) + WebSocket
+//!   call <──MediaReport── shard            call <──AgentNotice── shard
 //! ```
 
 pub mod agent;

@@ -19,6 +19,7 @@ use super::dtmf::Digit;
 use super::latch::LatchStats;
 use super::rtp::Pt;
 use super::shard::{Command, ShardLink};
+use super::stream::StreamStats;
 
 /// What a media session needs from the answered call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +70,9 @@ pub struct MediaStats {
     pub latch: LatchStats,
     /// A stream session's notices dropped because the call's channel was full.
     pub notices_dropped: u64,
+    /// A stream session's messages to the agent dropped because the agent did not read
+    /// them (the WebSocket's output was full).
+    pub messages_dropped: u64,
 }
 
 /// How a media session ended and what it carried.
@@ -78,6 +82,8 @@ pub struct MediaReport {
     pub stats: MediaStats,
     /// Where the caller's media came from, if it ever came.
     pub latched: Option<SocketAddr>,
+    /// A stream session's counts of its agent stream; `None` for an echo session.
+    pub stream: Option<StreamStats>,
 }
 
 impl MediaReport {
@@ -87,6 +93,7 @@ impl MediaReport {
             end: MediaEnd::Shutdown,
             stats: MediaStats::default(),
             latched: None,
+            stream: None,
         }
     }
 }
@@ -120,7 +127,7 @@ impl MediaError {
 enum State {
     Live,
     HungUp,
-    Ended(MediaReport),
+    Ended(Box<MediaReport>),
 }
 
 /// The call's side of one media session on a shard. Dropping it hangs the session up.
@@ -192,12 +199,12 @@ impl MediaSession {
     /// after it returned (it returns the same report).
     pub async fn ended(&mut self) -> MediaReport {
         if let State::Ended(report) = &self.state {
-            return report.clone();
+            return (**report).clone();
         }
         let report = (&mut self.report)
             .await
             .unwrap_or_else(|_| MediaReport::shutdown());
-        self.state = State::Ended(report.clone());
+        self.state = State::Ended(Box::new(report.clone()));
         report
     }
 }

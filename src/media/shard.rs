@@ -21,6 +21,12 @@
 //! sleeps until woken, and the first command wakes it. Under load a wake-up runs a batch of
 //! commands and a command costs no system call. A socket is read until it would block, at most
 //! [`MAX_READS`] datagrams at a time, so that one flooded call cannot starve the others.
+//!
+//! A stream session (an AI agent's call) is a `Bridge(RtpLeg, AgentLeg)` with the agent's
+//! WebSocket beside it (see `agent_conn`): its socket is registered under the token
+//! [`AGENT_TOKENS`] + its slot, above every port token and [`WAKE`], and its connect
+//! timeout, close wait and 20 ms slots are its deadline in the same timer heap. An echo
+//! session's packets take the same path as before: one match on the session's kind.
 
 use std::io;
 use std::sync::Arc;
@@ -248,9 +254,13 @@ impl Session {
 
     fn report(&self, end: MediaEnd) -> MediaReport {
         let leg = self.rtp_leg().stats();
-        let notices_dropped = match &self.media {
-            SessionMedia::Echo(_) => 0,
-            SessionMedia::Stream(call) => call.notices_dropped,
+        let (notices_dropped, messages_dropped, stream) = match &self.media {
+            SessionMedia::Echo(_) => (0, 0, None),
+            SessionMedia::Stream(call) => (
+                call.notices_dropped,
+                call.messages_dropped,
+                Some(call.bridge.b().session().stats()),
+            ),
         };
         MediaReport {
             end,
@@ -261,8 +271,10 @@ impl Session {
                 send_errors: self.send_errors,
                 latch: leg.latch,
                 notices_dropped,
+                messages_dropped,
             },
             latched: self.rtp_leg().latched(),
+            stream,
         }
     }
 }

@@ -335,6 +335,11 @@ async fn media_flows_both_ways_with_marks_and_clear_and_the_agents_close_is_a_ha
     assert_eq!(report.latched, Some(carrier.local_addr().unwrap()));
     assert!(report.stats.packets_in >= 40, "{report:?}");
     assert!(report.stats.packets_out >= 45, "{report:?}");
+    let stream = report.stream.expect("a stream session's counts");
+    assert!(stream.caller_frames >= 40, "{stream:?}");
+    assert_eq!((stream.marks_echoed, stream.clears), (1, 1));
+    assert_eq!(stream.protocol_errors, 1, "the binary frame");
+    assert_eq!(report.stats.messages_dropped, 0);
     sender.abort();
 
     let (request, connected, start, first_chunk, heard, mark, op, body) = join(agent);
@@ -466,6 +471,39 @@ async fn a_hangup_sends_stop_then_closes_and_waits_for_the_agents_close() {
     assert_eq!(close, 1000u16.to_be_bytes().to_vec());
     assert_eq!(ended(&mut session).await.end, MediaEnd::Hangup);
     assert_eq!(media.pool().available(), 1);
+}
+
+#[tokio::test]
+async fn a_message_over_the_limit_closes_with_1009() {
+    let media = MediaRuntime::spawn(LOOPBACK, 31450..=31451, 1).unwrap();
+    let (l, addr) = listener();
+    let agent = std::thread::spawn(move || {
+        let mut a = Agent::accept(accept_tcp(&l));
+        a.until("start", |_| {});
+        let big = format!(
+            r#"{{"event":"media","media":{{"payload":"{}"}}}}"#,
+            "A".repeat(2000)
+        );
+        a.send(1, big.as_bytes());
+        loop {
+            let (op, body) = a.frame();
+            if op == 8 {
+                break body;
+            }
+        }
+    });
+    let mut start = agent_start(format!("ws://127.0.0.1:{}/", addr.port()), addr);
+    start.stream.max_message_bytes = 1000;
+    let (mut session, mut notices) = media
+        .start_stream(
+            media.allocate().unwrap(),
+            media_config(SocketAddr::new(LOOPBACK, 9)),
+            start,
+        )
+        .unwrap();
+    assert_eq!(notice(&mut notices).await, AgentNotice::Connected);
+    assert_eq!(join(agent), 1009u16.to_be_bytes().to_vec());
+    assert_eq!(ended(&mut session).await.end, MediaEnd::AgentDisconnected);
 }
 
 /// Starts a stream session whose agent is `addr`, and returns the reason it was unreachable
