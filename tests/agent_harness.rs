@@ -202,14 +202,9 @@ fn exotel_bot_turns_away_a_twilio_start() {
     }));
     let rejected = bot.wait_for("rejected", Duration::from_secs(10));
     assert_eq!(rejected["reason"], "no exotel start message");
-    loop {
-        match ws.next(Duration::from_secs(10)) {
-            Incoming::Text(text) => panic!("a turned-away stream got {text}"),
-            Incoming::Close(code) => {
-                assert_eq!(code, Some(1008));
-                break;
-            }
-        }
+    match ws.next(Duration::from_secs(10)) {
+        Incoming::Text(text) => panic!("a turned-away stream got {text}"),
+        Incoming::Close(code) => assert_eq!(code, Some(1008)),
     }
     assert!(!bot.seen.iter().any(|n| n["event"] == "started"));
 }
