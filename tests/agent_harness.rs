@@ -4,7 +4,7 @@
 //!
 //! `fake_edge.py` plays the edge's side against the bot (Twilio `connected`/`start`/`media`,
 //! or Exotel's), checks that the bot echoes a tone, frames its audio as the dialect wants
-//! and hangs up over Twilio's REST shape; the tests here run it and also drive the bot from
+//! and hangs up over Twilio's REST shape, or ends quietly when the edge hangs up; the tests here run it and also drive the bot from
 //! Rust through `common::agent::EchoBot`, as the agent tests of vca-sip do, with a plain
 //! WebSocket client and a plain HTTP server standing in for vca-sip. A Python, venv or pip
 //! failure fails these tests; nothing is skipped. Each holds the heavy-test lock: they run a
@@ -35,7 +35,7 @@ const FRAMES: usize = 50;
 #[test]
 fn twilio_fake_edge_hears_its_tone_and_the_hang_up() {
     let _heavy = common::heavy::one_at_a_time();
-    let summary = agent::fake_edge(Dialect::Twilio);
+    let summary = agent::fake_edge(Dialect::Twilio, false);
     eprintln!("fake_edge twilio: {summary}");
     assert_eq!(summary["failures"], json!([]));
     assert_eq!(summary["hangup_posts"], 1, "{summary}");
@@ -45,7 +45,7 @@ fn twilio_fake_edge_hears_its_tone_and_the_hang_up() {
 #[test]
 fn exotel_fake_edge_hears_its_tone_in_320_byte_multiples() {
     let _heavy = common::heavy::one_at_a_time();
-    let summary = agent::fake_edge(Dialect::Exotel);
+    let summary = agent::fake_edge(Dialect::Exotel, false);
     eprintln!("fake_edge exotel: {summary}");
     assert_eq!(summary["failures"], json!([]));
     assert_eq!(summary["hangup_posts"], 0, "{summary}");
@@ -56,6 +56,27 @@ fn exotel_fake_edge_hears_its_tone_in_320_byte_multiples() {
             .all(|s| s.as_u64().is_some_and(|s| s % 320 == 0)),
         "{summary}"
     );
+    assert_tone_found(&summary);
+}
+
+/// When the edge sends `stop` and closes the socket, the bot ends its pipeline and, the
+/// socket being gone, makes no hang-up POST: the edge's own hang-up is the only one.
+#[test]
+fn twilio_bot_ends_without_a_post_when_the_edge_hangs_up() {
+    let _heavy = common::heavy::one_at_a_time();
+    let summary = agent::fake_edge(Dialect::Twilio, true);
+    eprintln!("fake_edge twilio, edge hangs up: {summary}");
+    assert_eq!(summary["failures"], json!([]));
+    assert_eq!(summary["hangup_posts"], 0, "{summary}");
+    assert_tone_found(&summary);
+}
+
+#[test]
+fn exotel_bot_ends_when_the_edge_hangs_up() {
+    let _heavy = common::heavy::one_at_a_time();
+    let summary = agent::fake_edge(Dialect::Exotel, true);
+    eprintln!("fake_edge exotel, edge hangs up: {summary}");
+    assert_eq!(summary["failures"], json!([]));
     assert_tone_found(&summary);
 }
 

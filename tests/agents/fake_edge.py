@@ -1,19 +1,22 @@
 """A test of the Pipecat agent harness: plays vca-sip's side of an agent stream against
 pipecat_echo.py and checks that the bot echoes the caller's audio and hangs up.
 
-    python fake_edge.py --dialect twilio
-    python fake_edge.py --dialect exotel
+    python fake_edge.py --dialect twilio [--edge-hangs-up]
+    python fake_edge.py --dialect exotel [--edge-hangs-up]
 
 It starts the bot on a free loopback port (its hang-up pointed at a small HTTP server of
 its own that answers like Twilio's REST API), connects to /ws, sends `connected` and
 `start` in the dialect's exact shape, then 3 s of a stepped tone as `media` every 20 ms
 (160 bytes of mu-law for Twilio, 320 bytes of 16-bit PCM for Exotel), and silence after it
-until the bot closes the socket. Checks:
+until the bot closes the socket; or, with --edge-hangs-up, sends `stop` after the tone and
+closes the socket itself, as the edge does when the caller hangs up. Checks:
   - the bot's `started` note carries the sids and custom parameters sent;
   - media comes back in the dialect's shape (its stream sid; Exotel payloads a multiple
     of 320 bytes) and the tone is in it: each 0.5 s of the tone correlates with the echo;
   - Twilio: the hang-up POST (path, Basic auth, Status=completed) arrives before the socket
     closes and the bot sees its 200; Exotel: no POST at all;
+  - --edge-hangs-up: the bot sees the socket close and ends its pipeline, and makes no
+    hang-up POST (Pipecat's output transport writes nothing once the socket is gone);
   - the bot counted every media frame sent before the tone ended.
 Prints a JSON summary (with bot start time and echo delay) to stdout; exits 0 only when
 every check passes. Uses only loopback.
@@ -39,6 +42,10 @@ RATE = 8000
 FRAME_SAMPLES = 160  # 20 ms
 TONE_SECS = 3.0
 END_AFTER_SECS = 4.0
+# When the edge hangs up first, the bot's own timer must not fire first.
+END_AFTER_SECS_EDGE_ENDS = 60.0
+# Time between `stop` and the close, when the edge hangs up.
+STOP_TO_CLOSE_SECS = 0.2
 WINDOW_SECS = 0.5
 MIN_WINDOW_CORRELATION = 0.9
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
@@ -299,15 +306,16 @@ def correlate_windows(sent: np.ndarray, received: np.ndarray) -> list[tuple[floa
     return results
 
 
-async def run(dialect_name: str) -> tuple[dict, list[str]]:
+async def run(dialect_name: str, edge_ends: bool) -> tuple[dict, list[str]]:
     dialect = Dialect(dialect_name)
     failures: list[str] = []
-    summary: dict = {"dialect": dialect_name}
+    summary: dict = {"dialect": dialect_name, "edge_hangs_up": edge_ends}
 
     hangup = HangupServer()
     base = await hangup.start()
     bot = Bot()
-    args = ["--dialect", dialect_name, "--port", "0", "--end-after", str(END_AFTER_SECS)]
+    end_after = END_AFTER_SECS_EDGE_ENDS if edge_ends else END_AFTER_SECS
+    args = ["--dialect", dialect_name, "--port", "0", "--end-after", str(end_after)]
     if dialect.twilio:
         args += ["--hangup-base", base, "--auth-token", AUTH_TOKEN]
     await bot.start(args)
@@ -341,7 +349,8 @@ async def run(dialect_name: str) -> tuple[dict, list[str]]:
             chunk = 0
             # Deadlines, not intervals, so the pace does not drift; then silence until the
             # bot ends the call (as an edge keeps sending the caller's audio).
-            while not receiving.done() and chunk < frames + int(10 / 0.02):
+            last = frames if edge_ends else frames + int(10 / 0.02)
+            while not receiving.done() and chunk < last:
                 chunk += 1
                 if chunk <= frames:
                     samples = sent[(chunk - 1) * FRAME_SAMPLES : chunk * FRAME_SAMPLES]
@@ -355,8 +364,26 @@ async def run(dialect_name: str) -> tuple[dict, list[str]]:
                 delay = begin + chunk * 0.02 - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
-            await asyncio.wait_for(receiving, 10)
-            closed_at = time.monotonic()
+            if edge_ends:
+                stop = {"event": "stop", "streamSid": STREAM_SID, "stop": {}}
+                if dialect.twilio:
+                    stop["sequenceNumber"] = dialect.seq()
+                    stop["stop"] = {"accountSid": ACCOUNT_SID, "callSid": CALL_SID}
+                else:
+                    stop = {
+                        "event": "stop",
+                        "sequence_number": dialect.seq(),
+                        "stream_sid": STREAM_SID,
+                        "stop": {"call_sid": CALL_SID, "account_sid": ACCOUNT_SID},
+                    }
+                await ws.send(json.dumps(stop))
+                await asyncio.sleep(STOP_TO_CLOSE_SECS)
+                closed_at = time.monotonic()
+                await ws.close()
+                receiving.cancel()
+            else:
+                await asyncio.wait_for(receiving, 10)
+                closed_at = time.monotonic()
             summary["frames_sent"] = chunk
             summary["close_code"] = ws.close_code
         summary["call_secs"] = round(closed_at - begin, 2)
@@ -416,7 +443,13 @@ async def run(dialect_name: str) -> tuple[dict, list[str]]:
 
         # The hang-up.
         summary["hangup_posts"] = len(hangup.posts)
-        if dialect.twilio:
+        if edge_ends:
+            if not await bot.wait_for("disconnected", 5):
+                failures.append("the bot did not see the socket close")
+            await asyncio.sleep(0.5)
+            if hangup.posts:
+                failures.append(f"{len(hangup.posts)} hang-up POSTs after the edge hung up")
+        elif dialect.twilio:
             want_path = f"/2010-04-01/Accounts/{ACCOUNT_SID}/Calls/{CALL_SID}.json"
             want_auth = "Basic " + base64.b64encode(
                 f"{ACCOUNT_SID}:{AUTH_TOKEN}".encode()
@@ -450,7 +483,9 @@ async def run(dialect_name: str) -> tuple[dict, list[str]]:
                 "media_frames_in"
             ] < len(sent) // FRAME_SAMPLES:
                 failures.append(f"the bot counted {ended.get('media_frames_in')} media frames")
-        if not bot.find("ending"):
+        if edge_ends and bot.find("ending"):
+            failures.append("the bot's timer fired although the edge hung up")
+        if not edge_ends and not bot.find("ending"):
             failures.append("the bot did not end the call on its timer")
     finally:
         await bot.stop()
@@ -461,10 +496,15 @@ async def run(dialect_name: str) -> tuple[dict, list[str]]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dialect", choices=("twilio", "exotel"), required=True)
+    parser.add_argument(
+        "--edge-hangs-up",
+        action="store_true",
+        help="send stop and close the socket after the tone instead of waiting for the bot",
+    )
     args = parser.parse_args()
     os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
     try:
-        summary, failures = asyncio.run(run(args.dialect))
+        summary, failures = asyncio.run(run(args.dialect, args.edge_hangs_up))
     except (OSError, RuntimeError, asyncio.TimeoutError, websockets.WebSocketException) as e:
         print(f"fake_edge {args.dialect}: FAILED: {type(e).__name__}: {e}", file=sys.stderr)
         return 1

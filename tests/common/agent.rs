@@ -180,12 +180,14 @@ impl Drop for EchoBot {
     }
 }
 
-/// Runs `fake_edge.py` for `dialect` (it starts its own bot) and returns its JSON summary;
-/// panics with its output unless every check passed.
-pub fn fake_edge(dialect: Dialect) -> Value {
+/// Runs `fake_edge.py` for `dialect` (it starts its own bot; with `edge_hangs_up` the edge
+/// ends the call, else the bot's timer does) and returns its JSON summary; panics with its
+/// output unless every check passed.
+pub fn fake_edge(dialect: Dialect, edge_hangs_up: bool) -> Value {
     let out = Command::new(python())
         .arg(agents_dir().join("fake_edge.py"))
         .args(["--dialect", dialect.as_str()])
+        .args(edge_hangs_up.then_some("--edge-hangs-up"))
         .stdin(Stdio::null())
         .output()
         .unwrap_or_else(|e| panic!("cannot run fake_edge.py: {e}"));
