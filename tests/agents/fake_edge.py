@@ -82,10 +82,9 @@ def tone(seconds: float) -> np.ndarray:
     """Steps of 400, 600, ... Hz, one per window, so that each window is told apart from its
     neighbours and a lag is unambiguous beyond one period."""
     n = int(seconds * RATE)
-    t = np.arange(n) / RATE
     step = (np.arange(n) // int(WINDOW_SECS * RATE)).astype(np.float64)
     phase = 2 * math.pi * np.cumsum(400.0 + 200.0 * step) / RATE
-    return np.round(8000 * np.sin(phase) + 0 * t).astype(np.int64)
+    return np.round(8000 * np.sin(phase)).astype(np.int64)
 
 
 class Dialect:
@@ -254,8 +253,8 @@ class HangupServer:
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
         await site.start()
-        port = site._server.sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
+        host, port = self.runner.addresses[0][:2]
+        return f"http://{host}:{port}"
 
     async def call(self, request: web.Request) -> web.Response:
         form = await request.post()

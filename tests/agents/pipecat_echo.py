@@ -24,7 +24,7 @@ Notable things go to stderr as one JSON object a line, for the tests to assert o
   {"event": "ending", "reason": "timer"}
   {"event": "disconnected"}
   {"event": "hangup", "status": N, ...}            (twilio only)
-  {"event": "ended", "media_frames_in": N, "media_frames_out": N}
+  {"event": "ended", "media_frames_in": N}   (each of them echoed)
   {"event": "rejected", "reason": "..."}           (a first message pair that is not a call)
 Pipecat's own log goes to stderr as plain text, warnings and above unless
 VCA_AGENT_LOG_LEVEL says otherwise. Nothing reaches the network beyond loopback.
@@ -250,7 +250,7 @@ def make_app(args) -> FastAPI:
             await runner.run()
         finally:
             timer.cancel()
-            note("ended", media_frames_in=echo.frames_in, media_frames_out=echo.frames_in)
+            note("ended", media_frames_in=echo.frames_in)
 
     return app
 
