@@ -4,6 +4,7 @@
 // The harness waits on real processes and sockets, so it reads the real clock.
 #![allow(clippy::disallowed_methods)]
 
+pub mod agent;
 pub mod calls;
 pub mod heavy;
 pub mod pki;
