@@ -16,7 +16,7 @@ use serde_json::json;
 
 use super::AppState;
 use crate::ids::CallId;
-use crate::store::keys::hash_api_key;
+use crate::store::hash_api_key;
 
 /// Ends the call `call_sid` of tenant `account_sid`.
 pub async fn update_call(
@@ -30,7 +30,11 @@ pub async fn update_call(
         .and_then(|sid| sid.parse::<uuid::Uuid>().ok())
         .map(CallId)
     else {
-        return twilio_error(StatusCode::NOT_FOUND, 20404, "The requested resource was not found");
+        return twilio_error(
+            StatusCode::NOT_FOUND,
+            20404,
+            "The requested resource was not found",
+        );
     };
     let Some((user, password)) = basic_credentials(&headers) else {
         return unauthorized();
@@ -45,7 +49,11 @@ pub async fn update_call(
             Ok(None) => false,
             Err(e) => {
                 tracing::warn!(error = %e, "API key lookup failed");
-                return twilio_error(StatusCode::SERVICE_UNAVAILABLE, 20503, "Service unavailable");
+                return twilio_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    20503,
+                    "Service unavailable",
+                );
             }
         };
     if !by_token && !by_key {
@@ -62,10 +70,11 @@ pub async fn update_call(
             );
         }
     }
-    match state
-        .live
-        .hang_up(&account_sid, call, "the agent ended the call through the REST API")
-    {
+    match state.live.hang_up(
+        &account_sid,
+        call,
+        "the agent ended the call through the REST API",
+    ) {
         Ok(()) => (
             StatusCode::OK,
             axum::Json(json!({
@@ -75,13 +84,21 @@ pub async fn update_call(
             })),
         )
             .into_response(),
-        Err(_) => twilio_error(StatusCode::NOT_FOUND, 20404, "The requested resource was not found"),
+        Err(_) => twilio_error(
+            StatusCode::NOT_FOUND,
+            20404,
+            "The requested resource was not found",
+        ),
     }
 }
 
 /// Anything else under the prefix.
 pub async fn not_found() -> Response {
-    twilio_error(StatusCode::NOT_FOUND, 20404, "The requested resource was not found")
+    twilio_error(
+        StatusCode::NOT_FOUND,
+        20404,
+        "The requested resource was not found",
+    )
 }
 
 fn unauthorized() -> Response {
@@ -119,7 +136,9 @@ fn form_value(body: &[u8], name: &str) -> Option<String> {
     let text = std::str::from_utf8(body).ok()?;
     text.split('&').find_map(|pair| {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        (percent_decode(key)? == name).then(|| percent_decode(value)).flatten()
+        (percent_decode(key)? == name)
+            .then(|| percent_decode(value))
+            .flatten()
     })
 }
 
@@ -147,12 +166,18 @@ mod tests {
 
     #[test]
     fn form_values_are_decoded_and_broken_escapes_refused() {
-        assert_eq!(form_value(b"Status=completed", "Status").as_deref(), Some("completed"));
+        assert_eq!(
+            form_value(b"Status=completed", "Status").as_deref(),
+            Some("completed")
+        );
         assert_eq!(
             form_value(b"A=1&Status=in%2Dprogress&Status=x", "Status").as_deref(),
             Some("in-progress")
         );
-        assert_eq!(form_value(b"Twiml=%3CResponse%3E+x", "Twiml").as_deref(), Some("<Response> x"));
+        assert_eq!(
+            form_value(b"Twiml=%3CResponse%3E+x", "Twiml").as_deref(),
+            Some("<Response> x")
+        );
         assert_eq!(form_value(b"Status=%G0", "Status"), None);
         assert_eq!(form_value(b"Status=%4", "Status"), None);
         assert_eq!(form_value(b"Other=1", "Status"), None);
@@ -163,15 +188,24 @@ mod tests {
     fn basic_credentials_need_the_basic_scheme_and_a_colon() {
         let mut headers = HeaderMap::new();
         let encoded = base64::engine::general_purpose::STANDARD.encode("tenant:se:cret");
-        headers.insert(header::AUTHORIZATION, format!("Basic {encoded}").parse().unwrap());
+        headers.insert(
+            header::AUTHORIZATION,
+            format!("Basic {encoded}").parse().unwrap(),
+        );
         assert_eq!(
             basic_credentials(&headers),
             Some(("tenant".to_owned(), "se:cret".to_owned()))
         );
-        headers.insert(header::AUTHORIZATION, format!("Bearer {encoded}").parse().unwrap());
+        headers.insert(
+            header::AUTHORIZATION,
+            format!("Bearer {encoded}").parse().unwrap(),
+        );
         assert_eq!(basic_credentials(&headers), None);
         let no_colon = base64::engine::general_purpose::STANDARD.encode("tenant");
-        headers.insert(header::AUTHORIZATION, format!("Basic {no_colon}").parse().unwrap());
+        headers.insert(
+            header::AUTHORIZATION,
+            format!("Basic {no_colon}").parse().unwrap(),
+        );
         assert_eq!(basic_credentials(&headers), None);
         headers.insert(header::AUTHORIZATION, "Basic !!!".parse().unwrap());
         assert_eq!(basic_credentials(&headers), None);

@@ -27,13 +27,13 @@ use crate::media::ports::RtpPorts;
 use crate::media::runtime::MediaRuntime;
 use crate::media::session::{self, AgentNotice, AgentStart, MediaSession};
 use crate::media::stream::{Dialect, StreamConfig};
-use crate::store::model::StreamProtocol;
-use crate::targets::{self, TargetPolicy};
 use crate::routing::admission::Admission;
 use crate::routing::directory::Directory;
 use crate::sip::message::Request;
 use crate::sip::transaction::TransactionKey;
+use crate::store::model::StreamProtocol;
 use crate::store::{AttemptLog, CallWriter};
+use crate::targets::{self, TargetPolicy};
 use crate::transport::Peer;
 use crate::ua::{self, CallKey};
 
@@ -282,15 +282,12 @@ impl<M: Machine> Call<M> {
                         session::MediaEnd::MediaTimeout => MediaEnd::Timeout,
                         session::MediaEnd::AgentHangup => MediaEnd::AgentHangup,
                         session::MediaEnd::AgentDisconnected => MediaEnd::AgentDisconnected,
-                        session::MediaEnd::AgentUnreachable => MediaEnd::AgentUnreachable(
-                            "the agent's stream could not be opened".to_owned(),
-                        ),
+                        session::MediaEnd::AgentUnreachable(reason) => {
+                            MediaEnd::AgentUnreachable(reason)
+                        }
                         session::MediaEnd::Hangup
                         | session::MediaEnd::Socket(_)
-                        | session::MediaEnd::Shutdown
-                        | session::MediaEnd::AgentHangup
-                        | session::MediaEnd::AgentDisconnected
-                        | session::MediaEnd::AgentUnreachable(_) => MediaEnd::Failed,
+                        | session::MediaEnd::Shutdown => MediaEnd::Failed,
                     };
                     self.machine.handle_media_end(Instant::now(), end);
                 }
@@ -472,7 +469,11 @@ async fn resolve_stream_url(url: &str, policy: TargetPolicy) -> Result<Vec<Socke
     let host = uri.host().ok_or("the stream URL has no host")?;
     let port = uri
         .port_u16()
-        .unwrap_or(if uri.scheme_str() == Some("wss") { 443 } else { 80 });
+        .unwrap_or(if uri.scheme_str() == Some("wss") {
+            443
+        } else {
+            80
+        });
     targets::resolve(host, port, policy)
         .await
         .map_err(|e| e.to_string())
@@ -524,16 +525,23 @@ pub enum HangupError {
 }
 
 impl LiveCalls {
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<CallId, LiveCall>> {
-        self.calls.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<CallId, LiveCall>> {
+        self.calls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn insert(&self, id: CallId, tenant_id: &str, token: Option<String>) -> mpsc::Receiver<String> {
         let (hangup, asked) = mpsc::channel(1);
         let tenant_id = tenant_id.to_owned();
-        self.lock().insert(id, LiveCall { tenant_id, token, hangup });
+        self.lock().insert(
+            id,
+            LiveCall {
+                tenant_id,
+                token,
+                hangup,
+            },
+        );
         asked
     }
 

@@ -17,8 +17,8 @@ use crate::routing::e164::CountryCode;
 use crate::sip::message::{Message, Request, Response};
 use crate::sip::transaction::{self, TransactionKey};
 use crate::sip::triage::Transport;
-use crate::store::{CallMedia, CallWrite, ResolvedRoute, StreamTarget};
 use crate::store::model::{CallStatus, HangupCause, TenantStatus};
+use crate::store::{CallMedia, CallWrite, ResolvedRoute, StreamTarget};
 use crate::ua::testing::TestPeer;
 use crate::ua::{CallEvent, Command};
 
@@ -726,7 +726,10 @@ fn a_streamed_call_connects_its_agent_with_early_media_before_it_answers() {
     // Nothing is committed while the agent connects; once it is up the call answers.
     assert!(!out.iter().any(|o| matches!(o, Output::WriteDurably(_))));
     let out = h.agent(AgentEvent::Connected);
-    assert!(matches!(out.as_slice(), [Output::WriteDurably(_)]), "{out:?}");
+    assert!(
+        matches!(out.as_slice(), [Output::WriteDurably(_)]),
+        "{out:?}"
+    );
     let out = h.committed(true);
     assert_eq!(statuses(&out), vec![200]);
     // The stream runs since it connected: the ACK starts no second media session.
@@ -739,7 +742,10 @@ fn a_streamed_call_connects_its_agent_with_early_media_before_it_answers() {
     let out = h.event(h.request("BYE", 2, ""));
     assert_eq!(statuses(&out), vec![200]);
     assert!(out.iter().any(|o| matches!(o, Output::StopMedia)));
-    assert_eq!(last_write(&out).call.hangup_cause, Some(HangupCause::CallerBye));
+    assert_eq!(
+        last_write(&out).call.hangup_cause,
+        Some(HangupCause::CallerBye)
+    );
 }
 
 #[test]
@@ -754,8 +760,12 @@ fn an_unreachable_agent_gets_the_caller_480_with_cause_20() {
     assert_eq!(write.call.sip_status, Some(480));
     assert_eq!(write.call.q850_cause, Some(20));
     assert_eq!(write.call.hangup_cause, Some(HangupCause::AgentUnreachable));
-    assert!(write.events.iter().any(|e| e.kind == "agent_unreachable"
-        && e.detail.0["reason"] == "connection refused"));
+    assert!(
+        write
+            .events
+            .iter()
+            .any(|e| e.kind == "agent_unreachable" && e.detail.0["reason"] == "connection refused")
+    );
     assert!(out.iter().any(|o| matches!(o, Output::StopMedia)));
     assert!(is_done(&out));
 }
@@ -784,7 +794,10 @@ fn a_cancel_while_the_agent_connects_gets_487_and_stops_the_stream() {
     let out = h.event(CallEvent::Cancel);
     assert_eq!(statuses(&out), vec![487]);
     assert!(out.iter().any(|o| matches!(o, Output::StopMedia)));
-    assert_eq!(last_write(&out).call.hangup_cause, Some(HangupCause::Cancel));
+    assert_eq!(
+        last_write(&out).call.hangup_cause,
+        Some(HangupCause::Cancel)
+    );
 }
 
 #[test]
@@ -817,7 +830,10 @@ fn an_agent_gone_before_the_ack_ends_the_call_once_it_is_up() {
     assert!(h.media_end(MediaEnd::AgentHangup).is_empty());
     let out = h.event(h.ack(""));
     assert!(sent_bye(&out), "{out:?}");
-    assert_eq!(last_write(&out).call.hangup_cause, Some(HangupCause::AgentHangup));
+    assert_eq!(
+        last_write(&out).call.hangup_cause,
+        Some(HangupCause::AgentHangup)
+    );
     assert!(is_done(&out));
 }
 
@@ -832,7 +848,10 @@ fn the_rest_hang_up_ends_an_answered_call_and_refuses_an_unanswered_one() {
     let out = h.outputs();
     assert!(sent_bye(&out));
     assert!(out.iter().any(|o| matches!(o, Output::StopMedia)));
-    assert_eq!(last_write(&out).call.hangup_cause, Some(HangupCause::AgentHangup));
+    assert_eq!(
+        last_write(&out).call.hangup_cause,
+        Some(HangupCause::AgentHangup)
+    );
 
     let mut h = Harness::new(STREAMED, "", OFFER);
     connecting(&mut h);
@@ -864,11 +883,22 @@ fn info_digits_go_to_the_agent_and_a_bad_body_is_refused() {
         }
         event
     };
-    let out = h.event(info(&h, 2, "application/dtmf-relay", "Signal=5\r\nDuration=160\r\n"));
+    let out = h.event(info(
+        &h,
+        2,
+        "application/dtmf-relay",
+        "Signal=5\r\nDuration=160\r\n",
+    ));
     assert_eq!(statuses(&out), vec![200]);
-    assert!(out.iter().any(|o| matches!(o, Output::SendDtmf('5'))), "{out:?}");
+    assert!(
+        out.iter().any(|o| matches!(o, Output::SendDtmf('5'))),
+        "{out:?}"
+    );
     let out = h.event(info(&h, 3, "application/dtmf", "#"));
-    assert!(out.iter().any(|o| matches!(o, Output::SendDtmf('#'))), "{out:?}");
+    assert!(
+        out.iter().any(|o| matches!(o, Output::SendDtmf('#'))),
+        "{out:?}"
+    );
     let out = h.event(info(&h, 4, "application/dtmf-relay", "Signal=Z\r\n"));
     assert_eq!(statuses(&out), vec![400]);
     assert!(!out.iter().any(|o| matches!(o, Output::SendDtmf(_))));
@@ -880,6 +910,13 @@ fn info_digits_go_to_the_agent_and_a_bad_body_is_refused() {
     h.agent(AgentEvent::Dtmf('7'));
     h.agent(AgentEvent::Cleared { marks: 2 });
     let out = h.event(h.request("BYE", 6, ""));
-    let events: Vec<&str> = last_write(&out).events.iter().map(|e| e.kind.as_str()).collect();
-    assert!(events.contains(&"dtmf") && events.contains(&"clear"), "{events:?}");
+    let events: Vec<&str> = last_write(&out)
+        .events
+        .iter()
+        .map(|e| e.kind.as_str())
+        .collect();
+    assert!(
+        events.contains(&"dtmf") && events.contains(&"clear"),
+        "{events:?}"
+    );
 }

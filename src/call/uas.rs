@@ -42,6 +42,7 @@ use rand::Rng;
 use super::record::Record;
 use crate::clock::WallClock;
 use crate::gate::Admitted;
+use crate::media::dtmf;
 use crate::media::rtp::Pt;
 use crate::media::session::MediaConfig;
 use crate::routing::admission::{self, Admission, Busy};
@@ -57,7 +58,6 @@ use crate::sip::session_timer::{
 };
 use crate::sip::transaction::{self, TransactionKey};
 use crate::sip::triage::{ALLOW, Transport};
-use crate::media::dtmf;
 use crate::store::CallWrite;
 use crate::store::model::{HangupCause, TenantStatus};
 use crate::store::{CallMedia, StreamTarget};
@@ -444,10 +444,7 @@ impl<P: Link + std::fmt::Debug> Uas<P> {
         if let Some(id) = call.phone_number_id {
             parameters.insert("phone_number_id".to_owned(), id.to_string());
         }
-        parameters.insert(
-            "ai_profile_id".to_owned(),
-            target.ai_profile_id.to_string(),
-        );
+        parameters.insert("ai_profile_id".to_owned(), target.ai_profile_id.to_string());
         parameters.insert("from".to_owned(), call.caller.clone());
         parameters.insert("to".to_owned(), call.called.clone());
         parameters.insert("called_raw".to_owned(), call.called_raw.clone());
@@ -469,7 +466,12 @@ impl<P: Link + std::fmt::Debug> Uas<P> {
         }));
         self.media_started = true;
         let early = self.negotiated.is_some().then(|| self.sdp.clone());
-        self.send_response(183, "Session Progress", &[("Contact", self.contact())], early);
+        self.send_response(
+            183,
+            "Session Progress",
+            &[("Contact", self.contact())],
+            early,
+        );
         self.state = State::Connecting(deadline);
     }
 

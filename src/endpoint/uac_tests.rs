@@ -160,6 +160,9 @@ impl Pair {
                     Output::StartMedia(config) => self.media.push(config),
                     Output::StopMedia => self.media_stopped = true,
                     Output::Attempt { .. } => panic!("an outbound call logs no attempt"),
+                    Output::ConnectAgent(_) | Output::SendDtmf(_) => {
+                        panic!("an outbound call has no agent stream")
+                    }
                     Output::Done => {
                         self.done = true;
                         let call = self.uac.key().clone();

@@ -5,6 +5,7 @@
 #![allow(clippy::disallowed_methods)]
 
 pub mod agent;
+pub mod baresip;
 pub mod calls;
 pub mod heavy;
 pub mod pki;

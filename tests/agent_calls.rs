@@ -1,0 +1,288 @@
+//! Carrier calls reach a real AI agent: baresip (the caller) dials the tenant's number, whose
+//! AI profile streams the call to a real Pipecat bot (`tests/agents/pipecat_echo.py`) that
+//! echoes what it hears. The caller must hear its own signal back through the agent, the
+//! bot's own hang-up must end the call, and the call record must say so.
+//!
+//! With Pipecat's `TwilioFrameSerializer` the bot hangs up through vca-sip's
+//! Twilio-compatible REST call (`POST /2010-04-01/Accounts/{accountSid}/Calls/{callSid}.json`),
+//! which ends the call with a BYE; with its `ExotelFrameSerializer` it closes its stream.
+
+#![allow(clippy::disallowed_methods)] // deadlines on real processes and the real binary
+
+mod common;
+
+use std::time::Duration;
+
+use common::agent::EchoBot;
+use common::baresip::{self, Baresip, PLAIN_ACCOUNT, RATE, best_lag, noise_bursts, to_f64};
+use common::calls::CallEnv;
+use common::{Backend, TestServer};
+use reqwest::Method;
+use serde_json::{Value, json};
+use tokio::time::{Instant, sleep};
+use vca_sip::targets::TargetPolicy;
+
+/// The profile's stream token: the bot's password for the REST hang-up.
+const TOKEN: &str = "stream-token-0123456789";
+
+/// Length of the caller's source file: longer than any call here.
+const SOURCE_SECONDS: usize = 20;
+
+/// How long after its `start` the bot ends the call.
+const BOT_TALKS: Duration = Duration::from_secs(4);
+
+const SEED: u32 = 0x0a6e_4701;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_twilio_pipecat_agent_echoes_the_caller_and_hangs_up_through_the_rest_api() {
+    let _heavy = common::heavy::one_at_a_time();
+    let env = CallEnv::start(Backend::Sqlite, allow_loopback_agents).await;
+    let bot = tokio::task::block_in_place(|| EchoBot::twilio(BOT_TALKS, &env.s.base, TOKEN));
+    stream_profile(&env, &bot.url(), "twilio").await;
+
+    let (call, mut bot, received) = call_the_agent(&env, bot).await;
+
+    // The bot heard who called, in Twilio's shape.
+    let started = tokio::task::block_in_place(|| bot.wait_for("started", Duration::ZERO));
+    assert_eq!(started["account_sid"], env.tenant.as_str(), "{started}");
+    assert_eq!(started["call_sid"], call["id"], "{started}");
+    let custom = &started["custom_parameters"];
+    assert_eq!(custom["tenant_id"], env.tenant.as_str(), "{started}");
+    assert_eq!(custom["call_id"], call["id"], "{started}");
+    assert_eq!(custom["phone_number_id"], env.number.as_str(), "{started}");
+    assert_eq!(custom["to"], "+919876543210", "{started}");
+    assert_eq!(custom["called_raw"], "09876543210", "{started}");
+    assert_eq!(custom["greeting"], "namaste", "{started}");
+    // Its hang-up reached vca-sip and was answered 200.
+    let hangup = tokio::task::block_in_place(|| bot.wait_for("hangup", Duration::from_secs(5)));
+    assert_eq!(hangup["status"], 200, "{hangup}");
+
+    assert_echo(&received);
+    assert_eq!(call["status"], "ended", "{call}");
+    assert_eq!(call["hangup_cause"], "agent_hangup", "{call}");
+    assert_eq!(call["sip_status"], 200, "{call}");
+    let kinds = event_kinds(&call);
+    for kind in ["agent_connecting", "agent_connected", "answered", "ended"] {
+        assert!(kinds.contains(&kind), "no {kind} event: {call}");
+    }
+    let ended = call["events"]
+        .as_array()
+        .and_then(|events| events.iter().find(|e| e["kind"] == "ended"))
+        .expect("an ended event");
+    assert!(
+        ended.to_string().contains("REST API"),
+        "the call was not ended by the REST hang-up: {ended}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exotel_pipecat_agent_echoes_the_caller_and_hangs_up_by_closing_its_stream() {
+    let _heavy = common::heavy::one_at_a_time();
+    let env = CallEnv::start(Backend::Sqlite, allow_loopback_agents).await;
+    let bot = tokio::task::block_in_place(|| EchoBot::exotel(BOT_TALKS));
+    stream_profile(&env, &bot.url(), "exotel").await;
+
+    let (call, mut bot, received) = call_the_agent(&env, bot).await;
+
+    let started = tokio::task::block_in_place(|| bot.wait_for("started", Duration::ZERO));
+    assert_eq!(started["call_sid"], call["id"], "{started}");
+    assert_eq!(
+        started["custom_parameters"]["greeting"], "namaste",
+        "{started}"
+    );
+    // Every note of the call is in once the bot says it ended.
+    tokio::task::block_in_place(|| bot.wait_for("ended", Duration::from_secs(5)));
+    assert!(
+        bot.seen.iter().all(|n| n["event"] != "hangup"),
+        "an Exotel bot made a REST hang-up: {:?}",
+        bot.seen
+    );
+    assert_echo(&received);
+    assert_eq!(call["status"], "ended", "{call}");
+    assert_eq!(call["hangup_cause"], "agent_hangup", "{call}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_cannot_be_reached_gets_the_caller_480_with_cause_20() {
+    let _heavy = common::heavy::one_at_a_time();
+    let env = CallEnv::start(Backend::Sqlite, allow_loopback_agents).await;
+    // A port that was free a moment ago: nothing listens there.
+    let closed = baresip::free_tcp_port();
+    stream_profile(&env, &format!("ws://{closed}/ws"), "twilio").await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let source = dir.path().join("source.wav");
+    std::fs::write(&source, baresip::wav_bytes(&noise_bursts(SEED, 4 * RATE)))
+        .expect("write source WAV");
+    let mut phone = Baresip::start(&baresip::program(), dir.path(), &source, PLAIN_ACCOUNT).await;
+    let answer = phone
+        .ctrl
+        .command("dial", &format!("sip:09876543210@{}", env.udp()))
+        .await;
+    assert_eq!(
+        answer["ok"],
+        true,
+        "dial refused: {answer}\n{}",
+        phone.log()
+    );
+    let closed = phone
+        .ctrl
+        .event("CALL_CLOSED", Duration::from_secs(10))
+        .await;
+    println!("closed: {closed}");
+    phone.quit().await;
+    let log = phone.log();
+    assert!(
+        log.contains("SIP/2.0 480"),
+        "no 480 reached the caller:\n{log}"
+    );
+    assert!(
+        log.contains("Reason: Q.850;cause=20"),
+        "the 480 carries no Q.850 cause 20:\n{log}"
+    );
+    let call = finished_call(&env.s, &env.tenant).await;
+    assert_eq!(call["status"], "failed", "{call}");
+    assert_eq!(call["sip_status"], 480, "{call}");
+    assert_eq!(call["q850_cause"], 20, "{call}");
+    assert_eq!(call["hangup_cause"], "agent_unreachable", "{call}");
+    assert!(event_kinds(&call).contains(&"agent_unreachable"), "{call}");
+}
+
+/// Tests run their agents on loopback, which tenants' targets may not reach by default.
+fn allow_loopback_agents(config: &mut vca_sip::config::Config) {
+    config.target_policy = TargetPolicy::AllowPrivate;
+}
+
+/// Makes the tenant's default AI profile a stream to `url` in `protocol`.
+async fn stream_profile(env: &CallEnv, url: &str, protocol: &str) {
+    let (status, profile) = env
+        .s
+        .admin_call(
+            Method::POST,
+            &format!("/api/tenants/{}/ai-profiles", env.tenant),
+            Some(json!({
+                "name": "Echo agent",
+                "role": "receptionist",
+                "system_prompt": "Repeat what you hear.",
+                "is_default": true,
+                "media_target": "stream",
+                "stream_url": url,
+                "stream_protocol": protocol,
+                "stream_auth_token": TOKEN,
+                "stream_parameters": {"greeting": "namaste"},
+            })),
+        )
+        .await;
+    assert_eq!(status, 201, "{profile}");
+}
+
+/// baresip calls the number with a noise signal as its voice and stays on the line until
+/// the server ends the call (the agent's hang-up). Returns the finished call record with
+/// its events, the bot, and what baresip heard.
+async fn call_the_agent(env: &CallEnv, bot: EchoBot) -> (Value, EchoBot, Vec<i16>) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let source = dir.path().join("source.wav");
+    let sent = noise_bursts(SEED, SOURCE_SECONDS * RATE);
+    std::fs::write(&source, baresip::wav_bytes(&sent)).expect("write source WAV");
+    let mut phone = Baresip::start(&baresip::program(), dir.path(), &source, PLAIN_ACCOUNT).await;
+    let answer = phone
+        .ctrl
+        .command("dial", &format!("sip:09876543210@{}", env.udp()))
+        .await;
+    assert_eq!(
+        answer["ok"],
+        true,
+        "dial refused: {answer}\n{}",
+        phone.log()
+    );
+    let established = phone
+        .ctrl
+        .event("CALL_ESTABLISHED", Duration::from_secs(10))
+        .await;
+    println!("established: {established}");
+    // The agent ends the call: baresip never hangs up here.
+    let closed = phone
+        .ctrl
+        .event("CALL_CLOSED", BOT_TALKS + Duration::from_secs(10))
+        .await;
+    println!("closed: {closed}");
+    phone.quit().await;
+    let log = phone.log();
+    assert!(
+        log.contains("BYE sip:"),
+        "the server sent baresip no BYE:\n{log}"
+    );
+    let received = phone.recording("dec");
+    let call = finished_call(&env.s, &env.tenant).await;
+    (call, bot, received)
+}
+
+/// What the caller heard carries what it said (echoed by the agent).
+fn assert_echo(received: &[i16]) {
+    let secs = received.len() as f64 / RATE as f64;
+    println!("received {} samples ({secs:.2} s)", received.len());
+    assert!(
+        secs >= 2.0,
+        "the caller heard only {secs:.2} s of the agent"
+    );
+    let sent = to_f64(&noise_bursts(SEED, SOURCE_SECONDS * RATE));
+    let peak = best_lag(&sent, &to_f64(received));
+    println!(
+        "echo through the agent: lag {} samples ({:.1} ms), coefficient {:.4}",
+        peak.lag,
+        peak.lag as f64 * 1000.0 / RATE as f64,
+        peak.coefficient
+    );
+    assert!(
+        peak.coefficient > 0.8,
+        "the caller did not hear its own signal back through the agent: {peak:?}"
+    );
+    let control = best_lag(
+        &to_f64(&noise_bursts(SEED ^ 0xffff, SOURCE_SECONDS * RATE)),
+        &to_f64(received),
+    );
+    assert!(
+        control.coefficient.abs() < 0.2,
+        "an unrelated signal matches what the caller heard: {control:?}"
+    );
+}
+
+fn event_kinds(call: &Value) -> Vec<&str> {
+    call["events"]
+        .as_array()
+        .map(|events| events.iter().filter_map(|e| e["kind"].as_str()).collect())
+        .unwrap_or_default()
+}
+
+/// The tenant's one call, with its events, once it has a final status.
+async fn finished_call(s: &TestServer, tenant: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, list) = s
+            .admin_call(Method::GET, &format!("/api/tenants/{tenant}/calls"), None)
+            .await;
+        assert_eq!(status, 200, "{list}");
+        let calls = list["items"].as_array().cloned().unwrap_or_default();
+        if let Some(call) = calls
+            .iter()
+            .find(|c| c["status"] == "ended" || c["status"] == "failed")
+        {
+            assert_eq!(calls.len(), 1, "exactly one call: {calls:#?}");
+            let id = call["id"].as_str().expect("call id");
+            let (status, call) = s
+                .admin_call(
+                    Method::GET,
+                    &format!("/api/tenants/{tenant}/calls/{id}"),
+                    None,
+                )
+                .await;
+            assert_eq!(status, 200, "{call}");
+            println!("call record: {call}");
+            return call;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no final call record within 5 s: {calls:#?}"
+        );
+        sleep(Duration::from_millis(50)).await;
+    }
+}
