@@ -16,6 +16,7 @@ use std::time::Duration;
 use common::agent::EchoBot;
 use common::baresip::{self, Baresip, PLAIN_ACCOUNT, RATE, best_lag, noise_bursts, to_f64};
 use common::calls::CallEnv;
+use common::sipp::scenario;
 use common::{Backend, TestServer};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -285,4 +286,44 @@ async fn finished_call(s: &TestServer, tenant: &str) -> Value {
         );
         sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_callers_keys_reach_the_agent_from_rfc_4733_events_and_sip_info() {
+    let _heavy = common::heavy::one_at_a_time();
+    let env = CallEnv::start(Backend::Sqlite, allow_loopback_agents).await;
+    let mut bot = tokio::task::block_in_place(|| {
+        EchoBot::twilio(Duration::from_secs(60), &env.s.base, TOKEN)
+    });
+    stream_profile(&env, &bot.url(), "twilio").await;
+
+    // sipp presses 1 as telephone-events, 9 as application/dtmf-relay and # as
+    // application/dtmf, then hangs up.
+    let mut sipp = env.sipp(scenario("dtmf.xml"), "udp", &["09876543210;sipp"]);
+    sipp.pause_ms = 500;
+    let run = sipp.run().await;
+    assert!(run.succeeded(), "{}\n{}", run.screen, run.messages);
+
+    tokio::task::block_in_place(|| bot.wait_for("ended", Duration::from_secs(10)));
+    let digits: Vec<&str> = bot
+        .seen
+        .iter()
+        .filter(|n| n["event"] == "dtmf")
+        .filter_map(|n| n["digit"].as_str())
+        .collect();
+    assert_eq!(digits, ["1", "9", "#"], "the agent's notes: {:?}", bot.seen);
+
+    let call = finished_call(&env.s, &env.tenant).await;
+    assert_eq!(call["hangup_cause"], "caller_bye", "{call}");
+    let recorded: Vec<&str> = call["events"]
+        .as_array()
+        .map(|events| {
+            events
+                .iter()
+                .filter(|e| e["kind"] == "dtmf")
+                .filter_map(|e| e["detail"]["digit"].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(recorded, ["1", "9", "#"], "{call}");
 }

@@ -21,6 +21,7 @@ Notable things go to stderr as one JSON object a line, for the tests to assert o
   {"event": "started", "dialect", "stream_sid", "call_sid", "account_sid",
    "custom_parameters", "hangup_url"}
   {"event": "first_media"}
+  {"event": "dtmf", "digit": "5"}                  (a key the caller pressed)
   {"event": "ending", "reason": "timer"}
   {"event": "disconnected"}
   {"event": "hangup", "status": N, ...}            (twilio only)
@@ -57,6 +58,7 @@ from pipecat.frames.frames import (  # noqa: E402
     EndFrame,
     Frame,
     InputAudioRawFrame,
+    InputDTMFFrame,
     OutputAudioRawFrame,
 )
 from pipecat.pipeline.pipeline import Pipeline  # noqa: E402
@@ -100,7 +102,8 @@ def hangup_outcome(message) -> None:
 
 
 class Echo(FrameProcessor):
-    """Sends every frame of the caller's audio back as the bot's audio, counting them."""
+    """Sends every frame of the caller's audio back as the bot's audio, counting them, and
+    notes every key the caller presses."""
 
     def __init__(self):
         super().__init__(name="echo")
@@ -120,6 +123,8 @@ class Echo(FrameProcessor):
                 )
             )
         else:
+            if isinstance(frame, InputDTMFFrame):
+                note("dtmf", digit=frame.button.value)
             await self.push_frame(frame, direction)
 
 
