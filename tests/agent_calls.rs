@@ -74,6 +74,8 @@ async fn a_twilio_pipecat_agent_echoes_the_caller_and_hangs_up_through_the_rest_
         ended.to_string().contains("REST API"),
         "the call was not ended by the REST hang-up: {ended}"
     );
+    // The BYE and the bot's own close race: the stream ends as either.
+    assert_streams_gone(&env.s, &["hangup", "agent_hangup"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,6 +103,7 @@ async fn an_exotel_pipecat_agent_echoes_the_caller_and_hangs_up_by_closing_its_s
     assert_echo(&received);
     assert_eq!(call["status"], "ended", "{call}");
     assert_eq!(call["hangup_cause"], "agent_hangup", "{call}");
+    assert_streams_gone(&env.s, &["agent_hangup"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,6 +144,7 @@ async fn an_agent_that_cannot_be_reached_gets_the_caller_480_with_cause_20() {
         "the 480 carries no Q.850 cause 20:\n{log}"
     );
     let call = finished_call(&env.s, &env.tenant).await;
+    assert_streams_gone(&env.s, &["agent_unreachable"]).await;
     assert_eq!(call["status"], "failed", "{call}");
     assert_eq!(call["sip_status"], 480, "{call}");
     assert_eq!(call["q850_cause"], 20, "{call}");
@@ -245,6 +249,44 @@ fn assert_echo(received: &[i16]) {
         control.coefficient.abs() < 0.2,
         "an unrelated signal matches what the caller heard: {control:?}"
     );
+}
+
+/// Once the calls are over no agent stream is left, and an end as one of `ends` was counted
+/// (the metrics are the process's, so earlier tests' ends are in the counts too).
+async fn assert_streams_gone(s: &TestServer, ends: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let metrics = s.metrics().await;
+        let live = metric(&metrics, "vca_sip_agent_streams");
+        let ended: f64 = ends
+            .iter()
+            .filter_map(|end| {
+                metric(
+                    &metrics,
+                    &format!("vca_sip_agent_stream_ends_total{{end=\"{end}\"}}"),
+                )
+            })
+            .sum();
+        if live == Some(0.0) && ended >= 1.0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "agent streams live {live:?}, ended as {ends:?} {ended}:\n{metrics}"
+        );
+        sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The value of the sample `name` (with its labels, as printed) in a Prometheus text page.
+fn metric(page: &str, name: &str) -> Option<f64> {
+    page.lines().find_map(|line| {
+        line.strip_prefix(name)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
 }
 
 fn event_kinds(call: &Value) -> Vec<&str> {

@@ -44,6 +44,7 @@ use super::leg::{Datagram, Input, Leg, LegEvent, Port};
 use super::ports::{PortPool, RtpPorts};
 use super::rtp_leg::{MAX_DATAGRAM, RtpLeg};
 use super::session::{MediaConfig, MediaEnd, MediaError, MediaReport, MediaStats};
+use super::stream::StreamStats;
 
 /// The token of the shard's waker; socket tokens are port numbers, all below it.
 pub(crate) const WAKE: Token = Token(1 << 16);
@@ -520,6 +521,7 @@ impl Core {
                 }) => self.start(now, ports, report, |slot, registry| {
                     let token = Token(AGENT_TOKENS + slot as usize);
                     let call = StreamCall::new(now, &config, *agent, token, notices, registry);
+                    metrics::gauge!("vca_sip_agent_streams").increment(1.0);
                     SessionMedia::Stream(Box::new(call))
                 }),
                 Ok(Command::Hangup { port, lease }) => {
@@ -675,6 +677,9 @@ impl Core {
         }
         let report = session.report(end);
         tracing::debug!(?report, "media session ended");
+        if let Some(stream) = &report.stream {
+            count_stream_end(&report.end, stream, &report.stats);
+        }
         let Session {
             ports, report: tx, ..
         } = session;
@@ -799,6 +804,46 @@ impl Timers {
             }
             self.swap(i, least);
             i = least;
+        }
+    }
+}
+
+/// An agent stream's end, in the metrics: once per session, never per packet.
+fn count_stream_end(end: &MediaEnd, stream: &StreamStats, stats: &MediaStats) {
+    let end = match end {
+        MediaEnd::Hangup => "hangup",
+        MediaEnd::MediaTimeout => "media_timeout",
+        MediaEnd::Socket(_) => "socket_error",
+        MediaEnd::Shutdown => "shutdown",
+        MediaEnd::AgentHangup => "agent_hangup",
+        MediaEnd::AgentDisconnected => "agent_disconnected",
+        MediaEnd::AgentUnreachable(_) => "agent_unreachable",
+    };
+    metrics::gauge!("vca_sip_agent_streams").decrement(1.0);
+    metrics::counter!("vca_sip_agent_stream_ends_total", "end" => end).increment(1);
+    let counts = [
+        (
+            "vca_sip_agent_protocol_errors_total",
+            stream.protocol_errors,
+        ),
+        ("vca_sip_agent_unknown_events_total", stream.unknown_events),
+        (
+            "vca_sip_agent_audio_dropped_samples_total",
+            stream.playout.dropped_samples,
+        ),
+        (
+            "vca_sip_agent_playout_skipped_slots_total",
+            stream.playout.skipped_slots,
+        ),
+        ("vca_sip_agent_notices_dropped_total", stats.notices_dropped),
+        (
+            "vca_sip_agent_messages_dropped_total",
+            stats.messages_dropped,
+        ),
+    ];
+    for (name, count) in counts {
+        if count > 0 {
+            metrics::counter!(name).increment(count);
         }
     }
 }
