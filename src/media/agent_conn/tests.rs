@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -123,9 +123,13 @@ impl<S: Read + Write> Agent<S> {
         let mut f = vec![0x80 | op];
         match payload.len() {
             n if n < 126 => f.push(n as u8),
-            n => {
+            n if n <= usize::from(u16::MAX) => {
                 f.push(126);
                 f.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                f.push(127);
+                f.extend_from_slice(&(n as u64).to_be_bytes());
             }
         }
         f.extend_from_slice(payload);
@@ -136,6 +140,23 @@ impl<S: Read + Write> Agent<S> {
     fn send_json(&mut self, v: Value) {
         self.send(1, v.to_string().as_bytes());
     }
+}
+
+impl Agent<TcpStream> {
+    /// A second handle on the same connection, for writing while another thread reads.
+    fn writer(&self) -> Agent<TcpStream> {
+        Agent {
+            s: self.s.try_clone().unwrap(),
+            buf: Vec::new(),
+            request: String::new(),
+        }
+    }
+}
+
+/// The monotonic clock, read by the tests to measure arrival times on real sockets.
+#[allow(clippy::disallowed_methods)] // These tests are drivers: they time real IO.
+fn wall() -> Instant {
+    Instant::now()
 }
 
 fn listener() -> (TcpListener, SocketAddr) {
@@ -702,4 +723,176 @@ mod tls {
         );
         join(h);
     }
+}
+
+/// The agent's 20 ms chunk `j` (below 576): µ-law codes that decode and re-encode to
+/// themselves, none of them silence, whose first two bytes give `j` back.
+fn agent_chunk(j: usize) -> Vec<u8> {
+    let mut c = vec![0x10 + (j % 0x60) as u8; 160];
+    c[0] = 0x10 + (j / 0x60) as u8;
+    c
+}
+
+/// The chunk a carrier packet carries, or `None` for silence.
+fn chunk_of(payload: &[u8]) -> Option<usize> {
+    if payload.iter().all(|&b| b == 0xff) {
+        return None;
+    }
+    let (hi, lo) = (payload[0] - 0x10, payload[1] - 0x10);
+    assert!(
+        payload[2..].iter().all(|&b| b == payload[1]),
+        "an agent chunk, whole: {payload:?}"
+    );
+    Some(usize::from(hi) * 0x60 + usize::from(lo))
+}
+
+fn media_message(audio: &[u8]) -> Value {
+    serde_json::json!({
+        "event": "media", "streamSid": "MZ1",
+        "media": {"payload": STANDARD.encode(audio)}
+    })
+}
+
+/// Receives RTP on the carrier's socket until `until`: each packet's arrival and payload.
+async fn record_rtp(carrier: &UdpSocket, until: Instant) -> Vec<(Instant, Vec<u8>)> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1500];
+    loop {
+        let left = until.saturating_duration_since(wall());
+        let Ok(Ok((n, _))) = tokio::time::timeout(left, carrier.recv_from(&mut buf)).await else {
+            return got;
+        };
+        let at = wall();
+        let p = RtpPacket::parse(&buf[..n]).unwrap();
+        got.push((at, p.payload().to_vec()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn barge_in_a_clear_silences_the_caller_within_a_slot_and_echoes_the_pending_marks() {
+    const CHUNKS: usize = 250;
+    const MARK_EVERY: usize = 10;
+    let media = MediaRuntime::spawn(LOOPBACK, 31460..=31461, 1).unwrap();
+    let (l, addr) = listener();
+    let agent = std::thread::spawn(move || {
+        let mut a = Agent::accept(accept_tcp(&l));
+        a.until("start", |_| {});
+        let mut w = a.writer();
+        // The echoed marks, with their arrival, read while the writer sends.
+        let reader = std::thread::spawn(move || {
+            let mut marks = Vec::new();
+            while marks.len() < CHUNKS / MARK_EVERY {
+                let m = a.json();
+                if m["event"] == "mark" {
+                    marks.push((wall(), m["mark"]["name"].as_str().unwrap().to_owned()));
+                }
+            }
+            marks
+        });
+        // 5 s of audio, a mark after every 200 ms of it, sent at once.
+        let started = wall();
+        for j in 0..CHUNKS {
+            w.send_json(media_message(&agent_chunk(j)));
+            if (j + 1) % MARK_EVERY == 0 {
+                let name = format!("m{}", j / MARK_EVERY);
+                w.send_json(
+                    serde_json::json!({"event": "mark", "streamSid": "MZ1", "mark": {"name": name}}),
+                );
+            }
+        }
+        std::thread::sleep(Duration::from_secs(1).saturating_sub(started.elapsed()));
+        let cleared = wall();
+        w.send_json(serde_json::json!({"event": "clear", "streamSid": "MZ1"}));
+        let marks = join(reader);
+        (cleared, marks, w)
+    });
+    let carrier = UdpSocket::bind((LOOPBACK, 0)).await.unwrap();
+    let url = format!("ws://127.0.0.1:{}/", addr.port());
+    let begun = wall();
+    let (mut session, mut notices) = media
+        .start_stream(
+            media.allocate().unwrap(),
+            media_config(carrier.local_addr().unwrap()),
+            agent_start(url, addr),
+        )
+        .unwrap();
+    let rtp = record_rtp(&carrier, begun + Duration::from_millis(2500)).await;
+    let (cleared, marks, w) = join(agent);
+    assert_eq!(notice(&mut notices).await, AgentNotice::Connected);
+    assert_eq!(
+        notice(&mut notices).await,
+        AgentNotice::Cleared {
+            marks: CHUNKS / MARK_EVERY - marks.iter().filter(|(at, _)| *at < cleared).count()
+        }
+    );
+
+    // The agent's audio plays in order from its first chunk, one chunk per packet.
+    let played: Vec<(Instant, usize)> = rtp
+        .iter()
+        .filter_map(|(at, p)| chunk_of(p).map(|j| (*at, j)))
+        .collect();
+    let order: Vec<usize> = played.iter().map(|&(_, j)| j).collect();
+    assert_eq!(order, (0..order.len()).collect::<Vec<_>>());
+    assert!(
+        order.len() >= 40,
+        "about 1 s played before the clear: {order:?}"
+    );
+    // No agent audio more than 40 ms after the clear, silence steadily afterwards.
+    let last_audio = played.last().unwrap().0;
+    let to_silence = last_audio.saturating_duration_since(cleared);
+    let first_silence = rtp
+        .iter()
+        .find(|(at, p)| *at > cleared && chunk_of(p).is_none())
+        .map(|(at, _)| at.duration_since(cleared));
+    println!(
+        "clear to silence: last agent audio {to_silence:?} after the clear, first silence \
+         {first_silence:?} after it; {} chunks of {CHUNKS} played",
+        order.len()
+    );
+    assert!(to_silence <= Duration::from_millis(40), "{to_silence:?}");
+    let silent_after = rtp
+        .iter()
+        .filter(|(at, p)| *at > cleared && chunk_of(p).is_none())
+        .count();
+    assert!(
+        silent_after >= 60,
+        "{silent_after} silent frames after the clear"
+    );
+
+    // The marks come back in order: those whose audio played before the clear after it
+    // played, the rest right after the clear.
+    let names: Vec<String> = marks.iter().map(|(_, n)| n.clone()).collect();
+    let expected: Vec<String> = (0..CHUNKS / MARK_EVERY).map(|k| format!("m{k}")).collect();
+    assert_eq!(names, expected);
+    let mut before = 0;
+    for (k, (at, _)) in marks.iter().enumerate() {
+        let last_chunk = (k + 1) * MARK_EVERY - 1;
+        let audio = played
+            .iter()
+            .find(|&&(_, j)| j == last_chunk)
+            .map(|&(t, _)| t);
+        if *at < cleared {
+            before += 1;
+            let audio = audio.expect("a mark echoed before the clear had its audio played");
+            let after = at.checked_duration_since(audio);
+            println!("mark m{k}: {after:?} after its last audio packet arrived");
+            assert!(
+                after.is_some_and(|d| d <= Duration::from_millis(100)),
+                "m{k} echoed {after:?} after its audio"
+            );
+        } else {
+            let late = at.saturating_duration_since(cleared);
+            assert!(
+                late <= Duration::from_millis(40),
+                "m{k} {late:?} after the clear"
+            );
+            assert!(
+                audio.is_none_or(|t| t >= cleared.checked_sub(Duration::from_millis(25)).unwrap()),
+                "m{k}'s audio played well before the clear, yet it waited for it"
+            );
+        }
+    }
+    assert!((3..=5).contains(&before), "{before} marks before the clear");
+    drop(w);
+    assert_eq!(ended(&mut session).await.end, MediaEnd::AgentDisconnected);
 }
