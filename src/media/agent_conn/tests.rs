@@ -896,3 +896,171 @@ async fn barge_in_a_clear_silences_the_caller_within_a_slot_and_echoes_the_pendi
     drop(w);
     assert_eq!(ended(&mut session).await.end, MediaEnd::AgentDisconnected);
 }
+
+/// The code that fills the caller's 30 ms packet `i`: a µ-law code that decodes and
+/// re-encodes to itself, and is not silence.
+fn packet_code(i: usize) -> u8 {
+    0x10 + (i % 0x60) as u8
+}
+
+/// The caller's RTP packet `i` of 30 ms (240 PCMU bytes of `packet_code(i)`).
+fn packet_30ms(i: usize) -> Vec<u8> {
+    let h = RtpHeader {
+        marker: i == 0,
+        payload_type: Pt::PCMU,
+        sequence_number: i as u16,
+        timestamp: 1000 + i as u32 * 240,
+        ssrc: Ssrc(0x7e11),
+    };
+    let payload = [packet_code(i); 240];
+    let mut out = vec![0u8; 12 + 240];
+    let n = build(&h, &payload, &mut out).unwrap();
+    out.truncate(n);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jittery_lossy_reordered_30_ms_caller_reaches_the_agent_as_steady_20_ms_media() {
+    use rand::{Rng, SeedableRng};
+    const PACKETS: usize = 167; // 5 s of 30 ms packets
+    const MESSAGES: usize = 300; // 6 s of 20 ms messages read by the agent
+    let media = MediaRuntime::spawn(LOOPBACK, 31470..=31471, 1).unwrap();
+    let (l, addr) = listener();
+    let agent = std::thread::spawn(move || {
+        let mut a = Agent::accept(accept_tcp(&l));
+        a.until("start", |_| {});
+        let mut got = Vec::new();
+        while got.len() < MESSAGES {
+            let m = a.json();
+            if m["event"] == "media" {
+                got.push((wall(), m));
+            }
+        }
+        a.send(8, &1000u16.to_be_bytes());
+        got
+    });
+    let carrier = UdpSocket::bind((LOOPBACK, 0)).await.unwrap();
+    let ports = media.allocate().unwrap();
+    let shard_addr = SocketAddr::new(LOOPBACK, ports.rtp_port());
+    let url = format!("ws://127.0.0.1:{}/", addr.port());
+    let (mut session, mut notices) = media
+        .start_stream(
+            ports,
+            media_config(carrier.local_addr().unwrap()),
+            agent_start(url, addr),
+        )
+        .unwrap();
+    assert_eq!(notice(&mut notices).await, AgentNotice::Connected);
+
+    // The schedule: packet i due at i * 30 ms plus 0-30 ms of jitter, 1 % lost (two
+    // packets, one in each half), and one pair in 25 swapped.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed_0030);
+    let lost = [rng.random_range(20..80), rng.random_range(90..150)];
+    let mut schedule: Vec<(Duration, usize)> = Vec::new();
+    for i in 0..PACKETS {
+        if lost.contains(&i) {
+            continue;
+        }
+        let jitter = Duration::from_micros(rng.random_range(0..=30_000));
+        schedule.push((Duration::from_millis(30 * i as u64) + jitter, i));
+    }
+    schedule.sort();
+    let mut swapped = 0;
+    for k in (10..schedule.len() - 1).step_by(25) {
+        let (a, b) = (schedule[k].1, schedule[k + 1].1);
+        schedule[k].1 = b;
+        schedule[k + 1].1 = a;
+        swapped += 1;
+    }
+    let begun = tokio::time::Instant::now();
+    for &(at, i) in &schedule {
+        tokio::time::sleep_until(begun + at).await;
+        carrier.send_to(&packet_30ms(i), shard_addr).await.unwrap();
+    }
+    let got = tokio::task::spawn_blocking(move || join(agent))
+        .await
+        .unwrap();
+    let report = ended(&mut session).await;
+    assert_eq!(report.end, MediaEnd::AgentHangup);
+
+    // One 160-byte message per 20 ms, chunks counting up by one, timestamps by 20.
+    let first_chunk: u64 = got[0].1["media"]["chunk"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let first_ts: u64 = got[0].1["media"]["timestamp"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut heard = Vec::new();
+    for (n, (_, m)) in got.iter().enumerate() {
+        let chunk: u64 = m["media"]["chunk"].as_str().unwrap().parse().unwrap();
+        let ts: u64 = m["media"]["timestamp"].as_str().unwrap().parse().unwrap();
+        assert_eq!(chunk, first_chunk + n as u64, "{m}");
+        assert_eq!(ts, first_ts + 20 * n as u64, "{m}");
+        let audio = STANDARD
+            .decode(m["media"]["payload"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(audio.len(), 160, "{m}");
+        heard.extend(audio);
+    }
+    assert_eq!(first_chunk, 1);
+    let span = got.last().unwrap().0.duration_since(got[0].0);
+    let expected = span.as_secs_f64() / 0.020;
+    let count = (got.len() - 1) as f64;
+    println!(
+        "{} messages over {span:?} ({expected:.1} slots); {} packets sent, {} lost ({lost:?}), \
+         {swapped} pairs swapped",
+        got.len(),
+        schedule.len(),
+        lost.len()
+    );
+    assert!((count - expected).abs() <= 2.0, "{count} vs {expected:.1}");
+
+    // The audio: silence and the packets' codes, in the order sent.
+    let mut runs: Vec<(u8, usize)> = Vec::new();
+    for &b in &heard {
+        match runs.last_mut() {
+            Some((code, n)) if *code == b => *n += 1,
+            _ => runs.push((b, 1)),
+        }
+    }
+    let mut next = 0usize;
+    let mut played = Vec::new();
+    let mut bytes_of = vec![0usize; PACKETS];
+    for &(code, n) in &runs {
+        if code == 0xff {
+            continue;
+        }
+        // The packet this code is, at or after the last one heard (codes repeat every 96).
+        let i = (next..next + 0x60)
+            .find(|&i| packet_code(i) == code)
+            .unwrap();
+        assert!(i < PACKETS, "code {code:#x} of no packet");
+        assert!(i < next + 4, "packets {next}..{i} skipped");
+        if played.last() != Some(&i) {
+            played.push(i);
+        }
+        bytes_of[i] += n;
+        next = i;
+    }
+    let sent: Vec<usize> = (0..PACKETS).filter(|i| !lost.contains(i)).collect();
+    let missing: Vec<&usize> = sent.iter().filter(|i| !played.contains(i)).collect();
+    let short: Vec<(usize, usize)> = played
+        .iter()
+        .filter(|&&i| bytes_of[i] != 240)
+        .map(|&i| (i, bytes_of[i]))
+        .collect();
+    println!(
+        "{} of {} packets sent heard in order; missing {missing:?}; not whole {short:?}; \
+         caller frames in the report: {:?}",
+        played.len(),
+        sent.len(),
+        report.stream.map(|s| s.caller_frames)
+    );
+    assert!(missing.len() <= 2, "{missing:?}");
+    assert!(short.len() <= 4, "{short:?}");
+    assert!(bytes_of.iter().all(|&n| n <= 240));
+}
