@@ -137,6 +137,15 @@ impl<S: Read + Write> Agent<S> {
         self.s.flush().unwrap();
     }
 
+    /// Sends one frame, whatever becomes of the connection (the client may close it).
+    fn try_send(&mut self, op: u8, payload: &[u8]) -> std::io::Result<()> {
+        let mut f = vec![0x80 | op, 127];
+        f.extend_from_slice(&(payload.len() as u64).to_be_bytes());
+        self.s.write_all(&f)?;
+        self.s.write_all(payload)?;
+        self.s.flush()
+    }
+
     fn send_json(&mut self, v: Value) {
         self.send(1, v.to_string().as_bytes());
     }
@@ -725,7 +734,7 @@ mod tls {
     }
 }
 
-/// The agent's 20 ms chunk `j` (below 576): µ-law codes that decode and re-encode to
+/// The agent's 20 ms chunk `j` (below 9216): µ-law codes that decode and re-encode to
 /// themselves, none of them silence, whose first two bytes give `j` back.
 fn agent_chunk(j: usize) -> Vec<u8> {
     let mut c = vec![0x10 + (j % 0x60) as u8; 160];
@@ -1063,4 +1072,145 @@ async fn a_jittery_lossy_reordered_30_ms_caller_reaches_the_agent_as_steady_20_m
     assert!(missing.len() <= 2, "{missing:?}");
     assert!(short.len() <= 4, "{short:?}");
     assert!(bytes_of.iter().all(|&n| n <= 240));
+}
+
+/// Exotel's audio: `n` samples of the linear value of µ-law `code`, 16-bit little-endian.
+fn exotel_audio(code: u8, n: usize) -> Vec<u8> {
+    let sample = crate::media::g711::decode_sample(crate::kinds::Codec::Pcmu, code);
+    (0..n).flat_map(|_| sample.to_le_bytes()).collect()
+}
+
+/// An agent sends every kind of message the session refuses or ignores, then audio and a
+/// mark: the stream goes on both ways and the report counts each.
+async fn bad_messages_are_ignored(dialect: Dialect, base: u16) {
+    let media = MediaRuntime::spawn(LOOPBACK, base..=base + 1, 1).unwrap();
+    let (l, addr) = listener();
+    let audio = match dialect {
+        Dialect::Twilio => vec![0x35u8; 800],
+        Dialect::Exotel => exotel_audio(0x35, 800),
+    };
+    let mut bad = vec![
+        r#"{"event":"media","media":{"payload":"#.to_owned(),
+        "not json at all".to_owned(),
+        r#"{"event":"media","media":{"payload":"!!not base64!!"}}"#.to_owned(),
+        r#"{"event":"mark","mark":{}}"#.to_owned(),
+        r#"{"event":"mark"}"#.to_owned(),
+    ];
+    if dialect == Dialect::Exotel {
+        // 3 bytes: not a whole number of 16-bit samples.
+        bad.push(
+            serde_json::json!({"event":"media","media":{"payload": STANDARD.encode([1u8, 2, 3])}})
+                .to_string(),
+        );
+    }
+    let refused = bad.len() as u64;
+    let agent = std::thread::spawn(move || {
+        let mut a = Agent::accept(accept_tcp(&l));
+        a.until("start", |_| {});
+        for m in &bad {
+            a.send(1, m.as_bytes());
+        }
+        a.send_json(serde_json::json!({"event": "something-new", "x": [1, 2]}));
+        a.send_json(media_message(&audio));
+        a.send_json(serde_json::json!({"event": "mark", "mark": {"name": "after"}}));
+        let mut after = 0;
+        let mark = a.until("mark", |m| after += usize::from(m["event"] == "media"));
+        // The caller's audio keeps coming.
+        for _ in 0..10 {
+            a.until("media", |_| {});
+        }
+        a.send(8, &1000u16.to_be_bytes());
+        (mark, after)
+    });
+    let carrier = UdpSocket::bind((LOOPBACK, 0)).await.unwrap();
+    let mut start = agent_start(format!("ws://127.0.0.1:{}/", addr.port()), addr);
+    start.stream.dialect = dialect;
+    let begun = wall();
+    let (mut session, mut notices) = media
+        .start_stream(
+            media.allocate().unwrap(),
+            media_config(carrier.local_addr().unwrap()),
+            start,
+        )
+        .unwrap();
+    assert_eq!(notice(&mut notices).await, AgentNotice::Connected);
+    let rtp = record_rtp(&carrier, begun + Duration::from_millis(600)).await;
+    let (mark, _) = tokio::task::spawn_blocking(move || join(agent))
+        .await
+        .unwrap();
+    assert_eq!(mark["mark"]["name"], "after");
+    // The agent's 100 ms after the bad messages reached the caller.
+    let played = rtp.iter().filter(|(_, p)| p == &vec![0x35u8; 160]).count();
+    assert_eq!(played, 5, "{dialect:?}");
+    let report = ended(&mut session).await;
+    assert_eq!(report.end, MediaEnd::AgentHangup);
+    let stream = report.stream.unwrap();
+    println!("{dialect:?}: {stream:?}");
+    assert_eq!(
+        (
+            stream.protocol_errors,
+            stream.unknown_events,
+            stream.agent_media
+        ),
+        (refused, 1, 1),
+        "{dialect:?}"
+    );
+    assert_eq!(stream.marks_echoed, 1);
+    assert!(stream.caller_frames >= 10);
+    media.shutdown();
+    media.join();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_twilio_messages_are_ignored_and_counted_and_the_stream_goes_on() {
+    bad_messages_are_ignored(Dialect::Twilio, 31480).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_exotel_messages_are_ignored_and_counted_and_the_stream_goes_on() {
+    bad_messages_are_ignored(Dialect::Exotel, 31482).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_10_mb_message_closes_with_1009_and_the_agent_is_disconnected() {
+    let media = MediaRuntime::spawn(LOOPBACK, 31490..=31491, 1).unwrap();
+    let (l, addr) = listener();
+    let agent = std::thread::spawn(move || {
+        let mut a = Agent::accept(accept_tcp(&l));
+        a.until("start", |_| {});
+        let mut w = a.writer();
+        let writer = std::thread::spawn(move || {
+            let big = format!(
+                r#"{{"event":"media","media":{{"payload":"{}"}}}}"#,
+                "A".repeat(10 << 20)
+            );
+            // The client closes the connection before taking it all.
+            let _ = w.try_send(1, big.as_bytes());
+        });
+        let close = loop {
+            let (op, body) = a.frame();
+            if op == 8 {
+                break body;
+            }
+        };
+        join(writer);
+        close
+    });
+    let (mut session, mut notices) = media
+        .start_stream(
+            media.allocate().unwrap(),
+            media_config(SocketAddr::new(LOOPBACK, 9)),
+            agent_start(format!("ws://127.0.0.1:{}/", addr.port()), addr),
+        )
+        .unwrap();
+    assert_eq!(notice(&mut notices).await, AgentNotice::Connected);
+    let report = ended(&mut session).await;
+    let close = tokio::task::spawn_blocking(move || join(agent))
+        .await
+        .unwrap();
+    assert_eq!(close, 1009u16.to_be_bytes().to_vec());
+    assert_eq!(report.end, MediaEnd::AgentDisconnected);
+    let stream = report.stream.unwrap();
+    println!("10 MB message: {:?}, {stream:?}", report.end);
+    assert_eq!(stream.protocol_errors, 1);
 }

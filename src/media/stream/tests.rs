@@ -955,3 +955,30 @@ fn bridged_to_an_echo_the_agents_audio_comes_back_as_the_callers() {
     assert_eq!(bridge.a().stats().caller_frames, 4);
     assert_eq!(bridge.b_mut().poll_media(), None);
 }
+
+#[test]
+fn a_message_the_framing_refused_as_too_large_is_counted_and_closes_with_1009() {
+    let t0 = origin();
+    let mut s = open(t0, Dialect::Exotel);
+    s.handle_too_large(t0, 10 << 20);
+    assert_eq!(
+        events(&mut s),
+        vec![
+            SessionEvent::ProtocolError(ProtocolError::TooLarge {
+                bytes: 10 << 20,
+                limit: DEFAULT_MAX_MESSAGE_BYTES
+            }),
+            SessionEvent::Close {
+                code: CLOSE_MESSAGE_TOO_BIG
+            },
+        ]
+    );
+    assert!(s.is_closed());
+    s.handle_too_large(t0, 10 << 20);
+    assert!(events(&mut s).is_empty());
+    let stats = s.stats();
+    assert_eq!(
+        (stats.protocol_errors, stats.messages_in, stats.after_close),
+        (1, 1, 1)
+    );
+}
