@@ -1214,3 +1214,132 @@ async fn a_10_mb_message_closes_with_1009_and_the_agent_is_disconnected() {
     println!("10 MB message: {:?}, {stream:?}", report.end);
     assert_eq!(stream.protocol_errors, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_audio_at_ten_times_real_time_past_the_queue_limit_drops_the_newest() {
+    const CHUNKS: usize = 1000; // 20 s of audio, sent in 2 s
+    let media = MediaRuntime::spawn(LOOPBACK, 31500..=31501, 1).unwrap();
+    let (l, addr) = listener();
+    let agent = std::thread::spawn(move || {
+        let mut a = Agent::accept(accept_tcp(&l));
+        a.until("start", |_| {});
+        let mut w = a.writer();
+        let reader = std::thread::spawn(move || {
+            // The caller's audio keeps coming while the agent floods and after.
+            let mut n = 0;
+            while n < 150 {
+                n += usize::from(a.json()["event"] == "media");
+            }
+            a
+        });
+        let started = wall();
+        for j in 0..CHUNKS {
+            let due = started + Duration::from_millis(2 * j as u64);
+            std::thread::sleep(due.saturating_duration_since(wall()));
+            w.send_json(media_message(&agent_chunk(j)));
+        }
+        let mut a = join(reader);
+        a.send(8, &1000u16.to_be_bytes());
+        // The client echoes the close.
+        while a.frame().0 != 8 {}
+    });
+    let carrier = UdpSocket::bind((LOOPBACK, 0)).await.unwrap();
+    let mut start = agent_start(format!("ws://127.0.0.1:{}/", addr.port()), addr);
+    start.stream.max_queued_audio_ms = 1000;
+    let begun = wall();
+    let (mut session, mut notices) = media
+        .start_stream(
+            media.allocate().unwrap(),
+            media_config(carrier.local_addr().unwrap()),
+            start,
+        )
+        .unwrap();
+    assert_eq!(notice(&mut notices).await, AgentNotice::Connected);
+    let rtp = record_rtp(&carrier, begun + Duration::from_millis(3800)).await;
+    let report = ended(&mut session).await;
+    // The agent's close ended the session: it stayed up through the flood.
+    assert_eq!(report.end, MediaEnd::AgentHangup);
+    tokio::task::spawn_blocking(move || join(agent))
+        .await
+        .unwrap();
+    let stream = report.stream.unwrap();
+    let p = stream.playout;
+    println!("10x real time past a 1 s queue: {p:?}");
+    assert_eq!(p.queued_samples + p.dropped_samples, CHUNKS as u64 * 160);
+    assert!(p.dropped_samples >= 12 * 8000, "{p:?}");
+    assert_eq!(stream.agent_media, CHUNKS as u64);
+    // The oldest audio plays, in order: the first second whole, then what found room.
+    let order: Vec<usize> = rtp.iter().filter_map(|(_, p)| chunk_of(p)).collect();
+    assert_eq!(order[..50], (0..50).collect::<Vec<_>>());
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}");
+    assert_eq!(order.len() as u64, p.audio_frames);
+    assert!(order.len() < CHUNKS / 2, "{}", order.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_never_speaks_leaves_the_caller_steady_silence_and_the_session_up() {
+    let media = MediaRuntime::spawn(LOOPBACK, 31510..=31511, 1).unwrap();
+    let (l, addr) = listener();
+    let agent = std::thread::spawn(move || {
+        let mut a = Agent::accept(accept_tcp(&l));
+        // It reads, and sends nothing until the call hangs up.
+        let mut media = 0;
+        a.until("stop", |m| media += usize::from(m["event"] == "media"));
+        let close = loop {
+            let (op, body) = a.frame();
+            if op == 8 {
+                break body;
+            }
+        };
+        a.send(8, &close);
+        media
+    });
+    let carrier = UdpSocket::bind((LOOPBACK, 0)).await.unwrap();
+    let (mut session, mut notices) = media
+        .start_stream(
+            media.allocate().unwrap(),
+            media_config(carrier.local_addr().unwrap()),
+            agent_start(format!("ws://127.0.0.1:{}/", addr.port()), addr),
+        )
+        .unwrap();
+    assert_eq!(notice(&mut notices).await, AgentNotice::Connected);
+    let mut heard: Vec<(Instant, RtpHeader)> = Vec::new();
+    let mut buf = [0u8; 1500];
+    let until = wall() + Duration::from_secs(3);
+    while let Ok(Ok((n, _))) = tokio::time::timeout(
+        until.saturating_duration_since(wall()),
+        carrier.recv_from(&mut buf),
+    )
+    .await
+    {
+        let at = wall();
+        let p = RtpPacket::parse(&buf[..n]).unwrap();
+        assert_eq!(p.payload(), &[0xff; 160][..], "silence");
+        heard.push((at, p.header));
+    }
+    let gaps: Vec<Duration> = heard.windows(2).map(|w| w[1].0 - w[0].0).collect();
+    let longest = gaps.iter().max().copied().unwrap_or_default();
+    println!(
+        "{} silence frames in 3 s, the longest gap {longest:?}",
+        heard.len()
+    );
+    assert!((147..=153).contains(&heard.len()), "{}", heard.len());
+    assert!(longest < Duration::from_millis(50), "{longest:?}");
+    for w in heard.windows(2) {
+        let (a, b) = (w[0].1, w[1].1);
+        assert_eq!(b.sequence_number, a.sequence_number.wrapping_add(1));
+        assert_eq!(b.timestamp.wrapping_sub(a.timestamp), 160);
+    }
+    // Still up.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), session.ended())
+            .await
+            .is_err()
+    );
+    session.hangup().unwrap();
+    assert_eq!(ended(&mut session).await.end, MediaEnd::Hangup);
+    let media_messages = tokio::task::spawn_blocking(move || join(agent))
+        .await
+        .unwrap();
+    assert!(media_messages >= 140, "{media_messages}");
+}
