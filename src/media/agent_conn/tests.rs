@@ -809,7 +809,7 @@ async fn barge_in_a_clear_silences_the_caller_within_a_slot_and_echoes_the_pendi
                 );
             }
         }
-        std::thread::sleep(Duration::from_secs(1).saturating_sub(started.elapsed()));
+        std::thread::sleep((started + Duration::from_secs(1)).saturating_duration_since(wall()));
         let cleared = wall();
         w.send_json(serde_json::json!({"event": "clear", "streamSid": "MZ1"}));
         let marks = join(reader);
@@ -981,7 +981,7 @@ async fn a_jittery_lossy_reordered_30_ms_caller_reaches_the_agent_as_steady_20_m
         schedule[k + 1].1 = a;
         swapped += 1;
     }
-    let begun = tokio::time::Instant::now();
+    let begun = tokio::time::Instant::from_std(wall());
     for &(at, i) in &schedule {
         tokio::time::sleep_until(begun + at).await;
         carrier.send_to(&packet_30ms(i), shard_addr).await.unwrap();
