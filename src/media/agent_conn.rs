@@ -9,6 +9,8 @@
 //!   open:    socket ──read──> WsClient ──Text──> StreamSession::handle_message
 //!            StreamSession::poll_message ──> WsClient::send_text ──> bounded output ──write──> socket
 //!   end:     agent close / stop ──> AgentHangup; EOF or reset ──> AgentDisconnected;
+//!            broken framing, or a message over max_message_bytes ──> close frame
+//!            (1002, 1007, 1009) ──> AgentDisconnected;
 //!            connect failed ──> AgentNotice::Unreachable, AgentUnreachable;
 //!            call hangup ──> `stop`, close frame, wait at most CLOSE_WAIT ──> Hangup
 //! ```
@@ -18,6 +20,16 @@
 //! what is queued until it would block; what is left waits for the next writable edge. The
 //! output is bounded ([`MAX_OUTPUT`]): past it the caller's audio messages are dropped and
 //! counted, as the agent is not reading.
+//!
+//! The agent breaking the protocol at the WebSocket level ends the session with
+//! [`MediaEnd::AgentDisconnected`], as a lost connection does: the agent did not hang up, it
+//! failed. A message longer than the stream's `max_message_bytes` is refused by the framing
+//! from its length, before its payload is buffered: the client sends a close frame with 1009
+//! (message too big), drops the socket without waiting for the agent's close, and the
+//! session counts the message as a protocol error ([`super::stream::ProtocolError::TooLarge`]
+//! in the report's stream counts). Messages the session refuses (not JSON, bad base64, a
+//! partial sample, a mark without a name) and unknown events are counted and the stream
+//! goes on.
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
@@ -36,7 +48,7 @@ use super::bridge::Bridge;
 use super::rtp_leg::RtpLeg;
 use super::session::{MediaConfig, MediaEnd};
 use super::stream::{CLOSE_NORMAL, SessionEvent};
-use super::ws::{Upgrade, WsClient, WsEvent, WsLimits, WsUrl};
+use super::ws::{Upgrade, WsClient, WsError, WsEvent, WsLimits, WsUrl};
 
 /// Most bytes waiting to be written to the agent: about 10 s of µ-law media messages.
 pub const MAX_OUTPUT: usize = 512 * 1024;
@@ -569,6 +581,10 @@ impl StreamCall {
                     WsEvent::Failed(error) => {
                         if self.conn.phase == Phase::Open {
                             tracing::info!(%error, "agent stream failed");
+                            if let WsError::TooBig { bytes, .. } = error {
+                                let bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
+                                session.session_mut().handle_too_large(now, bytes);
+                            }
                             session.session_mut().handle_close(now, None);
                             end = Some(MediaEnd::AgentDisconnected);
                         } else {

@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -123,9 +123,13 @@ impl<S: Read + Write> Agent<S> {
         let mut f = vec![0x80 | op];
         match payload.len() {
             n if n < 126 => f.push(n as u8),
-            n => {
+            n if n <= usize::from(u16::MAX) => {
                 f.push(126);
                 f.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                f.push(127);
+                f.extend_from_slice(&(n as u64).to_be_bytes());
             }
         }
         f.extend_from_slice(payload);
@@ -133,9 +137,35 @@ impl<S: Read + Write> Agent<S> {
         self.s.flush().unwrap();
     }
 
+    /// Sends one frame, whatever becomes of the connection (the client may close it).
+    fn try_send(&mut self, op: u8, payload: &[u8]) -> std::io::Result<()> {
+        let mut f = vec![0x80 | op, 127];
+        f.extend_from_slice(&(payload.len() as u64).to_be_bytes());
+        self.s.write_all(&f)?;
+        self.s.write_all(payload)?;
+        self.s.flush()
+    }
+
     fn send_json(&mut self, v: Value) {
         self.send(1, v.to_string().as_bytes());
     }
+}
+
+impl Agent<TcpStream> {
+    /// A second handle on the same connection, for writing while another thread reads.
+    fn writer(&self) -> Agent<TcpStream> {
+        Agent {
+            s: self.s.try_clone().unwrap(),
+            buf: Vec::new(),
+            request: String::new(),
+        }
+    }
+}
+
+/// The monotonic clock, read by the tests to measure arrival times on real sockets.
+#[allow(clippy::disallowed_methods)] // These tests are drivers: they time real IO.
+fn wall() -> Instant {
+    Instant::now()
 }
 
 fn listener() -> (TcpListener, SocketAddr) {
@@ -702,4 +732,614 @@ mod tls {
         );
         join(h);
     }
+}
+
+/// The agent's 20 ms chunk `j` (below 9216): µ-law codes that decode and re-encode to
+/// themselves, none of them silence, whose first two bytes give `j` back.
+fn agent_chunk(j: usize) -> Vec<u8> {
+    let mut c = vec![0x10 + (j % 0x60) as u8; 160];
+    c[0] = 0x10 + (j / 0x60) as u8;
+    c
+}
+
+/// The chunk a carrier packet carries, or `None` for silence.
+fn chunk_of(payload: &[u8]) -> Option<usize> {
+    if payload.iter().all(|&b| b == 0xff) {
+        return None;
+    }
+    let (hi, lo) = (payload[0] - 0x10, payload[1] - 0x10);
+    assert!(
+        payload[2..].iter().all(|&b| b == payload[1]),
+        "an agent chunk, whole: {payload:?}"
+    );
+    Some(usize::from(hi) * 0x60 + usize::from(lo))
+}
+
+fn media_message(audio: &[u8]) -> Value {
+    serde_json::json!({
+        "event": "media", "streamSid": "MZ1",
+        "media": {"payload": STANDARD.encode(audio)}
+    })
+}
+
+/// Receives RTP on the carrier's socket until `until`: each packet's arrival and payload.
+async fn record_rtp(carrier: &UdpSocket, until: Instant) -> Vec<(Instant, Vec<u8>)> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1500];
+    loop {
+        let left = until.saturating_duration_since(wall());
+        let Ok(Ok((n, _))) = tokio::time::timeout(left, carrier.recv_from(&mut buf)).await else {
+            return got;
+        };
+        let at = wall();
+        let p = RtpPacket::parse(&buf[..n]).unwrap();
+        got.push((at, p.payload().to_vec()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn barge_in_a_clear_silences_the_caller_within_a_slot_and_echoes_the_pending_marks() {
+    const CHUNKS: usize = 250;
+    const MARK_EVERY: usize = 10;
+    let media = MediaRuntime::spawn(LOOPBACK, 31460..=31461, 1).unwrap();
+    let (l, addr) = listener();
+    let agent = std::thread::spawn(move || {
+        let mut a = Agent::accept(accept_tcp(&l));
+        a.until("start", |_| {});
+        let mut w = a.writer();
+        // The echoed marks, with their arrival, read while the writer sends.
+        let reader = std::thread::spawn(move || {
+            let mut marks = Vec::new();
+            while marks.len() < CHUNKS / MARK_EVERY {
+                let m = a.json();
+                if m["event"] == "mark" {
+                    marks.push((wall(), m["mark"]["name"].as_str().unwrap().to_owned()));
+                }
+            }
+            marks
+        });
+        // 5 s of audio, a mark after every 200 ms of it, sent at once.
+        let started = wall();
+        for j in 0..CHUNKS {
+            w.send_json(media_message(&agent_chunk(j)));
+            if (j + 1) % MARK_EVERY == 0 {
+                let name = format!("m{}", j / MARK_EVERY);
+                w.send_json(
+                    serde_json::json!({"event": "mark", "streamSid": "MZ1", "mark": {"name": name}}),
+                );
+            }
+        }
+        std::thread::sleep((started + Duration::from_secs(1)).saturating_duration_since(wall()));
+        let cleared = wall();
+        w.send_json(serde_json::json!({"event": "clear", "streamSid": "MZ1"}));
+        let marks = join(reader);
+        (cleared, marks, w)
+    });
+    let carrier = UdpSocket::bind((LOOPBACK, 0)).await.unwrap();
+    let url = format!("ws://127.0.0.1:{}/", addr.port());
+    let begun = wall();
+    let (mut session, mut notices) = media
+        .start_stream(
+            media.allocate().unwrap(),
+            media_config(carrier.local_addr().unwrap()),
+            agent_start(url, addr),
+        )
+        .unwrap();
+    let rtp = record_rtp(&carrier, begun + Duration::from_millis(2500)).await;
+    let (cleared, marks, w) = join(agent);
+    assert_eq!(notice(&mut notices).await, AgentNotice::Connected);
+    assert_eq!(
+        notice(&mut notices).await,
+        AgentNotice::Cleared {
+            marks: CHUNKS / MARK_EVERY - marks.iter().filter(|(at, _)| *at < cleared).count()
+        }
+    );
+
+    // The agent's audio plays in order from its first chunk, one chunk per packet.
+    let played: Vec<(Instant, usize)> = rtp
+        .iter()
+        .filter_map(|(at, p)| chunk_of(p).map(|j| (*at, j)))
+        .collect();
+    let order: Vec<usize> = played.iter().map(|&(_, j)| j).collect();
+    assert_eq!(order, (0..order.len()).collect::<Vec<_>>());
+    assert!(
+        order.len() >= 40,
+        "about 1 s played before the clear: {order:?}"
+    );
+    // No agent audio more than 40 ms after the clear, silence steadily afterwards.
+    let last_audio = played.last().unwrap().0;
+    let to_silence = last_audio.saturating_duration_since(cleared);
+    let first_silence = rtp
+        .iter()
+        .find(|(at, p)| *at > cleared && chunk_of(p).is_none())
+        .map(|(at, _)| at.duration_since(cleared));
+    println!(
+        "clear to silence: last agent audio {to_silence:?} after the clear, first silence \
+         {first_silence:?} after it; {} chunks of {CHUNKS} played",
+        order.len()
+    );
+    assert!(to_silence <= Duration::from_millis(40), "{to_silence:?}");
+    let silent_after = rtp
+        .iter()
+        .filter(|(at, p)| *at > cleared && chunk_of(p).is_none())
+        .count();
+    assert!(
+        silent_after >= 60,
+        "{silent_after} silent frames after the clear"
+    );
+
+    // The marks come back in order: those whose audio played before the clear after it
+    // played, the rest right after the clear.
+    let names: Vec<String> = marks.iter().map(|(_, n)| n.clone()).collect();
+    let expected: Vec<String> = (0..CHUNKS / MARK_EVERY).map(|k| format!("m{k}")).collect();
+    assert_eq!(names, expected);
+    let mut before = 0;
+    for (k, (at, _)) in marks.iter().enumerate() {
+        let last_chunk = (k + 1) * MARK_EVERY - 1;
+        let audio = played
+            .iter()
+            .find(|&&(_, j)| j == last_chunk)
+            .map(|&(t, _)| t);
+        if *at < cleared {
+            before += 1;
+            let audio = audio.expect("a mark echoed before the clear had its audio played");
+            let after = at.checked_duration_since(audio);
+            println!("mark m{k}: {after:?} after its last audio packet arrived");
+            assert!(
+                after.is_some_and(|d| d <= Duration::from_millis(100)),
+                "m{k} echoed {after:?} after its audio"
+            );
+        } else {
+            let late = at.saturating_duration_since(cleared);
+            assert!(
+                late <= Duration::from_millis(40),
+                "m{k} {late:?} after the clear"
+            );
+            assert!(
+                audio.is_none_or(|t| t >= cleared.checked_sub(Duration::from_millis(25)).unwrap()),
+                "m{k}'s audio played well before the clear, yet it waited for it"
+            );
+        }
+    }
+    assert!((3..=5).contains(&before), "{before} marks before the clear");
+    drop(w);
+    assert_eq!(ended(&mut session).await.end, MediaEnd::AgentDisconnected);
+}
+
+/// The code that fills the caller's 30 ms packet `i`: a µ-law code that decodes and
+/// re-encodes to itself, and is not silence.
+fn packet_code(i: usize) -> u8 {
+    0x10 + (i % 0x60) as u8
+}
+
+/// The caller's RTP packet `i` of 30 ms (240 PCMU bytes of `packet_code(i)`).
+fn packet_30ms(i: usize) -> Vec<u8> {
+    let h = RtpHeader {
+        marker: i == 0,
+        payload_type: Pt::PCMU,
+        sequence_number: i as u16,
+        timestamp: 1000 + i as u32 * 240,
+        ssrc: Ssrc(0x7e11),
+    };
+    let payload = [packet_code(i); 240];
+    let mut out = vec![0u8; 12 + 240];
+    let n = build(&h, &payload, &mut out).unwrap();
+    out.truncate(n);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jittery_lossy_reordered_30_ms_caller_reaches_the_agent_as_steady_20_ms_media() {
+    use rand::{Rng, SeedableRng};
+    const PACKETS: usize = 167; // 5 s of 30 ms packets
+    const MESSAGES: usize = 300; // 6 s of 20 ms messages read by the agent
+    let media = MediaRuntime::spawn(LOOPBACK, 31470..=31471, 1).unwrap();
+    let (l, addr) = listener();
+    let agent = std::thread::spawn(move || {
+        let mut a = Agent::accept(accept_tcp(&l));
+        a.until("start", |_| {});
+        let mut got = Vec::new();
+        while got.len() < MESSAGES {
+            let m = a.json();
+            if m["event"] == "media" {
+                got.push((wall(), m));
+            }
+        }
+        a.send(8, &1000u16.to_be_bytes());
+        got
+    });
+    let carrier = UdpSocket::bind((LOOPBACK, 0)).await.unwrap();
+    let ports = media.allocate().unwrap();
+    let shard_addr = SocketAddr::new(LOOPBACK, ports.rtp_port());
+    let url = format!("ws://127.0.0.1:{}/", addr.port());
+    let (mut session, mut notices) = media
+        .start_stream(
+            ports,
+            media_config(carrier.local_addr().unwrap()),
+            agent_start(url, addr),
+        )
+        .unwrap();
+    assert_eq!(notice(&mut notices).await, AgentNotice::Connected);
+
+    // The schedule: packet i due at i * 30 ms plus 0-30 ms of jitter, 1 % lost (two
+    // packets, one in each half), and one pair in 25 swapped.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed_0030);
+    let lost = [rng.random_range(20..80), rng.random_range(90..150)];
+    let mut schedule: Vec<(Duration, usize)> = Vec::new();
+    for i in 0..PACKETS {
+        if lost.contains(&i) {
+            continue;
+        }
+        let jitter = Duration::from_micros(rng.random_range(0..=30_000));
+        schedule.push((Duration::from_millis(30 * i as u64) + jitter, i));
+    }
+    schedule.sort();
+    let mut swapped = 0;
+    for k in (10..schedule.len() - 1).step_by(25) {
+        let (a, b) = (schedule[k].1, schedule[k + 1].1);
+        schedule[k].1 = b;
+        schedule[k + 1].1 = a;
+        swapped += 1;
+    }
+    let begun = tokio::time::Instant::from_std(wall());
+    for &(at, i) in &schedule {
+        tokio::time::sleep_until(begun + at).await;
+        carrier.send_to(&packet_30ms(i), shard_addr).await.unwrap();
+    }
+    let got = tokio::task::spawn_blocking(move || join(agent))
+        .await
+        .unwrap();
+    let report = ended(&mut session).await;
+    assert_eq!(report.end, MediaEnd::AgentHangup);
+
+    // One 160-byte message per 20 ms, chunks counting up by one, timestamps by 20.
+    let first_chunk: u64 = got[0].1["media"]["chunk"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let first_ts: u64 = got[0].1["media"]["timestamp"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut heard = Vec::new();
+    for (n, (_, m)) in got.iter().enumerate() {
+        let chunk: u64 = m["media"]["chunk"].as_str().unwrap().parse().unwrap();
+        let ts: u64 = m["media"]["timestamp"].as_str().unwrap().parse().unwrap();
+        assert_eq!(chunk, first_chunk + n as u64, "{m}");
+        assert_eq!(ts, first_ts + 20 * n as u64, "{m}");
+        let audio = STANDARD
+            .decode(m["media"]["payload"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(audio.len(), 160, "{m}");
+        heard.extend(audio);
+    }
+    assert_eq!(first_chunk, 1);
+    let span = got.last().unwrap().0.duration_since(got[0].0);
+    let expected = span.as_secs_f64() / 0.020;
+    let count = (got.len() - 1) as f64;
+    println!(
+        "{} messages over {span:?} ({expected:.1} slots); {} packets sent, {} lost ({lost:?}), \
+         {swapped} pairs swapped",
+        got.len(),
+        schedule.len(),
+        lost.len()
+    );
+    assert!((count - expected).abs() <= 2.0, "{count} vs {expected:.1}");
+
+    // The audio: silence and the packets' codes, in the order sent.
+    let mut runs: Vec<(u8, usize)> = Vec::new();
+    for &b in &heard {
+        match runs.last_mut() {
+            Some((code, n)) if *code == b => *n += 1,
+            _ => runs.push((b, 1)),
+        }
+    }
+    let mut next = 0usize;
+    let mut played = Vec::new();
+    let mut bytes_of = vec![0usize; PACKETS];
+    for &(code, n) in &runs {
+        if code == 0xff {
+            continue;
+        }
+        // The packet this code is, at or after the last one heard (codes repeat every 96).
+        let i = (next..next + 0x60)
+            .find(|&i| packet_code(i) == code)
+            .unwrap();
+        assert!(i < PACKETS, "code {code:#x} of no packet");
+        assert!(i < next + 4, "packets {next}..{i} skipped");
+        if played.last() != Some(&i) {
+            played.push(i);
+        }
+        bytes_of[i] += n;
+        next = i;
+    }
+    let sent: Vec<usize> = (0..PACKETS).filter(|i| !lost.contains(i)).collect();
+    let missing: Vec<&usize> = sent.iter().filter(|i| !played.contains(i)).collect();
+    let short: Vec<(usize, usize)> = played
+        .iter()
+        .filter(|&&i| bytes_of[i] != 240)
+        .map(|&i| (i, bytes_of[i]))
+        .collect();
+    println!(
+        "{} of {} packets sent heard in order; missing {missing:?}; not whole {short:?}; \
+         caller frames in the report: {:?}",
+        played.len(),
+        sent.len(),
+        report.stream.map(|s| s.caller_frames)
+    );
+    assert!(missing.len() <= 2, "{missing:?}");
+    assert!(short.len() <= 4, "{short:?}");
+    assert!(bytes_of.iter().all(|&n| n <= 240));
+}
+
+/// Exotel's audio: `n` samples of the linear value of µ-law `code`, 16-bit little-endian.
+fn exotel_audio(code: u8, n: usize) -> Vec<u8> {
+    let sample = crate::media::g711::decode_sample(crate::kinds::Codec::Pcmu, code);
+    (0..n).flat_map(|_| sample.to_le_bytes()).collect()
+}
+
+/// An agent sends every kind of message the session refuses or ignores, then audio and a
+/// mark: the stream goes on both ways and the report counts each.
+async fn bad_messages_are_ignored(dialect: Dialect, base: u16) {
+    let media = MediaRuntime::spawn(LOOPBACK, base..=base + 1, 1).unwrap();
+    let (l, addr) = listener();
+    let audio = match dialect {
+        Dialect::Twilio => vec![0x35u8; 800],
+        Dialect::Exotel => exotel_audio(0x35, 800),
+    };
+    let mut bad = vec![
+        r#"{"event":"media","media":{"payload":"#.to_owned(),
+        "not json at all".to_owned(),
+        r#"{"event":"media","media":{"payload":"!!not base64!!"}}"#.to_owned(),
+        r#"{"event":"mark","mark":{}}"#.to_owned(),
+        r#"{"event":"mark"}"#.to_owned(),
+    ];
+    if dialect == Dialect::Exotel {
+        // 3 bytes: not a whole number of 16-bit samples.
+        bad.push(
+            serde_json::json!({"event":"media","media":{"payload": STANDARD.encode([1u8, 2, 3])}})
+                .to_string(),
+        );
+    }
+    let refused = bad.len() as u64;
+    let agent = std::thread::spawn(move || {
+        let mut a = Agent::accept(accept_tcp(&l));
+        a.until("start", |_| {});
+        for m in &bad {
+            a.send(1, m.as_bytes());
+        }
+        a.send_json(serde_json::json!({"event": "something-new", "x": [1, 2]}));
+        a.send_json(media_message(&audio));
+        a.send_json(serde_json::json!({"event": "mark", "mark": {"name": "after"}}));
+        let mut after = 0;
+        let mark = a.until("mark", |m| after += usize::from(m["event"] == "media"));
+        // The caller's audio keeps coming.
+        for _ in 0..10 {
+            a.until("media", |_| {});
+        }
+        a.send(8, &1000u16.to_be_bytes());
+        (mark, after)
+    });
+    let carrier = UdpSocket::bind((LOOPBACK, 0)).await.unwrap();
+    let mut start = agent_start(format!("ws://127.0.0.1:{}/", addr.port()), addr);
+    start.stream.dialect = dialect;
+    let begun = wall();
+    let (mut session, mut notices) = media
+        .start_stream(
+            media.allocate().unwrap(),
+            media_config(carrier.local_addr().unwrap()),
+            start,
+        )
+        .unwrap();
+    assert_eq!(notice(&mut notices).await, AgentNotice::Connected);
+    let rtp = record_rtp(&carrier, begun + Duration::from_millis(600)).await;
+    let (mark, _) = tokio::task::spawn_blocking(move || join(agent))
+        .await
+        .unwrap();
+    assert_eq!(mark["mark"]["name"], "after");
+    // The agent's 100 ms after the bad messages reached the caller.
+    let played = rtp.iter().filter(|(_, p)| p == &vec![0x35u8; 160]).count();
+    assert_eq!(played, 5, "{dialect:?}");
+    let report = ended(&mut session).await;
+    assert_eq!(report.end, MediaEnd::AgentHangup);
+    let stream = report.stream.unwrap();
+    println!("{dialect:?}: {stream:?}");
+    assert_eq!(
+        (
+            stream.protocol_errors,
+            stream.unknown_events,
+            stream.agent_media
+        ),
+        (refused, 1, 1),
+        "{dialect:?}"
+    );
+    assert_eq!(stream.marks_echoed, 1);
+    assert!(stream.caller_frames >= 10);
+    media.shutdown();
+    media.join();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_twilio_messages_are_ignored_and_counted_and_the_stream_goes_on() {
+    bad_messages_are_ignored(Dialect::Twilio, 31480).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_exotel_messages_are_ignored_and_counted_and_the_stream_goes_on() {
+    bad_messages_are_ignored(Dialect::Exotel, 31482).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_10_mb_message_closes_with_1009_and_the_agent_is_disconnected() {
+    let media = MediaRuntime::spawn(LOOPBACK, 31490..=31491, 1).unwrap();
+    let (l, addr) = listener();
+    let agent = std::thread::spawn(move || {
+        let mut a = Agent::accept(accept_tcp(&l));
+        a.until("start", |_| {});
+        let mut w = a.writer();
+        let writer = std::thread::spawn(move || {
+            let big = format!(
+                r#"{{"event":"media","media":{{"payload":"{}"}}}}"#,
+                "A".repeat(10 << 20)
+            );
+            // The client closes the connection before taking it all.
+            let _ = w.try_send(1, big.as_bytes());
+        });
+        let close = loop {
+            let (op, body) = a.frame();
+            if op == 8 {
+                break body;
+            }
+        };
+        join(writer);
+        close
+    });
+    let (mut session, mut notices) = media
+        .start_stream(
+            media.allocate().unwrap(),
+            media_config(SocketAddr::new(LOOPBACK, 9)),
+            agent_start(format!("ws://127.0.0.1:{}/", addr.port()), addr),
+        )
+        .unwrap();
+    assert_eq!(notice(&mut notices).await, AgentNotice::Connected);
+    let report = ended(&mut session).await;
+    let close = tokio::task::spawn_blocking(move || join(agent))
+        .await
+        .unwrap();
+    assert_eq!(close, 1009u16.to_be_bytes().to_vec());
+    assert_eq!(report.end, MediaEnd::AgentDisconnected);
+    let stream = report.stream.unwrap();
+    println!("10 MB message: {:?}, {stream:?}", report.end);
+    assert_eq!(stream.protocol_errors, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_audio_at_ten_times_real_time_past_the_queue_limit_drops_the_newest() {
+    const CHUNKS: usize = 1000; // 20 s of audio, sent in 2 s
+    let media = MediaRuntime::spawn(LOOPBACK, 31500..=31501, 1).unwrap();
+    let (l, addr) = listener();
+    let agent = std::thread::spawn(move || {
+        let mut a = Agent::accept(accept_tcp(&l));
+        a.until("start", |_| {});
+        let mut w = a.writer();
+        let reader = std::thread::spawn(move || {
+            // The caller's audio keeps coming while the agent floods and after.
+            let mut n = 0;
+            while n < 150 {
+                n += usize::from(a.json()["event"] == "media");
+            }
+            a
+        });
+        let started = wall();
+        for j in 0..CHUNKS {
+            let due = started + Duration::from_millis(2 * j as u64);
+            std::thread::sleep(due.saturating_duration_since(wall()));
+            w.send_json(media_message(&agent_chunk(j)));
+        }
+        let mut a = join(reader);
+        a.send(8, &1000u16.to_be_bytes());
+        // The client echoes the close.
+        while a.frame().0 != 8 {}
+    });
+    let carrier = UdpSocket::bind((LOOPBACK, 0)).await.unwrap();
+    let mut start = agent_start(format!("ws://127.0.0.1:{}/", addr.port()), addr);
+    start.stream.max_queued_audio_ms = 1000;
+    let begun = wall();
+    let (mut session, mut notices) = media
+        .start_stream(
+            media.allocate().unwrap(),
+            media_config(carrier.local_addr().unwrap()),
+            start,
+        )
+        .unwrap();
+    assert_eq!(notice(&mut notices).await, AgentNotice::Connected);
+    let rtp = record_rtp(&carrier, begun + Duration::from_millis(3800)).await;
+    let report = ended(&mut session).await;
+    // The agent's close ended the session: it stayed up through the flood.
+    assert_eq!(report.end, MediaEnd::AgentHangup);
+    tokio::task::spawn_blocking(move || join(agent))
+        .await
+        .unwrap();
+    let stream = report.stream.unwrap();
+    let p = stream.playout;
+    println!("10x real time past a 1 s queue: {p:?}");
+    assert_eq!(p.queued_samples + p.dropped_samples, CHUNKS as u64 * 160);
+    assert!(p.dropped_samples >= 12 * 8000, "{p:?}");
+    assert_eq!(stream.agent_media, CHUNKS as u64);
+    // The oldest audio plays, in order: the first second whole, then what found room.
+    let order: Vec<usize> = rtp.iter().filter_map(|(_, p)| chunk_of(p)).collect();
+    assert_eq!(order[..50], (0..50).collect::<Vec<_>>());
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}");
+    assert_eq!(order.len() as u64, p.audio_frames);
+    assert!(order.len() < CHUNKS / 2, "{}", order.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_never_speaks_leaves_the_caller_steady_silence_and_the_session_up() {
+    let media = MediaRuntime::spawn(LOOPBACK, 31510..=31511, 1).unwrap();
+    let (l, addr) = listener();
+    let agent = std::thread::spawn(move || {
+        let mut a = Agent::accept(accept_tcp(&l));
+        // It reads, and sends nothing until the call hangs up.
+        let mut media = 0;
+        a.until("stop", |m| media += usize::from(m["event"] == "media"));
+        let close = loop {
+            let (op, body) = a.frame();
+            if op == 8 {
+                break body;
+            }
+        };
+        a.send(8, &close);
+        media
+    });
+    let carrier = UdpSocket::bind((LOOPBACK, 0)).await.unwrap();
+    let (mut session, mut notices) = media
+        .start_stream(
+            media.allocate().unwrap(),
+            media_config(carrier.local_addr().unwrap()),
+            agent_start(format!("ws://127.0.0.1:{}/", addr.port()), addr),
+        )
+        .unwrap();
+    assert_eq!(notice(&mut notices).await, AgentNotice::Connected);
+    let mut heard: Vec<(Instant, RtpHeader)> = Vec::new();
+    let mut buf = [0u8; 1500];
+    let until = wall() + Duration::from_secs(3);
+    while let Ok(Ok((n, _))) = tokio::time::timeout(
+        until.saturating_duration_since(wall()),
+        carrier.recv_from(&mut buf),
+    )
+    .await
+    {
+        let at = wall();
+        let p = RtpPacket::parse(&buf[..n]).unwrap();
+        assert_eq!(p.payload(), &[0xff; 160][..], "silence");
+        heard.push((at, p.header));
+    }
+    let gaps: Vec<Duration> = heard.windows(2).map(|w| w[1].0 - w[0].0).collect();
+    let longest = gaps.iter().max().copied().unwrap_or_default();
+    println!(
+        "{} silence frames in 3 s, the longest gap {longest:?}",
+        heard.len()
+    );
+    assert!((147..=153).contains(&heard.len()), "{}", heard.len());
+    assert!(longest < Duration::from_millis(50), "{longest:?}");
+    for w in heard.windows(2) {
+        let (a, b) = (w[0].1, w[1].1);
+        assert_eq!(b.sequence_number, a.sequence_number.wrapping_add(1));
+        assert_eq!(b.timestamp.wrapping_sub(a.timestamp), 160);
+    }
+    // Still up.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), session.ended())
+            .await
+            .is_err()
+    );
+    session.hangup().unwrap();
+    assert_eq!(ended(&mut session).await.end, MediaEnd::Hangup);
+    let media_messages = tokio::task::spawn_blocking(move || join(agent))
+        .await
+        .unwrap();
+    assert!(media_messages >= 140, "{media_messages}");
 }

@@ -45,7 +45,9 @@
 //! binary message is refused whole, counted and reported as a
 //! [`SessionEvent::ProtocolError`]; the stream goes on. A message longer than
 //! `max_message_bytes` is reported too, and then [`SessionEvent::Close`] with code 1009
-//! (RFC 6455 §7.4.1, message too big): the driver closes the socket with it.
+//! (RFC 6455 §7.4.1, message too big): the driver closes the socket with it. A driver whose
+//! framing refuses such a message before reading it whole reports it with
+//! [`StreamSession::handle_too_large`], to the same effect.
 //! [`StreamSession::hang_up`] (the caller hung up, or the call ends) queues `stop` and then
 //! reports [`SessionEvent::Close`] with code 1000. The agent's `stop` is
 //! [`SessionEvent::AgentStopped`] (its queued audio still plays; the caller's audio is no
@@ -443,6 +445,19 @@ impl StreamSession {
         } else {
             self.refuse(ProtocolError::Binary { bytes: len });
         }
+    }
+
+    /// The driver's framing refused a message of at least `bytes` bytes, over
+    /// `max_message_bytes`, before reading it whole (a WebSocket checks a frame's length
+    /// first): refused and counted as [`ProtocolError::TooLarge`], then
+    /// [`SessionEvent::Close`] with 1009, as for a long message handed in.
+    pub fn handle_too_large(&mut self, _now: Instant, bytes: usize) {
+        if self.state == State::Closed {
+            self.stats.after_close += 1;
+            return;
+        }
+        self.stats.messages_in += 1;
+        self.too_large(bytes);
     }
 
     /// The socket closed, by the agent or under the driver, with the agent's close code if

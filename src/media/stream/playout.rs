@@ -16,8 +16,11 @@
 //! that the far end always gets audio.
 //!
 //! A mark's place is the count of samples queued before it; it is due once that many have
-//! been played (at once if the queue is empty). Clearing counts the dropped samples as played,
-//! which makes every pending mark due, in the order they came.
+//! finished playing: the slot after the frame that held the last of them has begun (at once
+//! if the queue is empty and the frame playing holds none of the agent's audio). A mark is
+//! thus never echoed while its audio is still being sent to the caller, let alone before.
+//! Clearing counts the dropped samples as played, which makes every pending mark due, in the
+//! order they came.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -75,6 +78,9 @@ pub struct Playout {
     /// Samples ever accepted, and ever played or cleared: the places marks are measured in.
     enqueued: u64,
     played: u64,
+    /// Samples whose frame has finished playing (its slot is over), or cleared: marks come
+    /// due against it.
+    finished: u64,
     marks: VecDeque<(u64, String)>,
     frame: [i16; FRAME_SAMPLES],
     frame_slot: u64,
@@ -94,6 +100,7 @@ impl Playout {
             max_samples,
             enqueued: 0,
             played: 0,
+            finished: 0,
             marks: VecDeque::new(),
             frame: [0; FRAME_SAMPLES],
             frame_slot: 0,
@@ -115,8 +122,8 @@ impl Playout {
         dropped
     }
 
-    /// Places a mark after what is queued. Due at once when nothing is queued: take it with
-    /// [`Playout::pop_due_mark`].
+    /// Places a mark after what is queued. Due at once when nothing is queued and the frame
+    /// playing holds none of the agent's audio: take it with [`Playout::pop_due_mark`].
     pub fn mark(&mut self, name: &str) -> Result<(), MarkRefused> {
         if name.len() > MAX_MARK_NAME_BYTES {
             return Err(MarkRefused::NameTooLong);
@@ -133,14 +140,19 @@ impl Playout {
         let dropped = self.queue.len();
         self.queue.clear();
         self.played = self.enqueued;
+        self.finished = self.enqueued;
         self.stats.cleared_samples += dropped as u64;
         dropped
     }
 
-    /// The first mark whose audio has been played (or cleared), in the order marks came;
-    /// call until `None` after every push, mark, clear and frame.
+    /// The first mark whose audio has finished playing (or was cleared), in the order marks
+    /// came; call until `None` after every push, mark, clear and frame.
     pub fn pop_due_mark(&mut self) -> Option<String> {
-        if self.marks.front().is_some_and(|&(at, _)| at <= self.played) {
+        if self
+            .marks
+            .front()
+            .is_some_and(|&(at, _)| at <= self.finished)
+        {
             return self.marks.pop_front().map(|(_, name)| name);
         }
         None
@@ -179,6 +191,8 @@ impl Playout {
         self.stats.skipped_slots += due.saturating_sub(self.slot);
         self.frame_slot = due;
         self.slot = due.saturating_add(1);
+        // The frame played before this slot is over.
+        self.finished = self.played;
 
         let take = self.queue.len().min(FRAME_SAMPLES);
         for (out, sample) in self.frame.iter_mut().zip(self.queue.drain(..take)) {
@@ -308,13 +322,16 @@ mod tests {
         assert_eq!(p.pop_due_mark(), None);
         p.push(ramp(240, 0));
         p.mark("b").unwrap();
-        p.push(ramp(160, 0));
+        p.push(ramp(320, 0));
         p.mark("c").unwrap();
         p.mark("d").unwrap();
         assert_eq!(p.pop_due_mark(), None);
         assert!(p.handle_timeout(t0));
         assert_eq!(p.pop_due_mark(), None);
+        // b's last samples are in the frame of this slot: due once it has played.
         assert!(p.handle_timeout(t0 + ms(20)));
+        assert_eq!(p.pop_due_mark(), None);
+        assert!(p.handle_timeout(t0 + ms(40)));
         assert_eq!(p.pop_due_mark().as_deref(), Some("b"));
         assert_eq!(p.pop_due_mark(), None);
         assert_eq!(p.pending_marks(), 2);

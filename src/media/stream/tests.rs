@@ -581,12 +581,16 @@ fn marks_are_echoed_in_order_as_their_audio_is_played() {
     assert!(messages(&mut s).is_empty());
     tick(&mut s, t0);
     assert!(messages(&mut s).is_empty());
+    // The frame holding a's last samples is being sent: not yet.
     tick(&mut s, t0 + ms(20));
+    assert!(messages(&mut s).is_empty());
+    // It has played: a is echoed while b's 100 samples play.
+    tick(&mut s, t0 + ms(40));
     let m = messages(&mut s);
     assert_eq!(m.len(), 1);
     assert_eq!(m[0]["mark"]["name"], "a");
-    // 100 samples, then silence: b and c were played past.
-    tick(&mut s, t0 + ms(40));
+    // Then silence: b and c were played past.
+    tick(&mut s, t0 + ms(60));
     let names: Vec<Value> = messages(&mut s)
         .iter()
         .map(|m| m["mark"]["name"].clone())
@@ -764,6 +768,7 @@ fn every_bad_message_is_refused_counted_and_reported_and_the_stream_goes_on() {
         assert_eq!(s.queued_audio(), ms(20), "{text}");
         s.handle_message(t0, &mark("still here"));
         tick(&mut s, t0);
+        tick(&mut s, t0 + ms(20));
         assert_eq!(messages(&mut s)[0]["mark"]["name"], "still here");
         let stats = s.stats();
         assert_eq!((stats.protocol_errors, stats.messages_in), (1, 3));
@@ -798,6 +803,7 @@ fn too_many_pending_marks_are_refused() {
         vec![SessionEvent::ProtocolError(ProtocolError::TooManyMarks)]
     );
     tick(&mut s, t0);
+    tick(&mut s, t0 + ms(20));
     let m = messages(&mut s);
     assert_eq!(m.len(), playout::MAX_PENDING_MARKS);
     assert_eq!(
@@ -874,11 +880,13 @@ fn the_agents_stop_is_reported_and_its_queued_audio_still_plays() {
     s.handle_dtmf(t0, '1', ms(100)).unwrap();
     assert!(messages(&mut s).is_empty());
     assert_eq!(s.stats().caller_dropped, 2);
-    // The agent's audio plays and its mark is echoed.
+    // The agent's audio plays and its mark is echoed once it has played.
     assert_eq!(tick(&mut s, t0), decoded(&ulaw(&audio)));
+    assert!(messages(&mut s).is_empty());
+    assert_eq!(tick(&mut s, t0 + ms(20)), vec![0; 160]);
     assert_eq!(messages(&mut s)[0]["mark"]["name"], "bye");
     // The call then hangs up: stop and close.
-    s.hang_up(t0 + ms(20));
+    s.hang_up(t0 + ms(40));
     assert_eq!(messages(&mut s)[0]["event"], "stop");
     assert_eq!(
         events(&mut s),
@@ -946,4 +954,31 @@ fn bridged_to_an_echo_the_agents_audio_comes_back_as_the_callers() {
     assert_eq!(bridge.b().counts(), (4, 0));
     assert_eq!(bridge.a().stats().caller_frames, 4);
     assert_eq!(bridge.b_mut().poll_media(), None);
+}
+
+#[test]
+fn a_message_the_framing_refused_as_too_large_is_counted_and_closes_with_1009() {
+    let t0 = origin();
+    let mut s = open(t0, Dialect::Exotel);
+    s.handle_too_large(t0, 10 << 20);
+    assert_eq!(
+        events(&mut s),
+        vec![
+            SessionEvent::ProtocolError(ProtocolError::TooLarge {
+                bytes: 10 << 20,
+                limit: DEFAULT_MAX_MESSAGE_BYTES
+            }),
+            SessionEvent::Close {
+                code: CLOSE_MESSAGE_TOO_BIG
+            },
+        ]
+    );
+    assert!(s.is_closed());
+    s.handle_too_large(t0, 10 << 20);
+    assert!(events(&mut s).is_empty());
+    let stats = s.stats();
+    assert_eq!(
+        (stats.protocol_errors, stats.messages_in, stats.after_close),
+        (1, 1, 1)
+    );
 }
