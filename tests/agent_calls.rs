@@ -152,6 +152,72 @@ async fn an_agent_that_cannot_be_reached_gets_the_caller_480_with_cause_20() {
     assert!(event_kinds(&call).contains(&"agent_unreachable"), "{call}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wss_agent_under_a_private_ca_is_reached_with_the_profiles_ca() {
+    let _heavy = common::heavy::one_at_a_time();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = common::pki::Ca::new("agent test CA");
+    let files = ca.server("agent").write(dir.path(), "agent");
+    let env = CallEnv::start(Backend::Sqlite, allow_loopback_agents).await;
+    let bot = tokio::task::block_in_place(|| {
+        EchoBot::twilio_tls(BOT_TALKS, &env.s.base, TOKEN, (&files.0, &files.1))
+    });
+    assert!(bot.url().starts_with("wss://"), "{}", bot.url());
+    stream_profile_with(&env, &bot.url(), "twilio", Some(ca.pem())).await;
+
+    let (call, _bot, received) = call_the_agent(&env, bot).await;
+    assert_echo(&received);
+    assert_eq!(call["hangup_cause"], "agent_hangup", "{call}");
+    assert!(event_kinds(&call).contains(&"agent_connected"), "{call}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wss_agent_whose_certificate_does_not_verify_gets_the_caller_480() {
+    let _heavy = common::heavy::one_at_a_time();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = common::pki::Ca::new("agent test CA");
+    let files = ca.server("agent").write(dir.path(), "agent");
+    let env = CallEnv::start(Backend::Sqlite, allow_loopback_agents).await;
+    let bot = tokio::task::block_in_place(|| {
+        EchoBot::twilio_tls(BOT_TALKS, &env.s.base, TOKEN, (&files.0, &files.1))
+    });
+    // The profile does not name the CA: the certificate does not verify.
+    stream_profile(&env, &bot.url(), "twilio").await;
+    let source = dir.path().join("source.wav");
+    std::fs::write(&source, baresip::wav_bytes(&noise_bursts(SEED, 4 * RATE)))
+        .expect("write source WAV");
+    let mut phone = Baresip::start(&baresip::program(), dir.path(), &source, PLAIN_ACCOUNT).await;
+    let answer = phone
+        .ctrl
+        .command("dial", &format!("sip:09876543210@{}", env.udp()))
+        .await;
+    assert_eq!(
+        answer["ok"],
+        true,
+        "dial refused: {answer}\n{}",
+        phone.log()
+    );
+    let closed = phone
+        .ctrl
+        .event("CALL_CLOSED", Duration::from_secs(10))
+        .await;
+    phone.quit().await;
+    assert_eq!(closed["param"], "480 Temporarily Unavailable", "{closed}");
+    let call = finished_call(&env.s, &env.tenant).await;
+    assert_eq!(call["hangup_cause"], "agent_unreachable", "{call}");
+    assert_eq!(call["q850_cause"], 20, "{call}");
+    let reason = call["events"]
+        .as_array()
+        .and_then(|events| events.iter().find(|e| e["kind"] == "agent_unreachable"))
+        .map(|e| e["detail"]["reason"].to_string())
+        .unwrap_or_default();
+    assert!(
+        reason.to_lowercase().contains("certificate"),
+        "the reason does not name the certificate: {reason}"
+    );
+    drop(bot);
+}
+
 /// Tests run their agents on loopback, which tenants' targets may not reach by default.
 fn allow_loopback_agents(config: &mut vca_sip::config::Config) {
     config.target_policy = TargetPolicy::AllowPrivate;
@@ -159,6 +225,11 @@ fn allow_loopback_agents(config: &mut vca_sip::config::Config) {
 
 /// Makes the tenant's default AI profile a stream to `url` in `protocol`.
 async fn stream_profile(env: &CallEnv, url: &str, protocol: &str) {
+    stream_profile_with(env, url, protocol, None).await;
+}
+
+/// [`stream_profile`], trusting `ca_pem` for a `wss://` agent.
+async fn stream_profile_with(env: &CallEnv, url: &str, protocol: &str, ca_pem: Option<String>) {
     let (status, profile) = env
         .s
         .admin_call(
@@ -174,6 +245,7 @@ async fn stream_profile(env: &CallEnv, url: &str, protocol: &str) {
                 "stream_protocol": protocol,
                 "stream_auth_token": TOKEN,
                 "stream_parameters": {"greeting": "namaste"},
+                "stream_ca_pem": ca_pem,
             })),
         )
         .await;

@@ -6,7 +6,8 @@ serializers, and hangs up after a given time.
         --hangup-base http://127.0.0.1:8081 --auth-token secret
     python pipecat_echo.py --dialect exotel --port 0 --end-after 5
 
-It serves ws://127.0.0.1:<port>/ws with FastAPI and uvicorn (port 0 picks a free one). Per
+It serves ws://127.0.0.1:<port>/ws with FastAPI and uvicorn (port 0 picks a free one), or
+wss:// with --tls-cert and --tls-key. Per
 connection it reads the first two messages (`connected`, `start`) the way Pipecat's runner
 does, builds a `FastAPIWebsocketTransport` with `TwilioFrameSerializer` or
 `ExotelFrameSerializer`, and runs the pipeline input -> echo -> output (no STT, LLM, TTS or
@@ -271,6 +272,8 @@ async def serve(args) -> None:
             lifespan="off",
             ws="websockets-sansio",
             access_log=False,
+            ssl_certfile=args.tls_cert,
+            ssl_keyfile=args.tls_key,
         )
     )
     serving = asyncio.create_task(server.serve(sockets=[listener]))
@@ -294,6 +297,8 @@ def main() -> None:
     parser.add_argument("--end-after", type=float, required=True, help="seconds after start")
     parser.add_argument("--hangup-base", help="REST base URL of the hang-up (twilio)")
     parser.add_argument("--auth-token", help="Basic auth password of the hang-up (twilio)")
+    parser.add_argument("--tls-cert", help="PEM certificate: serve wss:// instead of ws://")
+    parser.add_argument("--tls-key", help="PEM private key of --tls-cert")
     args = parser.parse_args()
     if args.dialect == "twilio" and not (args.hangup_base and args.auth_token):
         parser.error("twilio needs --hangup-base and --auth-token")

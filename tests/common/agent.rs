@@ -6,7 +6,7 @@
 //! the script said, so that the test fails where the cause is visible.
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
@@ -76,6 +76,8 @@ pub struct EchoBot {
     notes: Receiver<Value>,
     /// Every note read so far, in order.
     pub seen: Vec<Value>,
+    /// Whether it serves `wss://`.
+    tls: bool,
 }
 
 impl EchoBot {
@@ -85,6 +87,31 @@ impl EchoBot {
             Dialect::Twilio,
             end_after,
             &["--hangup-base", hangup_base, "--auth-token", auth_token],
+        )
+    }
+
+    /// A Twilio bot like [`EchoBot::twilio`] serving `wss://` with the PEM files `cert` and
+    /// `key`.
+    pub fn twilio_tls(
+        end_after: Duration,
+        hangup_base: &str,
+        auth_token: &str,
+        (cert, key): (&Path, &Path),
+    ) -> EchoBot {
+        let (cert, key) = (cert.display().to_string(), key.display().to_string());
+        EchoBot::start(
+            Dialect::Twilio,
+            end_after,
+            &[
+                "--hangup-base",
+                hangup_base,
+                "--auth-token",
+                auth_token,
+                "--tls-cert",
+                &cert,
+                "--tls-key",
+                &key,
+            ],
         )
     }
 
@@ -130,6 +157,7 @@ impl EchoBot {
             startup: Duration::ZERO,
             notes,
             seen: Vec::new(),
+            tls: extra.contains(&"--tls-cert"),
         };
         let listening = bot.wait_for("listening", Duration::from_secs(60));
         bot.startup = spawned.elapsed();
@@ -143,7 +171,8 @@ impl EchoBot {
 
     /// The URL a stream client connects to.
     pub fn url(&self) -> String {
-        format!("ws://127.0.0.1:{}/ws", self.port)
+        let scheme = if self.tls { "wss" } else { "ws" };
+        format!("{scheme}://127.0.0.1:{}/ws", self.port)
     }
 
     /// The first note of `event` (seen before or arriving within `within`); panics with
