@@ -45,6 +45,11 @@ one_run() {
         curl -fsS -o /dev/null http://127.0.0.1:8080/healthz 2>/dev/null && break
         sleep 0.1
     done
+    if ! kill -0 "$pid" 2>/dev/null; then
+        echo "binary $((which + 1)) did not start (is another server on 5060 or 8080?):" >&2
+        tail -n 5 "$dir/server.log" >&2
+        exit 1
+    fi
     (while kill -0 "$pid" 2>/dev/null; do
         ls "/proc/$pid/fd" 2>/dev/null | wc -l
         sleep 0.5
