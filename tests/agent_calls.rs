@@ -111,30 +111,10 @@ async fn an_agent_that_cannot_be_reached_gets_the_caller_480_with_cause_20() {
     let _heavy = common::heavy::one_at_a_time();
     let env = CallEnv::start(Backend::Sqlite, allow_loopback_agents).await;
     // A port that was free a moment ago: nothing listens there.
-    let closed = baresip::free_tcp_port();
-    stream_profile(&env, &format!("ws://{closed}/ws"), "twilio").await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let source = dir.path().join("source.wav");
-    std::fs::write(&source, baresip::wav_bytes(&noise_bursts(SEED, 4 * RATE)))
-        .expect("write source WAV");
-    let mut phone = Baresip::start(&baresip::program(), dir.path(), &source, PLAIN_ACCOUNT).await;
-    let answer = phone
-        .ctrl
-        .command("dial", &format!("sip:09876543210@{}", env.udp()))
-        .await;
-    assert_eq!(
-        answer["ok"],
-        true,
-        "dial refused: {answer}\n{}",
-        phone.log()
-    );
-    let closed = phone
-        .ctrl
-        .event("CALL_CLOSED", Duration::from_secs(10))
-        .await;
-    println!("closed: {closed}");
-    phone.quit().await;
-    let log = phone.log();
+    let nobody = baresip::free_tcp_port();
+    stream_profile(&env, &format!("ws://{nobody}/ws"), "twilio").await;
+    let (closed, log) = refused_call(&env).await;
+    assert_eq!(closed["param"], "480 Temporarily Unavailable", "{closed}");
     assert!(
         log.contains("SIP/2.0 480"),
         "no 480 reached the caller:\n{log}"
@@ -183,25 +163,7 @@ async fn a_wss_agent_whose_certificate_does_not_verify_gets_the_caller_480() {
     });
     // The profile does not name the CA: the certificate does not verify.
     stream_profile(&env, &bot.url(), "twilio").await;
-    let source = dir.path().join("source.wav");
-    std::fs::write(&source, baresip::wav_bytes(&noise_bursts(SEED, 4 * RATE)))
-        .expect("write source WAV");
-    let mut phone = Baresip::start(&baresip::program(), dir.path(), &source, PLAIN_ACCOUNT).await;
-    let answer = phone
-        .ctrl
-        .command("dial", &format!("sip:09876543210@{}", env.udp()))
-        .await;
-    assert_eq!(
-        answer["ok"],
-        true,
-        "dial refused: {answer}\n{}",
-        phone.log()
-    );
-    let closed = phone
-        .ctrl
-        .event("CALL_CLOSED", Duration::from_secs(10))
-        .await;
-    phone.quit().await;
+    let (closed, _) = refused_call(&env).await;
     assert_eq!(closed["param"], "480 Temporarily Unavailable", "{closed}");
     let call = finished_call(&env.s, &env.tenant).await;
     assert_eq!(call["hangup_cause"], "agent_unreachable", "{call}");
@@ -261,16 +223,7 @@ async fn call_the_agent(env: &CallEnv, bot: EchoBot) -> (Value, EchoBot, Vec<i16
     let sent = noise_bursts(SEED, SOURCE_SECONDS * RATE);
     std::fs::write(&source, baresip::wav_bytes(&sent)).expect("write source WAV");
     let mut phone = Baresip::start(&baresip::program(), dir.path(), &source, PLAIN_ACCOUNT).await;
-    let answer = phone
-        .ctrl
-        .command("dial", &format!("sip:09876543210@{}", env.udp()))
-        .await;
-    assert_eq!(
-        answer["ok"],
-        true,
-        "dial refused: {answer}\n{}",
-        phone.log()
-    );
+    phone.dial(&format!("sip:09876543210@{}", env.udp())).await;
     let established = phone
         .ctrl
         .event("CALL_ESTABLISHED", Duration::from_secs(10))
@@ -291,6 +244,24 @@ async fn call_the_agent(env: &CallEnv, bot: EchoBot) -> (Value, EchoBot, Vec<i16
     let received = phone.recording("dec");
     let call = finished_call(&env.s, &env.tenant).await;
     (call, bot, received)
+}
+
+/// baresip calls the number and the call is refused before it is answered: its
+/// `CALL_CLOSED` event and its log.
+async fn refused_call(env: &CallEnv) -> (Value, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let source = dir.path().join("source.wav");
+    std::fs::write(&source, baresip::wav_bytes(&noise_bursts(SEED, 4 * RATE)))
+        .expect("write source WAV");
+    let mut phone = Baresip::start(&baresip::program(), dir.path(), &source, PLAIN_ACCOUNT).await;
+    phone.dial(&format!("sip:09876543210@{}", env.udp())).await;
+    let closed = phone
+        .ctrl
+        .event("CALL_CLOSED", Duration::from_secs(10))
+        .await;
+    println!("closed: {closed}");
+    phone.quit().await;
+    (closed, phone.log())
 }
 
 /// What the caller heard carries what it said (echoed by the agent).

@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::agent::{AgentNotice, AgentStart};
 use super::ports::{PortError, PortPool, RtpPorts};
-use super::session::{MediaConfig, MediaError, MediaSession};
+use super::session::{MediaConfig, MediaError, MediaReport, MediaSession};
 use super::shard::{Command, Shard, ShardLink};
 
 /// Notices a stream session's channel holds: a call reads them as they come, and a burst of
@@ -118,19 +118,11 @@ impl MediaRuntime {
     /// Starts the media of an answered call on the shard of its ports. A full queue or a
     /// stopped runtime is an error at once (the ports then go back to the pool).
     pub fn start(&self, ports: RtpPorts, config: MediaConfig) -> Result<MediaSession, MediaError> {
-        let link = self
-            .inner
-            .links
-            .get(ports.shard())
-            .ok_or(MediaError::Stopped)?;
-        let (port, lease) = (ports.rtp_port(), ports.lease());
-        let (tx, rx) = oneshot::channel();
-        link.send(Command::Start {
+        self.launch(ports, |ports, report| Command::Start {
             ports,
             config,
-            report: tx,
-        })?;
-        Ok(MediaSession::new(Arc::clone(link), port, lease, rx))
+            report,
+        })
     }
 
     /// Starts a session bridging the carrier's RTP leg to an agent stream, on the shard of
@@ -147,6 +139,24 @@ impl MediaRuntime {
         config: MediaConfig,
         agent: AgentStart,
     ) -> Result<(MediaSession, mpsc::Receiver<AgentNotice>), MediaError> {
+        let (notices, notices_rx) = mpsc::channel(NOTICE_QUEUE);
+        let session = self.launch(ports, |ports, report| Command::StartStream {
+            ports,
+            config,
+            agent: Box::new(agent),
+            notices,
+            report,
+        })?;
+        Ok((session, notices_rx))
+    }
+
+    /// Sends the start `command` made for `ports` to their shard and hands back the
+    /// session's handle.
+    fn launch(
+        &self,
+        ports: RtpPorts,
+        command: impl FnOnce(RtpPorts, oneshot::Sender<MediaReport>) -> Command,
+    ) -> Result<MediaSession, MediaError> {
         let link = self
             .inner
             .links
@@ -154,18 +164,8 @@ impl MediaRuntime {
             .ok_or(MediaError::Stopped)?;
         let (port, lease) = (ports.rtp_port(), ports.lease());
         let (tx, rx) = oneshot::channel();
-        let (notices, notices_rx) = mpsc::channel(NOTICE_QUEUE);
-        link.send(Command::StartStream {
-            ports,
-            config,
-            agent: Box::new(agent),
-            notices,
-            report: tx,
-        })?;
-        Ok((
-            MediaSession::new(Arc::clone(link), port, lease, rx),
-            notices_rx,
-        ))
+        link.send(command(ports, tx))?;
+        Ok(MediaSession::new(Arc::clone(link), port, lease, rx))
     }
 
     /// Tells every shard to end its sessions and stop; returns at once.

@@ -53,6 +53,12 @@ pub struct Baresip {
 }
 
 impl Baresip {
+    /// Dials `target`; panics with baresip's log when it refuses.
+    pub async fn dial(&mut self, target: &str) {
+        let answer = self.ctrl.command("dial", target).await;
+        assert_eq!(answer["ok"], true, "dial refused: {answer}\n{}", self.log());
+    }
+
     /// Writes the configuration into `dir/baresip`, starts baresip and connects to its
     /// control socket. The control port is picked free just before; should another process
     /// take it first, baresip says so and runs on without it, and is started again on
