@@ -27,6 +27,10 @@
 //! [`AGENT_TOKENS`] + its slot, above every port token and [`WAKE`], and its connect
 //! timeout, close wait and 20 ms slots are its deadline in the same timer heap. An echo
 //! session's packets take the same path as before: one match on the session's kind.
+//!
+//! When a stream session's playout slot comes due, the loop reads the clock once more after
+//! the slot's RTP was sent and counts how late it left in the shard's own
+//! [`SendLateness`], which goes to the metrics every [`LATENESS_FLUSH`].
 
 use std::io;
 use std::sync::Arc;
@@ -40,6 +44,7 @@ use super::agent::{AgentNotice, AgentStart};
 use super::agent_conn::StreamCall;
 use super::bridge::{Bridge, Side};
 use super::echo::EchoLeg;
+use super::lateness::SendLateness;
 use super::leg::{Datagram, Input, Leg, LegEvent, Port};
 use super::ports::{PortPool, RtpPorts};
 use super::rtp_leg::{MAX_DATAGRAM, RtpLeg};
@@ -60,6 +65,9 @@ pub const MAX_READS: usize = 64;
 /// the loop by itself (its first packet), and an ended call's ports only go back to the pool
 /// (where they wait out a quarantine of 250 ms anyway).
 pub const COMMAND_DELAY: Duration = Duration::from_millis(5);
+
+/// How often a shard hands its send-lateness histogram to the metrics recorder.
+pub const LATENESS_FLUSH: Duration = Duration::from_secs(1);
 
 /// The queue's state as the loop and the senders share it: nothing new since the loop last
 /// looked, a command was queued since, or the loop sleeps until woken.
@@ -236,6 +244,17 @@ impl Session {
         }
     }
 
+    /// The deadline of the 20 ms frame a timeout at `now` plays to the carrier: a stream
+    /// session's playout slot, when it has come.
+    fn slot_due(&self, now: Instant) -> Option<Instant> {
+        match &self.media {
+            SessionMedia::Echo(_) => None,
+            SessionMedia::Stream(call) => {
+                Some(call.bridge.b().session().next_slot()).filter(|&slot| slot <= now)
+            }
+        }
+    }
+
     fn rtp_leg(&self) -> &RtpLeg {
         match &self.media {
             SessionMedia::Echo(bridge) => bridge.a(),
@@ -304,6 +323,9 @@ struct Core {
     again: Vec<(u32, Port, u64)>,
     more_commands: bool,
     buf: Box<[u8; MAX_DATAGRAM]>,
+    /// Stream sessions' send lateness since the last flush, and when the next flush is due.
+    lateness: SendLateness,
+    lateness_flush: Option<Instant>,
 }
 
 impl Shard {
@@ -341,6 +363,8 @@ impl Shard {
                 again: Vec::new(),
                 more_commands: false,
                 buf: Box::new([0; MAX_DATAGRAM]),
+                lateness: SendLateness::default(),
+                lateness_flush: None,
             },
         };
         Ok((shard, link))
@@ -371,9 +395,11 @@ impl Shard {
             if core.link.state.swap(IDLE, Ordering::AcqRel) == NOTIFIED || core.more_commands {
                 core.run_commands(now);
             }
-            core.fire_timers(now);
+            core.fire_timers(now, Instant::now);
+            core.flush_lateness(now);
         }
         core.shutdown();
+        core.lateness.flush_to_metrics();
     }
 }
 
@@ -589,7 +615,9 @@ impl Core {
         (session.ports.lease() == lease).then_some(slot)
     }
 
-    fn fire_timers(&mut self, now: Instant) {
+    /// Runs the deadlines due at `now`; `sent_at` reads the clock after a stream session's
+    /// slot was sent, for its lateness.
+    fn fire_timers(&mut self, now: Instant, sent_at: impl Fn() -> Instant) {
         // Each armed deadline fires at most once per wake-up, whatever a leg asks for next.
         let mut budget = self.timers.len();
         while budget > 0
@@ -602,9 +630,28 @@ impl Core {
                 continue;
             };
             session.armed = None;
+            let slot_due = session.slot_due(now);
             match session.handle_timeout(now) {
                 Some(end) => self.end(slot, end),
-                None => session.rearm(slot, &mut self.timers),
+                None => {
+                    if let Some(due) = slot_due {
+                        self.lateness
+                            .record(sent_at().saturating_duration_since(due));
+                    }
+                    session.rearm(slot, &mut self.timers);
+                }
+            }
+        }
+    }
+
+    /// Hands the send lateness to the metrics when [`LATENESS_FLUSH`] has gone by since the
+    /// last time.
+    fn flush_lateness(&mut self, now: Instant) {
+        match self.lateness_flush {
+            Some(at) if now < at => {}
+            _ => {
+                self.lateness.flush_to_metrics();
+                self.lateness_flush = Some(now + LATENESS_FLUSH);
             }
         }
     }
