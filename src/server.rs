@@ -200,6 +200,7 @@ impl Server {
             metrics,
             clock,
             live,
+            calls: Arc::clone(&context),
         };
         let listener = TcpListener::bind(config.http)
             .await
@@ -208,7 +209,10 @@ impl Server {
         let (shutdown, mut stop) = watch::channel(false);
         let app = api::router(state);
         let http = tokio::spawn(async move {
-            axum::serve(listener, app)
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
                 .with_graceful_shutdown(async move {
                     let _ = stop.wait_for(|stop| *stop).await;
                 })
