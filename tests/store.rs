@@ -428,6 +428,10 @@ fn answered_call(tenant: TenantId, n: usize) -> Call {
         answered_at: Some(at),
         ended_at: None,
         duration_s: None,
+        recording_status: None,
+        recording_duration_ms: None,
+        recording_bytes: None,
+        recording_error: None,
     }
 }
 

@@ -42,6 +42,8 @@ pub mod jitter;
 pub mod latch;
 pub mod leg;
 pub mod ports;
+pub mod recorder;
+pub mod recording;
 pub mod rtp;
 pub mod rtp_leg;
 pub mod runtime;

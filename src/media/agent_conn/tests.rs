@@ -195,6 +195,7 @@ fn agent_start(url: String, addr: SocketAddr) -> AgentStart {
         ca_pem: None,
         connect_timeout: Duration::from_secs(5),
         stream: stream_config(),
+        recording: None,
     }
 }
 
