@@ -94,6 +94,11 @@ pub async fn get(
     }))
 }
 
+/// A WAV file's bytes, as the OpenAPI document names them.
+#[derive(ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub struct WavFile(pub Vec<u8>);
+
 /// The call's recording if it can be served, or the 404 that says why not.
 async fn ready_recording(
     state: &AppState,
@@ -127,7 +132,7 @@ fn missing_file(e: &std::io::Error) -> Problem {
     params(("tenant_id" = TenantId, Path), ("call_id" = CallId, Path)),
     responses((status = 200, description = "The call's recording: a stereo WAV (PCM 16-bit, \
                8 kHz), the caller on the left channel and the agent on the right.",
-               content_type = "audio/wav", body = Vec<u8>),
+               content_type = "audio/wav", body = WavFile),
               (status = 404, body = Problem)))]
 pub async fn recording(
     State(state): State<AppState>,
