@@ -456,10 +456,21 @@ fn stereo_channels(wav: &[u8]) -> (Vec<i16>, Vec<i16>) {
     assert_eq!(&wav[8..16], b"WAVEfmt ");
     let u16_at = |i: usize| u16::from_le_bytes([wav[i], wav[i + 1]]);
     let u32_at = |i: usize| u32::from_le_bytes([wav[i], wav[i + 1], wav[i + 2], wav[i + 3]]);
-    assert_eq!((u16_at(20), u16_at(22), u32_at(24), u16_at(34)), (1, 2, 8000, 16));
+    assert_eq!(
+        (u16_at(20), u16_at(22), u32_at(24), u16_at(34)),
+        (1, 2, 8000, 16)
+    );
     assert_eq!(&wav[36..40], b"data");
-    assert_eq!(u32_at(4) as usize, wav.len() - 8, "the RIFF size is patched");
-    assert_eq!(u32_at(40) as usize, wav.len() - 44, "the data size is patched");
+    assert_eq!(
+        u32_at(4) as usize,
+        wav.len() - 8,
+        "the RIFF size is patched"
+    );
+    assert_eq!(
+        u32_at(40) as usize,
+        wav.len() - 44,
+        "the data size is patched"
+    );
     let samples: Vec<i16> = wav[44..]
         .chunks_exact(2)
         .map(|b| i16::from_le_bytes([b[0], b[1]]))
@@ -547,12 +558,22 @@ async fn a_recorded_call_is_a_stereo_wav_of_the_caller_and_the_agent_until_delet
     assert!(!file.exists(), "the file is gone");
     let (status, problem) = env.s.admin_call(Method::GET, &path, None).await;
     assert_eq!(status, 404, "{problem}");
-    assert!(problem["detail"].as_str().unwrap_or_default().contains("deleted"), "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("deleted"),
+        "{problem}"
+    );
     let (status, _) = env.s.admin_call(Method::DELETE, &path, None).await;
     assert_eq!(status, 404);
     let (_, call) = env
         .s
-        .admin_call(Method::GET, &format!("/api/tenants/{}/calls/{id}", env.tenant), None)
+        .admin_call(
+            Method::GET,
+            &format!("/api/tenants/{}/calls/{id}", env.tenant),
+            None,
+        )
         .await;
     assert_eq!(call["recording"]["status"], "deleted", "{call}");
 }

@@ -13,8 +13,8 @@ use super::extract::{ApiPath, ApiQuery, Principal};
 use super::views::{Call, CallEvent};
 use super::{AppState, List, Problem, TenantPath};
 use crate::ids::{CallId, TenantId};
-use crate::store::CallFilter;
 use crate::media::recorder::recording_path;
+use crate::store::CallFilter;
 use crate::store::model::{self, CallStatus, Direction, RecordingStatus};
 
 /// `?status=&direction=&from=&to=&cursor=&limit=`; newest first.
@@ -94,10 +94,11 @@ pub async fn get(
     }))
 }
 
-/// A WAV file's bytes, as the OpenAPI document names them.
+/// A WAV file's bytes, as the OpenAPI document names them (the handler streams the file).
 #[derive(ToSchema)]
 #[schema(value_type = String, format = Binary)]
-pub struct WavFile(pub Vec<u8>);
+#[allow(dead_code)] // read only by the OpenAPI document
+pub struct WavFile(Vec<u8>);
 
 /// The call's recording if it can be served, or the 404 that says why not.
 async fn ready_recording(
@@ -145,11 +146,7 @@ pub async fn recording(
     let file = tokio::fs::File::open(&file)
         .await
         .map_err(|e| missing_file(&e))?;
-    let len = file
-        .metadata()
-        .await
-        .map_err(|e| missing_file(&e))?
-        .len();
+    let len = file.metadata().await.map_err(|e| missing_file(&e))?.len();
     let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
     Ok((
         [

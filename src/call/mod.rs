@@ -465,8 +465,7 @@ impl<M: Machine> Call<M> {
                 Ok(tap) => Some(tap),
                 Err(failure) => {
                     count_recording_failure(&failure);
-                    self.machine
-                        .handle_recording(Instant::now(), Err(failure));
+                    self.machine.handle_recording(Instant::now(), Err(failure));
                     None
                 }
             },

@@ -9,9 +9,9 @@ use serde_json::{Value, json};
 
 use crate::clock::WallClock;
 use crate::ids::{CallEventId, CallId, TenantId, TrunkId};
+use crate::media::recorder::{Recorded, RecordingFailure};
 use crate::routing::directory::Route;
 use crate::sip::message::Request;
-use crate::media::recorder::{Recorded, RecordingFailure};
 use crate::store::model::{Call, CallEvent, CallStatus, Direction, HangupCause, RecordingStatus};
 use crate::store::{CallWrite, stamp};
 use crate::transport::Transport;

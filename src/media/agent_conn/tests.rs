@@ -1476,7 +1476,10 @@ async fn a_recorded_stream_call_is_a_stereo_wav_of_the_caller_left_and_the_agent
     // The call's length, within 40 ms.
     let call_ms = stopped.duration_since(started).as_millis() as i64;
     let wav_ms = done.duration.as_millis() as i64;
-    assert!((call_ms - wav_ms).abs() <= 40, "call {call_ms} ms, wav {wav_ms} ms");
+    assert!(
+        (call_ms - wav_ms).abs() <= 40,
+        "call {call_ms} ms, wav {wav_ms} ms"
+    );
     let wav = std::fs::read(recording_path(dir.path(), key.tenant, key.call)).unwrap();
     assert_eq!(wav.len() as u64, done.bytes);
     assert_eq!(&wav[0..4], b"RIFF");
@@ -1496,11 +1499,17 @@ async fn a_recorded_stream_call_is_a_stereo_wav_of_the_caller_left_and_the_agent
     let caller_at = samples_between(started, caller_from);
     let (r, lag) = peak(&left, &caller_signal, window(caller_at));
     assert!(r >= 0.8, "left correlates {r}");
-    assert!(lag.abs_diff(caller_at) <= 160, "left at {lag}, sent at {caller_at}");
+    assert!(
+        lag.abs_diff(caller_at) <= 160,
+        "left at {lag}, sent at {caller_at}"
+    );
     let agent_at = samples_between(started, agent_from);
     let (r, lag) = peak(&right, &agent_signal, window(agent_at));
     assert!(r >= 0.8, "right correlates {r}");
-    assert!(lag.abs_diff(agent_at) <= 160, "right at {lag}, sent at {agent_at}");
+    assert!(
+        lag.abs_diff(agent_at) <= 160,
+        "right at {lag}, sent at {agent_at}"
+    );
     let (cross, _) = peak(&right, &caller_signal[..8000], window(caller_at));
     assert!(cross < 0.3, "the caller is not on the right: {cross}");
     media.shutdown();
