@@ -176,7 +176,7 @@ pub struct Recording {
     /// The file's size, header included; null until it is complete, and once deleted.
     pub bytes: Option<i64>,
     /// Why it failed: `reason: detail`, the reason one of `unwritable`, `disk_full`,
-    /// `write_failed`, `queue_full`, `writer_stopped`.
+    /// `write_failed`, `queue_full`, `writer_stopped`, `no_media`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }

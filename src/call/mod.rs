@@ -446,6 +446,11 @@ impl<M: Machine> Call<M> {
             Ok(addrs) => addrs,
             Err(reason) => {
                 tracing::info!(url = %target.url, %reason, "agent unreachable");
+                if plan_recording.is_some() {
+                    let failure = RecordingFailure::no_media("the agent's host did not resolve");
+                    count_recording_failure(&failure);
+                    self.machine.handle_recording(Instant::now(), Err(failure));
+                }
                 return self
                     .machine
                     .handle_agent(Instant::now(), AgentEvent::Unreachable(reason));
@@ -493,6 +498,12 @@ impl<M: Machine> Call<M> {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "no media session for an agent stream");
+                if let Some(tap) = self.recording.take() {
+                    tap.abort();
+                    let failure = RecordingFailure::no_media(format!("no media session: {e}"));
+                    count_recording_failure(&failure);
+                    self.machine.handle_recording(Instant::now(), Err(failure));
+                }
                 self.machine.handle_agent(
                     Instant::now(),
                     AgentEvent::Unreachable(format!("no media session: {e}")),

@@ -57,6 +57,9 @@ pub enum FailureReason {
     QueueFull,
     /// The writer is gone, or did not answer in time.
     WriterStopped,
+    /// The call's media never started (its agent's host did not resolve, or no shard took
+    /// the session).
+    NoMedia,
 }
 
 impl FailureReason {
@@ -67,6 +70,7 @@ impl FailureReason {
             FailureReason::WriteFailed => "write_failed",
             FailureReason::QueueFull => "queue_full",
             FailureReason::WriterStopped => "writer_stopped",
+            FailureReason::NoMedia => "no_media",
         }
     }
 
@@ -86,6 +90,11 @@ pub struct RecordingFailure {
 }
 
 impl RecordingFailure {
+    /// The call's media never started: nothing was recorded.
+    pub fn no_media(detail: impl Into<String>) -> Self {
+        RecordingFailure::new(FailureReason::NoMedia, detail)
+    }
+
     fn new(reason: FailureReason, detail: impl Into<String>) -> Self {
         RecordingFailure {
             reason,
@@ -108,6 +117,7 @@ pub struct Recorded {
 enum Message {
     Open(RecordingKey),
     Frames(RecordingKey, Batch),
+    Abort(RecordingKey),
     Finish {
         key: RecordingKey,
         slots: u64,
@@ -194,6 +204,12 @@ impl RecordingTap {
             .is_ok()
     }
 
+    /// Gives the recording up: its `.part` is removed. Never waits; should the queue be
+    /// full, the `.part` stays (and is never taken for a finished file).
+    pub fn abort(self) {
+        let _ = self.queue.try_send(Message::Abort(self.key));
+    }
+
     /// Ends the recording at `slots` slots of call time and waits (at most [`FINISH_WAIT`])
     /// for the file to be complete. Call once the call's media has ended, so that every
     /// batch it sent is ahead of this in the queue.
@@ -234,7 +250,7 @@ struct Open {
 
 impl Open {
     fn fail(&mut self, failure: RecordingFailure) {
-        if self.failure.is_none() {
+        if self.failure.is_none() && failure.reason != FailureReason::NoMedia {
             tracing::warn!(file = %self.part.display(), detail = %failure.detail, "recording failed");
             self.failure = Some(failure);
         }
@@ -318,6 +334,11 @@ impl Writer {
                         && let Err(e) = open.write(&batch)
                     {
                         open.fail(RecordingFailure::new(FailureReason::of(&e), e.to_string()));
+                    }
+                }
+                Message::Abort(key) => {
+                    if let Some(mut open) = self.open.remove(&key) {
+                        open.fail(RecordingFailure::no_media("given up"));
                     }
                 }
                 Message::Finish { key, slots, reply } => {
@@ -445,6 +466,27 @@ mod tests {
         assert_eq!((sample(24, 0), sample(24, 1)), (3, 4));
         assert_eq!((sample(29, 0), sample(29, 1)), (0, 0));
         assert!(!done.with_extension("wav.part").exists());
+    }
+
+    #[test]
+    fn an_aborted_recording_leaves_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let recorder = Recorder::spawn(dir.path().to_owned(), 64).unwrap();
+        let key = key();
+        let tap = recorder.open(key).unwrap();
+        assert!(tap.send(batch(0, 1, 1, 1)));
+        let again = tap.clone();
+        tap.abort();
+        // Finishing after the abort finds nothing open.
+        let failure = rt().block_on(again.finish(1)).unwrap_err();
+        assert_eq!(failure.reason, FailureReason::WriterStopped);
+        let folder = recording_path(dir.path(), key.tenant, key.call);
+        let folder = folder.parent().unwrap();
+        assert_eq!(
+            fs::read_dir(folder).unwrap().count(),
+            0,
+            "no .part, no .wav"
+        );
     }
 
     #[test]
