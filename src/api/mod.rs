@@ -52,6 +52,8 @@ pub struct AppState {
     pub clock: Arc<dyn crate::clock::WallClock>,
     /// The calls an agent may end through the Twilio-shaped hang-up.
     pub live: crate::call::LiveCalls,
+    /// Where this node's call recordings are (`--recordings-dir`).
+    pub recordings: std::path::PathBuf,
 }
 
 /// The OpenAPI document that `/api/openapi.json` serves: the API's JSON names are a
@@ -98,6 +100,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/tenants/{tenant_id}/calls", get(calls::list))
         .route("/tenants/{tenant_id}/calls/{call_id}", get(calls::get))
+        .route(
+            "/tenants/{tenant_id}/calls/{call_id}/recording",
+            get(calls::recording).delete(calls::delete_recording),
+        )
         .route(
             "/trunks",
             get(trunks::platform_list).post(trunks::platform_create),

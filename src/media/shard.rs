@@ -255,12 +255,13 @@ impl Session {
 
     fn report(&self, end: MediaEnd) -> MediaReport {
         let leg = self.rtp_leg().stats();
-        let (notices_dropped, messages_dropped, stream) = match &self.media {
-            SessionMedia::Echo(_) => (0, 0, None),
+        let (notices_dropped, messages_dropped, stream, recording) = match &self.media {
+            SessionMedia::Echo(_) => (0, 0, None, None),
             SessionMedia::Stream(call) => (
                 call.notices_dropped,
                 call.messages_dropped,
                 Some(call.bridge.b().session().stats()),
+                call.recording_report(),
             ),
         };
         MediaReport {
@@ -276,6 +277,7 @@ impl Session {
             },
             latched: self.rtp_leg().latched(),
             stream,
+            recording,
         }
     }
 }
