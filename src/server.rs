@@ -23,6 +23,7 @@ use crate::config::Config;
 use crate::endpoint::{CoreHandle, Driver, PlaceError};
 use crate::gate::{Gate, Shield};
 use crate::ids::{CallId, NodeId};
+use crate::media::recorder::{self, Recorder};
 use crate::media::runtime::{self, MediaRuntime};
 use crate::routing::admission::Admission;
 use crate::routing::directory::Directory;
@@ -140,6 +141,8 @@ impl Server {
             CallWriter::start(store.clone(), WRITER_QUEUE, config.node_id.clone());
         let attempts = AttemptLog::default();
         let live = LiveCalls::default();
+        let recorder = Recorder::spawn(config.recordings_dir.clone(), recorder::QUEUE)
+            .context("cannot start the recording writer")?;
         let context = Arc::new(CallContext {
             writer,
             directory: directory.clone(),
@@ -160,6 +163,7 @@ impl Server {
             port_warnings: Throttle::new(Duration::from_secs(1)),
             targets: config.target_policy,
             live: live.clone(),
+            recorder: recorder.clone(),
         });
         let (core, handle) = Driver::new(context.clone(), gate);
         let mut background = vec![
@@ -201,6 +205,7 @@ impl Server {
             clock,
             live,
             calls: Arc::clone(&context),
+            recordings: config.recordings_dir.clone(),
         };
         let listener = TcpListener::bind(config.http)
             .await

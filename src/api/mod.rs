@@ -55,6 +55,8 @@ pub struct AppState {
     pub live: crate::call::LiveCalls,
     /// What browsers' calls share with carriers' (routing, limits, media, the record writer).
     pub calls: Arc<crate::call::CallContext>,
+    /// Where this node's call recordings are (`--recordings-dir`).
+    pub recordings: std::path::PathBuf,
 }
 
 /// The OpenAPI document that `/api/openapi.json` serves: the API's JSON names are a
@@ -108,6 +110,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/tenants/{tenant_id}/webrtc/sessions/{session_id}",
             delete(webrtc::hang_up),
+        )
+        .route(
+            "/tenants/{tenant_id}/calls/{call_id}/recording",
+            get(calls::recording).delete(calls::delete_recording),
         )
         .route(
             "/trunks",

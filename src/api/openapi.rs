@@ -13,7 +13,7 @@ use super::{calls, health, keys, numbers, profiles, tenants, trunks};
         numbers::create, numbers::list, numbers::get, numbers::update, numbers::delete,
         profiles::create, profiles::list, profiles::get, profiles::update, profiles::delete,
         keys::create, keys::revoke,
-        calls::list, calls::get,
+        calls::list, calls::get, calls::recording, calls::delete_recording,
         trunks::platform_create, trunks::platform_list, trunks::platform_get,
         trunks::platform_update, trunks::platform_delete,
         trunks::tenant_create, trunks::tenant_list, trunks::tenant_get,

@@ -82,6 +82,16 @@ impl Problem {
         )
     }
 
+    /// Not found, saying why (the resource exists in some form, but not as asked).
+    pub fn not_found_because(detail: impl Into<String>) -> Self {
+        Problem::new(
+            StatusCode::NOT_FOUND,
+            "/problems/not-found",
+            "Not found",
+            detail.into(),
+        )
+    }
+
     pub fn conflict(field: &str) -> Self {
         Problem {
             field: Some(field.to_owned()),

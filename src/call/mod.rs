@@ -25,8 +25,9 @@ use crate::clock::WallClock;
 use crate::gate::Admitted;
 use crate::ids::CallId;
 use crate::media::ports::RtpPorts;
+use crate::media::recorder::{FINISH_WAIT, Recorded, Recorder, RecordingFailure, RecordingTap};
 use crate::media::runtime::MediaRuntime;
-use crate::media::session::{self, AgentNotice, AgentStart, MediaSession};
+use crate::media::session::{self, AgentNotice, AgentStart, MediaSession, RecordingReport};
 use crate::media::stream::{Dialect, StreamConfig};
 use crate::routing::admission::Admission;
 use crate::routing::directory::Directory;
@@ -62,6 +63,8 @@ pub struct CallContext {
     pub targets: TargetPolicy,
     /// The calls that the API may end (those streamed to an agent).
     pub live: LiveCalls,
+    /// Where recorded calls' audio is written.
+    pub recorder: Recorder,
 }
 
 /// What the driver needs of its machine: the face [`Uas`] and [`Uac`] share.
@@ -80,6 +83,8 @@ pub trait Machine: Send + 'static {
     fn handle_agent(&mut self, now: Instant, event: AgentEvent);
     /// Someone outside the call (the agent, through the API) ends it.
     fn handle_hangup(&mut self, now: Instant, why: &str);
+    /// How the call's recording ended; may come after the machine is done.
+    fn handle_recording(&mut self, now: Instant, outcome: Result<Recorded, RecordingFailure>);
     /// The Call-ID, for the call's log span.
     fn sip_call_id(&self) -> String;
 }
@@ -117,6 +122,9 @@ impl Machine for Uas<Peer> {
     }
     fn handle_hangup(&mut self, now: Instant, why: &str) {
         Uas::handle_hangup(self, now, why);
+    }
+    fn handle_recording(&mut self, now: Instant, outcome: Result<Recorded, RecordingFailure>) {
+        Uas::handle_recording(self, now, outcome);
     }
     fn sip_call_id(&self) -> String {
         let call_id = self.invite().headers().call_id();
@@ -156,6 +164,8 @@ impl Machine for Uac<Peer> {
     // not register it.
     fn handle_agent(&mut self, _now: Instant, _event: AgentEvent) {}
     fn handle_hangup(&mut self, _now: Instant, _why: &str) {}
+    // Nor is it recorded.
+    fn handle_recording(&mut self, _now: Instant, _outcome: Result<Recorded, RecordingFailure>) {}
     fn sip_call_id(&self) -> String {
         self.call_id().to_owned()
     }
@@ -175,6 +185,12 @@ pub struct Call<M = Uas<Peer>> {
     agent: Option<mpsc::Receiver<AgentNotice>>,
     /// Hang-ups asked through the API, once the call is registered in [`LiveCalls`].
     hangups: Option<(CallId, mpsc::Receiver<String>)>,
+    /// The call's recording, finished once its media ended.
+    recording: Option<RecordingTap>,
+    /// A recorded call's session after its hangup, for the report that ends the recording.
+    stopping: Option<MediaSession>,
+    /// What the session's end report said of the recording.
+    recorded: Option<RecordingReport>,
 }
 
 impl Call<Uac<Peer>> {
@@ -198,6 +214,9 @@ impl Call<Uac<Peer>> {
             media: None,
             agent: None,
             hangups: None,
+            recording: None,
+            stopping: None,
+            recorded: None,
         }
     }
 }
@@ -236,6 +255,9 @@ impl Call {
             media: None,
             agent: None,
             hangups: None,
+            recording: None,
+            stopping: None,
+            recorded: None,
         }
     }
 }
@@ -244,7 +266,8 @@ impl<M: Machine> Call<M> {
     pub async fn run(mut self) {
         let call_id = self.machine.sip_call_id();
         let span = tracing::debug_span!("call", sip_call_id = %call_id);
-        tracing::Instrument::instrument(self.drive(), span).await;
+        tracing::Instrument::instrument(self.drive(), span.clone()).await;
+        tracing::Instrument::instrument(self.finish_recording(), span).await;
         // Dropping the session hangs it up.
         drop(self.media.take());
         if let Some((id, _)) = self.hangups.take() {
@@ -279,6 +302,7 @@ impl<M: Machine> Call<M> {
                 },
                 report = media_end(&mut self.media) => {
                     self.media = None;
+                    self.recorded = report.recording;
                     let end = match report.end {
                         session::MediaEnd::MediaTimeout => MediaEnd::Timeout,
                         session::MediaEnd::AgentHangup => MediaEnd::AgentHangup,
@@ -374,11 +398,14 @@ impl<M: Machine> Call<M> {
                     }
                 }
                 Output::StopMedia => {
-                    if let Some(mut media) = self.media.take()
-                        && let Err(e) = media.hangup()
-                    {
-                        // Dropping the session tries again.
-                        tracing::warn!(error = %e, "media hangup not queued");
+                    if let Some(mut media) = self.media.take() {
+                        if let Err(e) = media.hangup() {
+                            // Dropping the session tries again.
+                            tracing::warn!(error = %e, "media hangup not queued");
+                        }
+                        if self.recording.is_some() {
+                            self.stopping = Some(media);
+                        }
                     }
                 }
                 Output::Attempt { reason, called } => {
@@ -406,6 +433,7 @@ impl<M: Machine> Call<M> {
             account_sid,
             call_sid,
             parameters,
+            recording: plan_recording,
         } = plan;
         let Some(ports) = self.ports.take() else {
             return;
@@ -420,6 +448,11 @@ impl<M: Machine> Call<M> {
             Ok(addrs) => addrs,
             Err(reason) => {
                 tracing::info!(url = %target.url, %reason, "agent unreachable");
+                if plan_recording.is_some() {
+                    let failure = RecordingFailure::no_media("the agent's host did not resolve");
+                    count_recording_failure(&failure);
+                    self.machine.handle_recording(Instant::now(), Err(failure));
+                }
                 return self
                     .machine
                     .handle_agent(Instant::now(), AgentEvent::Unreachable(reason));
@@ -434,7 +467,20 @@ impl<M: Machine> Call<M> {
         stream.custom_parameters = parameters;
         stream.max_queued_audio_ms =
             u32::try_from(target.max_queued_audio.as_millis()).unwrap_or(u32::MAX);
+        let recording = match plan_recording {
+            Some(key) => match self.ctx.recorder.open(key) {
+                Ok(tap) => Some(tap),
+                Err(failure) => {
+                    count_recording_failure(&failure);
+                    self.machine.handle_recording(Instant::now(), Err(failure));
+                    None
+                }
+            },
+            None => None,
+        };
+        self.recording.clone_from(&recording);
         let agent = AgentStart {
+            recording,
             url: target.url.clone(),
             addrs,
             auth_token: target.auth_token.as_ref().map(|t| t.0.clone()),
@@ -454,6 +500,12 @@ impl<M: Machine> Call<M> {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "no media session for an agent stream");
+                if let Some(tap) = self.recording.take() {
+                    tap.abort();
+                    let failure = RecordingFailure::no_media(format!("no media session: {e}"));
+                    count_recording_failure(&failure);
+                    self.machine.handle_recording(Instant::now(), Err(failure));
+                }
                 self.machine.handle_agent(
                     Instant::now(),
                     AgentEvent::Unreachable(format!("no media session: {e}")),
@@ -461,6 +513,47 @@ impl<M: Machine> Call<M> {
             }
         }
     }
+}
+
+impl<M: Machine> Call<M> {
+    /// Once the call is over: waits for its media's end report (the recording's last slot),
+    /// finishes the recording and has the machine write how it ended. A recording that
+    /// cannot be kept leaves the call as it was, with the recording marked failed.
+    #[allow(clippy::disallowed_methods)] // the driver is where the clock is read
+    async fn finish_recording(&mut self) {
+        let Some(tap) = self.recording.take() else {
+            return;
+        };
+        if self.recorded.is_none()
+            && let Some(mut session) = self.stopping.take().or_else(|| self.media.take())
+        {
+            let _ = session.hangup();
+            if let Ok(report) = tokio::time::timeout(FINISH_WAIT, session.ended()).await {
+                self.recorded = report.recording;
+            }
+        }
+        let report = self.recorded.unwrap_or_default();
+        if report.batches_dropped > 0 {
+            metrics::counter!("vca_sip_recording_batches_dropped_total")
+                .increment(report.batches_dropped);
+        }
+        let outcome = tap.finish(report.slots).await;
+        match &outcome {
+            Ok(recorded) => {
+                metrics::counter!("vca_sip_recordings_ready_total").increment(1);
+                tracing::debug!(?recorded, "recording ready");
+            }
+            Err(failure) => count_recording_failure(failure),
+        }
+        self.machine.handle_recording(Instant::now(), outcome);
+        self.carry_out().await;
+    }
+}
+
+fn count_recording_failure(failure: &RecordingFailure) {
+    tracing::warn!(reason = failure.reason.as_str(), detail = %failure.detail, "call recording failed");
+    metrics::counter!("vca_sip_recordings_failed_total", "reason" => failure.reason.as_str())
+        .increment(1);
 }
 
 /// The addresses of a `ws://` or `wss://` URL's host, each checked against `policy`.

@@ -10,9 +10,10 @@ use serde_json::{Value, json};
 use crate::clock::WallClock;
 use crate::kinds::CallTransport;
 use crate::ids::{CallEventId, CallId, TenantId, TrunkId};
+use crate::media::recorder::{Recorded, RecordingFailure};
 use crate::routing::directory::Route;
 use crate::sip::message::Request;
-use crate::store::model::{Call, CallEvent, CallStatus, Direction, HangupCause};
+use crate::store::model::{Call, CallEvent, CallStatus, Direction, HangupCause, RecordingStatus};
 use crate::store::{CallWrite, stamp};
 use crate::transport::Transport;
 
@@ -77,6 +78,10 @@ impl Record {
             answered_at: None,
             ended_at: None,
             duration_s: None,
+            recording_status: None,
+            recording_duration_ms: None,
+            recording_bytes: None,
+            recording_error: None,
         };
         Record {
             clock,
@@ -118,6 +123,10 @@ impl Record {
             answered_at: None,
             ended_at: None,
             duration_s: None,
+            recording_status: None,
+            recording_duration_ms: None,
+            recording_bytes: None,
+            recording_error: None,
         };
         Record {
             clock,
@@ -152,6 +161,10 @@ impl Record {
             answered_at: None,
             ended_at: None,
             duration_s: None,
+            recording_status: None,
+            recording_duration_ms: None,
+            recording_bytes: None,
+            recording_error: None,
         };
         Record {
             clock,
@@ -274,6 +287,37 @@ impl Record {
             .call
             .answered_at
             .map(|a| (ended - a).num_seconds().max(0));
+    }
+
+    /// The call's audio is being recorded.
+    pub fn recording_started(&mut self) {
+        self.call.recording_status = Some(RecordingStatus::Recording);
+        self.event(
+            "recording_started",
+            json!({"format": "wav", "sample_rate": 8000, "channels": ["caller", "agent"]}),
+        );
+    }
+
+    /// The recording is complete: ready to be fetched.
+    pub fn recording_ready(&mut self, recorded: &Recorded) {
+        self.call.recording_status = Some(RecordingStatus::Ready);
+        let ms = i64::try_from(recorded.duration.as_millis()).unwrap_or(i64::MAX);
+        self.call.recording_duration_ms = Some(ms);
+        self.call.recording_bytes = Some(i64::try_from(recorded.bytes).unwrap_or(i64::MAX));
+        self.call.recording_error = None;
+    }
+
+    /// The recording could not be kept; the call went on without it.
+    pub fn recording_failed(&mut self, failure: &RecordingFailure) {
+        let reason = failure.reason.as_str();
+        self.call.recording_status = Some(RecordingStatus::Failed);
+        self.call.recording_duration_ms = None;
+        self.call.recording_bytes = None;
+        self.call.recording_error = Some(truncate(&format!("{reason}: {}", failure.detail), 1024));
+        self.event(
+            "recording_failed",
+            json!({"reason": reason, "detail": truncate(&failure.detail, 1024)}),
+        );
     }
 
     /// The record as it stands and the events since the last write.

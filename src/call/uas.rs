@@ -43,6 +43,7 @@ use super::record::Record;
 use crate::clock::WallClock;
 use crate::gate::Admitted;
 use crate::media::dtmf;
+use crate::media::recorder::{Recorded, RecordingFailure, RecordingKey};
 use crate::media::rtp::Pt;
 use crate::media::session::MediaConfig;
 use crate::routing::admission::{self, Admission, Busy};
@@ -137,6 +138,8 @@ pub struct AgentPlan {
     pub call_sid: String,
     /// `customParameters`: the call's ids and numbers, then the profile's own parameters.
     pub parameters: std::collections::BTreeMap<String, String>,
+    /// The recording to make of the call, when its profile records.
+    pub recording: Option<RecordingKey>,
 }
 
 /// What the driver reports of the agent's stream while the call is set up and runs.
@@ -452,10 +455,17 @@ impl<P: Link + std::fmt::Debug> Uas<P> {
             parameters.insert(name.clone(), value.clone());
         }
         let (account_sid, call_sid) = (call.tenant_id.to_string(), call.id.to_string());
+        let recording = target.record.then_some(RecordingKey {
+            tenant: call.tenant_id,
+            call: call.id,
+        });
         record.event(
             "agent_connecting",
             serde_json::json!({"url": target.url, "protocol": target.protocol}),
         );
+        if recording.is_some() {
+            record.recording_started();
+        }
         let deadline = now + target.connect_timeout + AGENT_CONNECT_GRACE;
         self.outputs.push_back(Output::ConnectAgent(AgentPlan {
             media,
@@ -463,6 +473,7 @@ impl<P: Link + std::fmt::Debug> Uas<P> {
             account_sid,
             call_sid,
             parameters,
+            recording,
         }));
         self.media_started = true;
         let early = self.negotiated.is_some().then(|| self.sdp.clone());
@@ -498,6 +509,19 @@ impl<P: Link + std::fmt::Debug> Uas<P> {
                 }
             }
         }
+    }
+
+    /// How the call's recording ended (the driver finishes it once the media ended, the call
+    /// over or not): the record says so, in one more write.
+    pub fn handle_recording(&mut self, _now: Instant, outcome: Result<Recorded, RecordingFailure>) {
+        let Some(record) = self.record.as_mut() else {
+            return;
+        };
+        match &outcome {
+            Ok(recorded) => record.recording_ready(recorded),
+            Err(failure) => record.recording_failed(failure),
+        }
+        self.write();
     }
 
     /// The agent could not be reached before the call was answered: 480 with the cause

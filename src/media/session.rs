@@ -86,6 +86,19 @@ pub struct MediaReport {
     pub latched: Option<SocketAddr>,
     /// A stream session's counts of its agent stream; `None` for an echo session.
     pub stream: Option<StreamStats>,
+    /// A recorded session's account of its recording; `None` when not recorded.
+    pub recording: Option<RecordingReport>,
+}
+
+/// What a recorded session handed its recording writer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecordingReport {
+    /// Slots of 20 ms of call time recorded: the file's length.
+    pub slots: u64,
+    /// Batches the writer's queue had no room for (silence in the file).
+    pub batches_dropped: u64,
+    /// Caller frames too late for their slot.
+    pub late_frames: u64,
 }
 
 impl MediaReport {
@@ -96,6 +109,7 @@ impl MediaReport {
             stats: MediaStats::default(),
             latched: None,
             stream: None,
+            recording: None,
         }
     }
 }

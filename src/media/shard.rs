@@ -284,12 +284,13 @@ impl Session {
             }
             (None, _) => (0, 0, Default::default()),
         };
-        let (notices_dropped, messages_dropped, stream) = match &self.media {
-            SessionMedia::Echo(_) | SessionMedia::WebRtcEcho(_) => (0, 0, None),
+        let (notices_dropped, messages_dropped, stream, recording) = match &self.media {
+            SessionMedia::Echo(_) | SessionMedia::WebRtcEcho(_) => (0, 0, None, None),
             SessionMedia::Stream(call) => (
                 call.notices_dropped,
                 call.messages_dropped,
                 Some(call.bridge.b().session().stats()),
+                call.recording_report(),
             ),
         };
         MediaReport {
@@ -305,6 +306,7 @@ impl Session {
             },
             latched: self.rtp_leg().and_then(RtpLeg::latched),
             stream,
+            recording,
         }
     }
 }
