@@ -218,10 +218,10 @@ impl Server {
                 listener,
                 app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
             )
-                .with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|stop| *stop).await;
-                })
-                .await
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|stop| *stop).await;
+            })
+            .await
         });
         tracing::info!(%http_addr, %sip_udp_addr, %sip_tcp_addr, ?sip_tls_addr, backend = store.backend(), node_id = %config.node_id, "vca-sip serving");
         Ok(Server {

@@ -105,7 +105,11 @@ pub async fn hang_up(
     let tenant_id = principal.scope(tenant_id)?;
     state
         .live
-        .hang_up_session(&tenant_id.to_string(), session_id, "hung up through the API")
+        .hang_up_session(
+            &tenant_id.to_string(),
+            session_id,
+            "hung up through the API",
+        )
         .map_err(|_| Problem::not_found())?;
     Ok(StatusCode::NO_CONTENT)
 }

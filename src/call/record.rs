@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use crate::clock::WallClock;
-use crate::kinds::CallTransport;
 use crate::ids::{CallEventId, CallId, TenantId, TrunkId};
+use crate::kinds::CallTransport;
 use crate::media::recorder::{Recorded, RecordingFailure};
 use crate::routing::directory::Route;
 use crate::sip::message::Request;

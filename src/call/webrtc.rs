@@ -100,11 +100,23 @@ pub async fn offer(
         let _ = ctx.writer.record(record.take_write());
     };
     if route.tenant_status != TenantStatus::Active {
-        refused(record, 403, 21, HangupCause::Rejected, "Tenant not in service");
+        refused(
+            record,
+            403,
+            21,
+            HangupCause::Rejected,
+            "Tenant not in service",
+        );
         return Err(Refusal::NotInService("the tenant is not in service"));
     }
     if !route.is_active {
-        refused(record, 403, 21, HangupCause::Rejected, "Number not in service");
+        refused(
+            record,
+            403,
+            21,
+            HangupCause::Rejected,
+            "Number not in service",
+        );
         return Err(Refusal::NotInService("the number is not in service"));
     }
     match resolved.media {
@@ -136,7 +148,12 @@ pub async fn offer(
     };
     record.codec(leg.codec());
     record.answered();
-    if ctx.writer.record_durably(record.take_write()).await.is_err() {
+    if ctx
+        .writer
+        .record_durably(record.take_write())
+        .await
+        .is_err()
+    {
         return Err(Refusal::Overloaded("the call record cannot be stored"));
     }
     record.committed();

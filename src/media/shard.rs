@@ -43,9 +43,9 @@ use super::echo::EchoLeg;
 use super::leg::{Datagram, Input, Leg, LegEvent, Port};
 use super::ports::{PortPool, RtpPorts};
 use super::rtp_leg::{MAX_DATAGRAM, RtpLeg};
-use super::webrtc::WebRtcLeg;
 use super::session::{MediaConfig, MediaEnd, MediaError, MediaReport, MediaStats};
 use super::stream::StreamStats;
+use super::webrtc::WebRtcLeg;
 
 /// The token of the shard's waker; socket tokens are port numbers, all below it.
 pub(crate) const WAKE: Token = Token(1 << 16);
@@ -557,6 +557,7 @@ impl Core {
                 }),
                 Ok(Command::StartWebRtc { ports, leg, report }) => {
                     self.start(now, ports, report, |_, _| {
+                        metrics::gauge!("vca_sip_webrtc_sessions").increment(1.0);
                         SessionMedia::WebRtcEcho(Box::new(Bridge::new(*leg, EchoLeg::new())))
                     })
                 }
@@ -703,8 +704,12 @@ impl Core {
         let Some(mut session) = self.sessions.get_mut(slot as usize).and_then(Option::take) else {
             return;
         };
-        if let SessionMedia::Stream(call) = &mut session.media {
-            call.close(&self.registry);
+        match &mut session.media {
+            SessionMedia::Stream(call) => call.close(&self.registry),
+            SessionMedia::WebRtcEcho(_) => {
+                metrics::gauge!("vca_sip_webrtc_sessions").decrement(1.0);
+            }
+            SessionMedia::Echo(_) => {}
         }
         self.free.push(slot);
         self.timers.remove(slot);

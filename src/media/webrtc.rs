@@ -124,7 +124,11 @@ impl WebRtcLeg {
     /// Answers a browser's `offer` at `now` for a leg whose host candidate is `local` (the
     /// address the browser sends to and datagrams arrive on); returns the leg and the SDP
     /// answer.
-    pub fn answer(now: Instant, offer: &str, local: SocketAddr) -> Result<(WebRtcLeg, String), OfferError> {
+    pub fn answer(
+        now: Instant,
+        offer: &str,
+        local: SocketAddr,
+    ) -> Result<(WebRtcLeg, String), OfferError> {
         let parsed =
             SdpOffer::from_sdp_string(offer).map_err(|e| OfferError::Malformed(e.to_string()))?;
         check_offer(offer)?;
@@ -155,7 +159,8 @@ impl WebRtcLeg {
             }
         };
         let mids = audio_mids(&answer);
-        let (mid, audio_pt, codec) = negotiated(&mut rtc, &mids).ok_or(OfferError::NoCommonCodec)?;
+        let (mid, audio_pt, codec) =
+            negotiated(&mut rtc, &mids).ok_or(OfferError::NoCommonCodec)?;
         let leg = WebRtcLeg {
             rtc,
             local,
@@ -221,7 +226,8 @@ impl WebRtcLeg {
                     break;
                 }
                 Ok(Output::Transmit(t)) => {
-                    self.transmits.push_back((t.destination, t.contents.to_vec()));
+                    self.transmits
+                        .push_back((t.destination, t.contents.to_vec()));
                 }
                 Ok(Output::Event(event)) => self.handle_event(event),
                 Err(e) => {
@@ -284,7 +290,8 @@ impl WebRtcLeg {
                     ssrc: self.ssrc,
                 };
                 self.stats.packets_in += 1;
-                self.received.push_back((header, stream, data.data.to_vec()));
+                self.received
+                    .push_back((header, stream, data.data.to_vec()));
             }
             _ => {}
         }

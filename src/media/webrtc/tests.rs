@@ -80,7 +80,12 @@ impl Browser {
             .map(|p| p.pt())
             .expect("a G.711 payload type");
         writer
-            .write(pt, now, MediaTime::new(timestamp, Frequency::EIGHT_KHZ), payload.to_vec())
+            .write(
+                pt,
+                now,
+                MediaTime::new(timestamp, Frequency::EIGHT_KHZ),
+                payload.to_vec(),
+            )
             .expect("the browser writes");
     }
 }
@@ -139,7 +144,7 @@ fn run(
 
 #[test]
 fn a_browser_connects_and_its_audio_is_echoed_back_on_one_timeline() {
-    let mut now = Instant::now();
+    let mut now = crate::clock::origin();
     let (mut browser, offer, pending) = Browser::offer(now, true);
     let (mut leg, answer) = WebRtcLeg::answer(now, &offer, addr(SERVER)).expect("answered");
     assert_eq!(leg.codec(), "PCMU");
@@ -185,7 +190,7 @@ fn a_browser_connects_and_its_audio_is_echoed_back_on_one_timeline() {
 
 #[test]
 fn pcma_is_answered_when_the_browser_offers_no_pcmu() {
-    let now = Instant::now();
+    let now = crate::clock::origin();
     let (_browser, offer, _pending) = Browser::offer(now, false);
     let (leg, answer) = WebRtcLeg::answer(now, &offer, addr(SERVER)).expect("answered");
     assert_eq!(leg.codec(), "PCMA");
@@ -194,7 +199,7 @@ fn pcma_is_answered_when_the_browser_offers_no_pcmu() {
 
 #[test]
 fn a_browser_that_never_completes_ice_ends_the_leg_after_ten_seconds() {
-    let mut now = Instant::now();
+    let mut now = crate::clock::origin();
     let (_browser, offer, _pending) = Browser::offer(now, true);
     let (mut leg, _) = WebRtcLeg::answer(now, &offer, addr(SERVER)).expect("answered");
     let mut ended = None;
@@ -219,13 +224,16 @@ fn a_browser_that_never_completes_ice_ends_the_leg_after_ten_seconds() {
 
 #[test]
 fn a_browser_that_goes_silent_ends_the_leg_after_thirty_seconds() {
-    let mut now = Instant::now();
+    let mut now = crate::clock::origin();
     let (mut browser, offer, pending) = Browser::offer(now, true);
     let (mut leg, answer) = WebRtcLeg::answer(now, &offer, addr(SERVER)).expect("answered");
     browser
         .rtc
         .sdp_api()
-        .accept_answer(pending, SdpAnswer::from_sdp_string(&answer).expect("parses"))
+        .accept_answer(
+            pending,
+            SdpAnswer::from_sdp_string(&answer).expect("parses"),
+        )
         .expect("taken");
     run(&mut now, &mut browser, &mut leg, 50, true);
     assert!(leg.is_connected());
@@ -243,13 +251,17 @@ fn a_browser_that_goes_silent_ends_the_leg_after_thirty_seconds() {
         }
     }
     let (at, why) = ended.expect("the leg ended");
-    assert!(at - silent_from <= SILENCE_TIMEOUT + Duration::from_millis(500), "{:?}", at - silent_from);
+    assert!(
+        at - silent_from <= SILENCE_TIMEOUT + Duration::from_millis(500),
+        "{:?}",
+        at - silent_from
+    );
     assert!(!why.is_empty());
 }
 
 #[test]
 fn offers_without_audio_fingerprint_or_g711_are_refused_by_name() {
-    let now = Instant::now();
+    let now = crate::clock::origin();
     let (_browser, offer, _pending) = Browser::offer(now, true);
     let no_fingerprint: String = offer
         .lines()
@@ -282,10 +294,14 @@ fn offers_without_audio_fingerprint_or_g711_are_refused_by_name() {
 
 #[test]
 fn datagrams_that_are_not_the_sessions_are_counted_and_dropped() {
-    let now = Instant::now();
+    let now = crate::clock::origin();
     let (_browser, offer, _pending) = Browser::offer(now, true);
     let (mut leg, _) = WebRtcLeg::answer(now, &offer, addr(SERVER)).expect("answered");
-    for data in [&b"garbage"[..], &[0u8; 0][..], &[0x80, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1][..]] {
+    for data in [
+        &b"garbage"[..],
+        &[0u8; 0][..],
+        &[0x80, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1][..],
+    ] {
         leg.handle_input(
             now,
             Input::Datagram(Datagram {
