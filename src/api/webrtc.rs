@@ -16,6 +16,7 @@ use axum::extract::connect_info::ConnectInfo;
 use axum::http::{Extensions, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::extract::{ApiJson, ApiPath, Principal};
 use super::{AppState, Problem, TenantPath};
@@ -26,7 +27,7 @@ use crate::media::webrtc::OfferError;
 /// The largest SDP offer taken, in bytes (a browser's is 4-6 kB).
 const MAX_SDP: usize = 32 * 1024;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Offer {
     /// The browser's SDP offer (non-trickle: its candidates included).
@@ -35,7 +36,7 @@ pub struct Offer {
     pub to: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct OfferAnswer {
     pub session_id: uuid::Uuid,
     pub call_id: CallId,
@@ -50,6 +51,14 @@ pub struct SessionPath {
 }
 
 /// Answers a browser's offer and starts its call.
+#[utoipa::path(post, path = "/api/tenants/{tenant_id}/webrtc/offer",
+    params(("tenant_id" = TenantId, Path)),
+    request_body = Offer,
+    responses((status = 201, body = OfferAnswer, headers(("Location" = String))),
+               (status = 400, body = Problem), (status = 401, body = Problem),
+               (status = 403, body = Problem), (status = 404, body = Problem),
+               (status = 429, body = Problem), (status = 501, body = Problem),
+               (status = 503, body = Problem)))]
 pub async fn offer(
     State(state): State<AppState>,
     principal: Principal,
@@ -94,6 +103,9 @@ pub async fn offer(
 }
 
 /// Hangs up a browser's call by its session.
+#[utoipa::path(delete, path = "/api/tenants/{tenant_id}/webrtc/sessions/{session_id}",
+    params(("tenant_id" = TenantId, Path), ("session_id" = uuid::Uuid, Path)),
+    responses((status = 204), (status = 404, body = Problem)))]
 pub async fn hang_up(
     State(state): State<AppState>,
     principal: Principal,
