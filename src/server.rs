@@ -204,6 +204,7 @@ impl Server {
             metrics,
             clock,
             live,
+            calls: Arc::clone(&context),
             recordings: config.recordings_dir.clone(),
         };
         let listener = TcpListener::bind(config.http)
@@ -213,11 +214,14 @@ impl Server {
         let (shutdown, mut stop) = watch::channel(false);
         let app = api::router(state);
         let http = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|stop| *stop).await;
-                })
-                .await
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|stop| *stop).await;
+            })
+            .await
         });
         tracing::info!(%http_addr, %sip_udp_addr, %sip_tcp_addr, ?sip_tls_addr, backend = store.backend(), node_id = %config.node_id, "vca-sip serving");
         Ok(Server {

@@ -3,7 +3,7 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use super::{calls, health, keys, numbers, profiles, tenants, trunks};
+use super::{calls, health, keys, numbers, profiles, tenants, trunks, webrtc};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -18,6 +18,7 @@ use super::{calls, health, keys, numbers, profiles, tenants, trunks};
         trunks::platform_update, trunks::platform_delete,
         trunks::tenant_create, trunks::tenant_list, trunks::tenant_get,
         trunks::tenant_update, trunks::tenant_delete,
+        webrtc::offer, webrtc::hang_up,
         health::healthz, health::metrics,
     ),
     modifiers(&BearerAuth),

@@ -131,6 +131,49 @@ impl Problem {
         )
     }
 
+    /// The SDP offer's audio has no codec vca-sip answers with (PCMU, PCMA).
+    pub fn no_common_codec() -> Self {
+        Problem {
+            field: Some("sdp".to_owned()),
+            ..Problem::new(
+                StatusCode::BAD_REQUEST,
+                "/problems/no-common-codec",
+                "No common codec",
+                "the offer's audio has neither PCMU nor PCMA".to_owned(),
+            )
+        }
+    }
+
+    /// A limit of the caller's (a tenant's concurrent calls) is reached.
+    pub fn too_many(detail: impl Into<String>) -> Self {
+        Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "/problems/limit-reached",
+            "Limit reached",
+            detail.into(),
+        )
+    }
+
+    /// The node cannot take more now (media ports, its store); `Retry-After` says when.
+    pub fn overloaded(detail: impl Into<String>) -> Self {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "/problems/overloaded",
+            "Overloaded",
+            detail.into(),
+        )
+    }
+
+    /// The request is understood but what it asks for is not served.
+    pub fn not_implemented(detail: impl Into<String>) -> Self {
+        Problem::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "/problems/not-implemented",
+            "Not implemented",
+            detail.into(),
+        )
+    }
+
     pub fn internal() -> Self {
         Problem::new(
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -10,6 +10,7 @@ mod record;
 mod throttle;
 pub mod uac;
 pub mod uas;
+pub mod webrtc;
 
 #[cfg(test)]
 mod tests;
@@ -310,6 +311,7 @@ impl<M: Machine> Call<M> {
                             MediaEnd::AgentUnreachable(reason)
                         }
                         session::MediaEnd::Hangup
+                        | session::MediaEnd::PeerGone(_)
                         | session::MediaEnd::Socket(_)
                         | session::MediaEnd::Shutdown => MediaEnd::Failed,
                     };
@@ -607,6 +609,8 @@ struct LiveCall {
     tenant_id: String,
     /// The stream's auth token, which the agent may use as its password.
     token: Option<String>,
+    /// A browser call's WebRTC session.
+    session: Option<uuid::Uuid>,
     hangup: mpsc::Sender<String>,
 }
 
@@ -632,10 +636,41 @@ impl LiveCalls {
             LiveCall {
                 tenant_id,
                 token,
+                session: None,
                 hangup,
             },
         );
         asked
+    }
+
+    /// Registers a browser's call, which its WebRTC session's id also reaches.
+    fn insert_session(
+        &self,
+        id: CallId,
+        session: uuid::Uuid,
+        tenant_id: &str,
+    ) -> mpsc::Receiver<String> {
+        let asked = self.insert(id, tenant_id, None);
+        if let Some(call) = self.lock().get_mut(&id) {
+            call.session = Some(session);
+        }
+        asked
+    }
+
+    /// Asks the browser call of the WebRTC session `session` of `tenant_id` to end.
+    pub fn hang_up_session(
+        &self,
+        tenant_id: &str,
+        session: uuid::Uuid,
+        why: &str,
+    ) -> Result<(), HangupError> {
+        let calls = self.lock();
+        let call = calls
+            .values()
+            .find(|c| c.session == Some(session) && c.tenant_id == tenant_id)
+            .ok_or(HangupError::NotFound)?;
+        let _ = call.hangup.try_send(why.to_owned());
+        Ok(())
     }
 
     fn remove(&self, id: CallId) {

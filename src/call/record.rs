@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use crate::clock::WallClock;
 use crate::ids::{CallEventId, CallId, TenantId, TrunkId};
+use crate::kinds::CallTransport;
 use crate::media::recorder::{Recorded, RecordingFailure};
 use crate::routing::directory::Route;
 use crate::sip::message::Request;
@@ -67,6 +68,51 @@ impl Record {
             called_raw: truncate(called_raw, 128),
             sip_call_id: truncate(h.call_id().unwrap_or_default(), 256),
             transport: transport.into(),
+            remote_addr: remote.to_string(),
+            codec: None,
+            status: CallStatus::Initiated,
+            sip_status: None,
+            q850_cause: None,
+            hangup_cause: None,
+            started_at: stamp(clock.now()),
+            answered_at: None,
+            ended_at: None,
+            duration_s: None,
+            recording_status: None,
+            recording_duration_ms: None,
+            recording_bytes: None,
+            recording_error: None,
+        };
+        Record {
+            clock,
+            call,
+            events: Vec::new(),
+            stored: false,
+        }
+    }
+
+    /// The record of a browser's call to `called` (E.164; `called_raw` as the browser gave
+    /// it) from `caller` (an agent's username, or `anonymous`) at `remote`.
+    pub fn webrtc(
+        clock: Arc<dyn WallClock>,
+        route: &Route,
+        called: &str,
+        called_raw: &str,
+        caller: &str,
+        remote: SocketAddr,
+    ) -> Record {
+        let call = Call {
+            id: CallId::new(),
+            tenant_id: route.tenant_id,
+            phone_number_id: Some(route.phone_number_id),
+            ai_profile_id: route.ai_profile_id,
+            trunk_id: None,
+            direction: Direction::Inbound,
+            caller: truncate(caller, 128),
+            called: called.to_owned(),
+            called_raw: truncate(called_raw, 128),
+            sip_call_id: String::new(),
+            transport: CallTransport::Webrtc,
             remote_addr: remote.to_string(),
             codec: None,
             status: CallStatus::Initiated,

@@ -52,6 +52,7 @@ pub mod runtime;
 pub mod session;
 pub mod shard;
 pub mod stream;
+pub mod webrtc;
 pub mod ws;
 
 pub use agent::{AgentNotice, AgentStart};

@@ -150,6 +150,20 @@ impl MediaRuntime {
         Ok((session, notices_rx))
     }
 
+    /// Starts a browser's call answered by the echo: the WebRTC `leg` (made for the RTP port
+    /// of `ports` by [`super::webrtc::WebRtcLeg::answer`]) on the shard of its ports.
+    pub fn start_webrtc(
+        &self,
+        ports: RtpPorts,
+        leg: super::webrtc::WebRtcLeg,
+    ) -> Result<MediaSession, MediaError> {
+        self.launch(ports, |ports, report| Command::StartWebRtc {
+            ports,
+            leg: Box::new(leg),
+            report,
+        })
+    }
+
     /// Sends the start `command` made for `ports` to their shard and hands back the
     /// session's handle.
     fn launch(

@@ -53,6 +53,8 @@ pub enum MediaEnd {
     /// A stream session's agent could not be reached (the reason, as in
     /// [`AgentNotice::Unreachable`]): the call ends with 480 `Reason: Q.850;cause=20`.
     AgentUnreachable(String),
+    /// A WebRTC leg's browser went away (closed, vanished, or never connected): why.
+    PeerGone(&'static str),
 }
 
 /// Counts of one media session.

@@ -45,6 +45,7 @@ use super::ports::{PortPool, RtpPorts};
 use super::rtp_leg::{MAX_DATAGRAM, RtpLeg};
 use super::session::{MediaConfig, MediaEnd, MediaError, MediaReport, MediaStats};
 use super::stream::StreamStats;
+use super::webrtc::WebRtcLeg;
 
 /// The token of the shard's waker; socket tokens are port numbers, all below it.
 pub(crate) const WAKE: Token = Token(1 << 16);
@@ -91,6 +92,11 @@ pub(crate) enum Command {
         config: MediaConfig,
         agent: Box<AgentStart>,
         notices: mpsc::Sender<AgentNotice>,
+        report: oneshot::Sender<MediaReport>,
+    },
+    StartWebRtc {
+        ports: RtpPorts,
+        leg: Box<WebRtcLeg>,
         report: oneshot::Sender<MediaReport>,
     },
     Hangup {
@@ -151,6 +157,8 @@ impl ShardLink {
 enum SessionMedia {
     Echo(Bridge<RtpLeg, EchoLeg>),
     Stream(Box<StreamCall>),
+    /// A browser's call answered by the echo.
+    WebRtcEcho(Box<Bridge<WebRtcLeg, EchoLeg>>),
 }
 
 /// One call's media on the shard.
@@ -167,8 +175,8 @@ struct Session {
 
 /// Sends what a bridge's legs want sent; returns why the session ends, if a leg says so.
 /// Only leg A (the carrier's) has a network side.
-fn send_transmits<B: Leg>(
-    bridge: &mut Bridge<RtpLeg, B>,
+fn send_transmits<A: Leg, B: Leg>(
+    bridge: &mut Bridge<A, B>,
     ports: &RtpPorts,
     sent: &mut u64,
     send_errors: &mut u64,
@@ -185,6 +193,7 @@ fn send_transmits<B: Leg>(
     }
     bridge.poll_event().map(|(_, event)| match event {
         LegEvent::MediaTimeout => MediaEnd::MediaTimeout,
+        LegEvent::PeerGone(why) => MediaEnd::PeerGone(why),
     })
 }
 
@@ -195,6 +204,7 @@ impl Session {
         match &mut self.media {
             SessionMedia::Echo(bridge) => send_transmits(bridge, ports, sent, errors),
             SessionMedia::Stream(call) => send_transmits(&mut call.bridge, ports, sent, errors),
+            SessionMedia::WebRtcEcho(bridge) => send_transmits(&mut **bridge, ports, sent, errors),
         }
     }
 
@@ -212,6 +222,10 @@ impl Session {
                 let end = call.pump(now);
                 end.or_else(|| self.flush())
             }
+            SessionMedia::WebRtcEcho(bridge) => {
+                bridge.handle_input(now, Side::A, Input::Datagram(datagram));
+                self.flush()
+            }
         }
     }
 
@@ -226,6 +240,10 @@ impl Session {
                 let end = call.handle_timeout(now);
                 end.or_else(|| self.flush())
             }
+            SessionMedia::WebRtcEcho(bridge) => {
+                bridge.handle_timeout(now);
+                self.flush()
+            }
         }
     }
 
@@ -233,13 +251,15 @@ impl Session {
         match &self.media {
             SessionMedia::Echo(bridge) => bridge.poll_timeout(),
             SessionMedia::Stream(call) => call.poll_timeout(),
+            SessionMedia::WebRtcEcho(bridge) => bridge.poll_timeout(),
         }
     }
 
-    fn rtp_leg(&self) -> &RtpLeg {
+    fn rtp_leg(&self) -> Option<&RtpLeg> {
         match &self.media {
-            SessionMedia::Echo(bridge) => bridge.a(),
-            SessionMedia::Stream(call) => call.bridge.a(),
+            SessionMedia::Echo(bridge) => Some(bridge.a()),
+            SessionMedia::Stream(call) => Some(call.bridge.a()),
+            SessionMedia::WebRtcEcho(_) => None,
         }
     }
 
@@ -254,9 +274,18 @@ impl Session {
     }
 
     fn report(&self, end: MediaEnd) -> MediaReport {
-        let leg = self.rtp_leg().stats();
+        let (packets_in, rtcp_in, latch) = match (self.rtp_leg(), &self.media) {
+            (Some(leg), _) => {
+                let stats = leg.stats();
+                (stats.packets_in, stats.rtcp_in, stats.latch)
+            }
+            (None, SessionMedia::WebRtcEcho(bridge)) => {
+                (bridge.a().stats().packets_in, 0, Default::default())
+            }
+            (None, _) => (0, 0, Default::default()),
+        };
         let (notices_dropped, messages_dropped, stream, recording) = match &self.media {
-            SessionMedia::Echo(_) => (0, 0, None, None),
+            SessionMedia::Echo(_) | SessionMedia::WebRtcEcho(_) => (0, 0, None, None),
             SessionMedia::Stream(call) => (
                 call.notices_dropped,
                 call.messages_dropped,
@@ -267,15 +296,15 @@ impl Session {
         MediaReport {
             end,
             stats: MediaStats {
-                packets_in: leg.packets_in,
+                packets_in,
                 packets_out: self.sent,
-                rtcp_in: leg.rtcp_in,
+                rtcp_in,
                 send_errors: self.send_errors,
-                latch: leg.latch,
+                latch,
                 notices_dropped,
                 messages_dropped,
             },
-            latched: self.rtp_leg().latched(),
+            latched: self.rtp_leg().and_then(RtpLeg::latched),
             stream,
             recording,
         }
@@ -526,6 +555,12 @@ impl Core {
                     metrics::gauge!("vca_sip_agent_streams").increment(1.0);
                     SessionMedia::Stream(Box::new(call))
                 }),
+                Ok(Command::StartWebRtc { ports, leg, report }) => {
+                    self.start(now, ports, report, |_, _| {
+                        metrics::gauge!("vca_sip_webrtc_sessions").increment(1.0);
+                        SessionMedia::WebRtcEcho(Box::new(Bridge::new(*leg, EchoLeg::new())))
+                    })
+                }
                 Ok(Command::Hangup { port, lease }) => {
                     if let Some(slot) = self.slot_of(port, lease) {
                         self.hangup(now, slot);
@@ -630,6 +665,10 @@ impl Core {
         };
         let end = match &mut session.media {
             SessionMedia::Echo(_) => Some(MediaEnd::Hangup),
+            SessionMedia::WebRtcEcho(bridge) => {
+                bridge.a_mut().close();
+                Some(MediaEnd::Hangup)
+            }
             SessionMedia::Stream(call) => call.hangup(now),
         };
         self.settle(slot, end);
@@ -665,8 +704,12 @@ impl Core {
         let Some(mut session) = self.sessions.get_mut(slot as usize).and_then(Option::take) else {
             return;
         };
-        if let SessionMedia::Stream(call) = &mut session.media {
-            call.close(&self.registry);
+        match &mut session.media {
+            SessionMedia::Stream(call) => call.close(&self.registry),
+            SessionMedia::WebRtcEcho(_) => {
+                metrics::gauge!("vca_sip_webrtc_sessions").decrement(1.0);
+            }
+            SessionMedia::Echo(_) => {}
         }
         self.free.push(slot);
         self.timers.remove(slot);
@@ -820,6 +863,7 @@ fn count_stream_end(end: &MediaEnd, stream: &StreamStats, stats: &MediaStats) {
         MediaEnd::AgentHangup => "agent_hangup",
         MediaEnd::AgentDisconnected => "agent_disconnected",
         MediaEnd::AgentUnreachable(_) => "agent_unreachable",
+        MediaEnd::PeerGone(_) => "peer_gone",
     };
     metrics::gauge!("vca_sip_agent_streams").decrement(1.0);
     metrics::counter!("vca_sip_agent_stream_ends_total", "end" => end).increment(1);

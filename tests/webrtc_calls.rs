@@ -1,0 +1,145 @@
+//! Browsers call tenants' numbers through the WebRTC offer endpoint: a real headless
+//! Chromium (Debian's `chromium`, driven by Playwright from the agents' virtualenv) and the
+//! real `vca-sip` binary, together in a network namespace of the test's own so that nothing
+//! leaves loopback. `tests/browser/echo_call.py` does the browser's part and reports what it
+//! saw; the assertions are here.
+
+mod common;
+
+use std::process::Command;
+
+use serde_json::Value;
+
+use common::agent::python;
+use common::heavy;
+use common::process::BIN;
+
+/// Runs the browser driver and returns its report.
+fn browser_report(dir: &std::path::Path) -> Value {
+    assert!(
+        std::path::Path::new("/usr/bin/chromium").exists(),
+        "the WebRTC tests need Debian's chromium (./scripts/test installs it)"
+    );
+    let script =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser/echo_call.py");
+    let output = Command::new("unshare")
+        .arg("-n")
+        .arg(python())
+        .arg(script)
+        .arg("--server")
+        .arg(BIN)
+        .arg("--dir")
+        .arg(dir)
+        .output()
+        .expect("run unshare and the browser driver");
+    let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+    assert!(
+        output.status.success(),
+        "the browser driver failed: {}\n{}\nserver log:\n{log}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "the driver's report is not JSON ({e}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
+
+#[test]
+fn a_browser_calls_an_echo_number_hears_itself_and_hangs_up() {
+    let _heavy = heavy::one_at_a_time();
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let report = browser_report(dir.path());
+
+    // 1. Answered, connected, the caller's audio back, hung up through the API.
+    let first = &report["first"];
+    assert_eq!(first["status"], 201, "{first}");
+    assert!(first["answer_has_ice_lite"].as_bool().unwrap_or(false));
+    let location = first["location"].as_str().expect("a Location");
+    assert!(location.contains("/webrtc/sessions/"), "{location}");
+    assert!(
+        first["states"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|s| s == "connected")),
+        "{first}"
+    );
+    let received = first["inbound"]["packetsReceived"].as_u64().unwrap_or(0);
+    assert!(received >= 200, "{received} packets back in 5 s");
+    assert!(first["inbound"]["totalAudioEnergy"].as_f64().unwrap_or(0.0) > 0.0);
+    let windows = first["windows"].as_array().expect("correlation windows");
+    assert!(windows.len() >= 6, "{windows:?}");
+    let mut corr: Vec<f64> = windows.iter().filter_map(|w| w["corr"].as_f64()).collect();
+    corr.sort_by(f64::total_cmp);
+    let median = corr[corr.len() / 2];
+    assert!(
+        median >= 0.8,
+        "median echo correlation {median}: {windows:?}"
+    );
+    for w in windows.iter().filter(|w| w["corr"].as_f64() >= Some(0.8)) {
+        let lag = w["lag_ms"].as_f64().unwrap_or(f64::MAX);
+        assert!(lag < 300.0, "echo {lag} ms late: {windows:?}");
+    }
+    assert_eq!(first["live_status"], "answered");
+    assert_eq!(first["delete"], 204);
+    assert_eq!(first["delete_again"], 404);
+    let record = &first["record"];
+    assert_eq!(record["status"], "ended", "{record}");
+    assert_eq!(record["hangup_cause"], "server_bye");
+    assert_eq!(record["transport"], "webrtc");
+    assert_eq!(record["codec"], "PCMU");
+    assert_eq!(record["caller"], "anonymous");
+    assert_eq!(record["called"], "+919876543210");
+    assert_eq!(record["called_raw"], "9876543210");
+    assert!(
+        record["remote_addr"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("127.0.0.1:")),
+        "{record}"
+    );
+    let kinds: Vec<&str> = record["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    assert_eq!(kinds, ["initiated", "answered", "ended"]);
+
+    // 2. The browser closing its peer connection ends the call as the browser's hang-up.
+    let second = &report["second"];
+    assert_eq!(second["status"], 201);
+    assert_eq!(second["record"]["status"], "ended", "{second}");
+    assert_eq!(second["record"]["hangup_cause"], "browser_hangup");
+
+    // 3. Refusals, each with its problem.
+    let refused = &report["refused"];
+    let status = |name: &str| refused[name][0].as_u64().unwrap_or(0);
+    assert_eq!(status("no_g711"), 400);
+    assert_eq!(refused["no_g711"][1]["type"], "/problems/no-common-codec");
+    assert_eq!(refused["no_g711"][1]["field"], "sdp");
+    for name in ["not_sdp", "no_fingerprint"] {
+        assert_eq!(status(name), 400, "{name}: {}", refused[name]);
+        assert_eq!(refused[name][1]["field"], "sdp", "{name}");
+    }
+    assert_eq!(status("not_json"), 400);
+    assert_eq!(status("unknown_number"), 404);
+    assert_eq!(status("no_credentials"), 401);
+    assert_eq!(
+        status("inactive_number"),
+        403,
+        "{}",
+        refused["inactive_number"]
+    );
+    assert_eq!(
+        status("tenant_at_limit"),
+        429,
+        "{}",
+        refused["tenant_at_limit"]
+    );
+
+    // Nothing left behind.
+    let gauges = &report["gauges"];
+    assert_eq!(gauges["vca_calls_live"], 0.0, "{gauges}");
+    assert_eq!(gauges["vca_sip_webrtc_sessions"], 0.0, "{gauges}");
+}
