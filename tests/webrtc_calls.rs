@@ -2,7 +2,7 @@
 //! Chromium (Debian's `chromium`, driven by Playwright from the agents' virtualenv) and the
 //! real `vca-sip` binary, together in a network namespace of the test's own so that nothing
 //! leaves loopback. `tests/browser/echo_call.py` does the browser's part and reports what it
-//! saw; the assertions are here.
+//! saw; the assertions are here. The agent is the Pipecat echo bot of `tests/agents/`.
 
 mod common;
 
@@ -68,19 +68,7 @@ fn a_browser_calls_an_echo_number_hears_itself_and_hangs_up() {
     let received = first["inbound"]["packetsReceived"].as_u64().unwrap_or(0);
     assert!(received >= 200, "{received} packets back in 5 s");
     assert!(first["inbound"]["totalAudioEnergy"].as_f64().unwrap_or(0.0) > 0.0);
-    let windows = first["windows"].as_array().expect("correlation windows");
-    assert!(windows.len() >= 6, "{windows:?}");
-    let mut corr: Vec<f64> = windows.iter().filter_map(|w| w["corr"].as_f64()).collect();
-    corr.sort_by(f64::total_cmp);
-    let median = corr[corr.len() / 2];
-    assert!(
-        median >= 0.8,
-        "median echo correlation {median}: {windows:?}"
-    );
-    for w in windows.iter().filter(|w| w["corr"].as_f64() >= Some(0.8)) {
-        let lag = w["lag_ms"].as_f64().unwrap_or(f64::MAX);
-        assert!(lag < 300.0, "echo {lag} ms late: {windows:?}");
-    }
+    assert_heard_itself(&first["windows"]);
     assert_eq!(first["live_status"], "answered");
     assert_eq!(first["delete"], 204);
     assert_eq!(first["delete_again"], 404);
@@ -98,13 +86,7 @@ fn a_browser_calls_an_echo_number_hears_itself_and_hangs_up() {
             .is_some_and(|a| a.starts_with("127.0.0.1:")),
         "{record}"
     );
-    let kinds: Vec<&str> = record["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .filter_map(|e| e["kind"].as_str())
-        .collect();
-    assert_eq!(kinds, ["initiated", "answered", "ended"]);
+    assert_eq!(event_kinds(record), ["initiated", "answered", "ended"]);
 
     // 2. The browser closing its peer connection ends the call as the browser's hang-up.
     let second = &report["second"];
@@ -112,7 +94,50 @@ fn a_browser_calls_an_echo_number_hears_itself_and_hangs_up() {
     assert_eq!(second["record"]["status"], "ended", "{second}");
     assert_eq!(second["record"]["hangup_cause"], "browser_hangup");
 
-    // 3. Refusals, each with its problem.
+    // 3. A number streamed to a Pipecat bot: the browser hears itself through the agent,
+    // whose own hang-up (Twilio's REST call) ends the call.
+    let agent = &report["agent"];
+    assert_eq!(agent["status"], 201, "{agent}");
+    assert_heard_itself(&agent["windows"]);
+    let record = &agent["record"];
+    assert_eq!(record["status"], "ended", "{record}");
+    assert_eq!(record["hangup_cause"], "agent_hangup", "{record}");
+    assert_eq!(
+        event_kinds(record),
+        [
+            "initiated",
+            "agent_connecting",
+            "agent_connected",
+            "answered",
+            "ended"
+        ]
+    );
+    let bot = agent["bot"].as_array().expect("the bot's notes");
+    let started = bot
+        .iter()
+        .find(|n| n["event"] == "started")
+        .expect("the bot saw start");
+    assert_eq!(started["call_sid"], record["id"]);
+    assert_eq!(started["account_sid"], record["tenant_id"]);
+    assert_eq!(started["custom_parameters"]["from"], "anonymous");
+    assert_eq!(started["custom_parameters"]["to"], "+919876543210");
+    assert!(
+        bot.iter()
+            .any(|n| n["event"] == "hangup" && n["status"] == 200),
+        "{bot:?}"
+    );
+    assert_eq!(agent["unreachable"][0], 502, "{}", agent["unreachable"]);
+    assert_eq!(
+        agent["unreachable"][1]["type"],
+        "/problems/agent-unreachable"
+    );
+    let unreachable = &agent["unreachable_record"];
+    assert_eq!(unreachable["status"], "failed", "{unreachable}");
+    assert_eq!(unreachable["hangup_cause"], "agent_unreachable");
+    assert_eq!(unreachable["sip_status"], 480);
+    assert_eq!(unreachable["q850_cause"], 20);
+
+    // 4. Refusals, each with its problem.
     let refused = &report["refused"];
     let status = |name: &str| refused[name][0].as_u64().unwrap_or(0);
     assert_eq!(status("no_g711"), 400);
@@ -142,4 +167,32 @@ fn a_browser_calls_an_echo_number_hears_itself_and_hangs_up() {
     let gauges = &report["gauges"];
     assert_eq!(gauges["vca_calls_live"], 0.0, "{gauges}");
     assert_eq!(gauges["vca_sip_webrtc_sessions"], 0.0, "{gauges}");
+}
+
+/// The kinds of a call record's events, in order.
+fn event_kinds(record: &Value) -> Vec<&str> {
+    record["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect()
+}
+
+/// What the page heard is what it sent: median correlation of the half-second windows at
+/// least 0.8, each well-correlated window under 300 ms late.
+fn assert_heard_itself(windows: &Value) {
+    let windows = windows.as_array().expect("correlation windows");
+    assert!(windows.len() >= 6, "{windows:?}");
+    let mut corr: Vec<f64> = windows.iter().filter_map(|w| w["corr"].as_f64()).collect();
+    corr.sort_by(f64::total_cmp);
+    let median = corr[corr.len() / 2];
+    assert!(
+        median >= 0.8,
+        "median echo correlation {median}: {windows:?}"
+    );
+    for w in windows.iter().filter(|w| w["corr"].as_f64() >= Some(0.8)) {
+        let lag = w["lag_ms"].as_f64().unwrap_or(f64::MAX);
+        assert!(lag < 300.0, "echo {lag} ms late: {windows:?}");
+    }
 }

@@ -164,12 +164,12 @@ impl Problem {
         )
     }
 
-    /// The request is understood but what it asks for is not served.
-    pub fn not_implemented(detail: impl Into<String>) -> Self {
+    /// What the request needs beyond vca-sip (a tenant's agent) did not answer.
+    pub fn agent_unreachable(detail: impl Into<String>) -> Self {
         Problem::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "/problems/not-implemented",
-            "Not implemented",
+            StatusCode::BAD_GATEWAY,
+            "/problems/agent-unreachable",
+            "Agent unreachable",
             detail.into(),
         )
     }

@@ -5,7 +5,7 @@
 //! Each call goes through the decisions a carrier's INVITE does (see `call::webrtc`) and
 //! answers what fails with a problem: a number that is not the tenant's `404`, a tenant or
 //! number not in service `403`, the tenant at its limit `429`, no media ports `503` with
-//! `Retry-After`; an offer without audio, without a DTLS fingerprint, or that does not
+//! `Retry-After`, a number whose agent cannot be reached `502`; an offer without audio, without a DTLS fingerprint, or that does not
 //! parse `400` naming `sdp`, and one without G.711 `400` `/problems/no-common-codec`.
 
 use std::net::SocketAddr;
@@ -57,7 +57,7 @@ pub struct SessionPath {
     responses((status = 201, body = OfferAnswer, headers(("Location" = String))),
                (status = 400, body = Problem), (status = 401, body = Problem),
                (status = 403, body = Problem), (status = 404, body = Problem),
-               (status = 429, body = Problem), (status = 501, body = Problem),
+               (status = 429, body = Problem), (status = 502, body = Problem),
                (status = 503, body = Problem)))]
 pub async fn offer(
     State(state): State<AppState>,
@@ -130,7 +130,7 @@ fn refusal(refusal: Refusal) -> Problem {
     match refusal {
         Refusal::UnknownNumber(_) => Problem::not_found(),
         Refusal::NotInService(why) => Problem::forbidden(why),
-        Refusal::MediaTarget(_) => Problem::not_implemented(refusal.to_string()),
+        Refusal::AgentUnreachable(_) => Problem::agent_unreachable(refusal.to_string()),
         Refusal::TenantBusy => Problem::too_many(refusal.to_string()),
         Refusal::Overloaded(why) => Problem::overloaded(why),
         Refusal::Offer(OfferError::NoCommonCodec) => Problem::no_common_codec(),

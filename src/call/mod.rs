@@ -33,6 +33,8 @@ use crate::routing::admission::Admission;
 use crate::routing::directory::Directory;
 use crate::sip::message::Request;
 use crate::sip::transaction::TransactionKey;
+use crate::store::StreamTarget;
+use crate::store::model::HangupCause;
 use crate::store::model::StreamProtocol;
 use crate::store::{AttemptLog, CallWriter};
 use crate::targets::{self, TargetPolicy};
@@ -184,7 +186,7 @@ pub struct Call<M = Uas<Peer>> {
     /// What the agent's stream reports, while the call has one.
     agent: Option<mpsc::Receiver<AgentNotice>>,
     /// Hang-ups asked through the API, once the call is registered in [`LiveCalls`].
-    hangups: Option<(CallId, mpsc::Receiver<String>)>,
+    hangups: Option<(CallId, mpsc::Receiver<Hangup>)>,
     /// The call's recording, finished once its media ended.
     recording: Option<RecordingTap>,
     /// A recorded call's session after its hangup, for the report that ends the recording.
@@ -330,7 +332,8 @@ impl<M: Machine> Call<M> {
                     None => self.agent = None,
                 },
                 why = hangup_asked(&mut self.hangups) => match why {
-                    Some(why) => self.machine.handle_hangup(Instant::now(), &why),
+                    // A carrier's call is ended from outside only by its agent.
+                    Some(Hangup { why, .. }) => self.machine.handle_hangup(Instant::now(), &why),
                     None => {
                         if let Some((id, _)) = self.hangups.take() {
                             self.ctx.live.remove(id);
@@ -458,15 +461,6 @@ impl<M: Machine> Call<M> {
                     .handle_agent(Instant::now(), AgentEvent::Unreachable(reason));
             }
         };
-        let dialect = match target.protocol {
-            StreamProtocol::Twilio => Dialect::Twilio,
-            StreamProtocol::Exotel => Dialect::Exotel,
-        };
-        let stream_sid = format!("MZ{}", uuid::Uuid::new_v4().simple());
-        let mut stream = StreamConfig::new(dialect, &stream_sid, &account_sid, &call_sid);
-        stream.custom_parameters = parameters;
-        stream.max_queued_audio_ms =
-            u32::try_from(target.max_queued_audio.as_millis()).unwrap_or(u32::MAX);
         let recording = match plan_recording {
             Some(key) => match self.ctx.recorder.open(key) {
                 Ok(tap) => Some(tap),
@@ -479,15 +473,14 @@ impl<M: Machine> Call<M> {
             None => None,
         };
         self.recording.clone_from(&recording);
-        let agent = AgentStart {
-            recording,
-            url: target.url.clone(),
+        let agent = agent_start(
+            &target,
             addrs,
-            auth_token: target.auth_token.as_ref().map(|t| t.0.clone()),
-            ca_pem: target.ca_pem.clone(),
-            connect_timeout: target.connect_timeout,
-            stream,
-        };
+            &account_sid,
+            &call_sid,
+            parameters,
+            recording,
+        );
         match self.ctx.media.start_stream(ports, media, agent) {
             Ok((session, notices)) => {
                 self.media = Some(session);
@@ -557,6 +550,36 @@ fn count_recording_failure(failure: &RecordingFailure) {
 }
 
 /// The addresses of a `ws://` or `wss://` URL's host, each checked against `policy`.
+/// What the shard needs to open `target`'s stream for call `call_sid` of tenant
+/// `account_sid`, its host resolved to `addrs`.
+fn agent_start(
+    target: &StreamTarget,
+    addrs: Vec<SocketAddr>,
+    account_sid: &str,
+    call_sid: &str,
+    parameters: std::collections::BTreeMap<String, String>,
+    recording: Option<RecordingTap>,
+) -> AgentStart {
+    let dialect = match target.protocol {
+        StreamProtocol::Twilio => Dialect::Twilio,
+        StreamProtocol::Exotel => Dialect::Exotel,
+    };
+    let stream_sid = format!("MZ{}", uuid::Uuid::new_v4().simple());
+    let mut stream = StreamConfig::new(dialect, &stream_sid, account_sid, call_sid);
+    stream.custom_parameters = parameters;
+    stream.max_queued_audio_ms =
+        u32::try_from(target.max_queued_audio.as_millis()).unwrap_or(u32::MAX);
+    AgentStart {
+        recording,
+        url: target.url.clone(),
+        addrs,
+        auth_token: target.auth_token.as_ref().map(|t| t.0.clone()),
+        ca_pem: target.ca_pem.clone(),
+        connect_timeout: target.connect_timeout,
+        stream,
+    }
+}
+
 async fn resolve_stream_url(url: &str, policy: TargetPolicy) -> Result<Vec<SocketAddr>, String> {
     let uri: axum::http::Uri = url
         .parse()
@@ -591,7 +614,7 @@ async fn agent_notice(agent: &mut Option<mpsc::Receiver<AgentNotice>>) -> Option
 }
 
 /// The next hang-up asked through the API; never ready for a call not registered.
-async fn hangup_asked(hangups: &mut Option<(CallId, mpsc::Receiver<String>)>) -> Option<String> {
+async fn hangup_asked(hangups: &mut Option<(CallId, mpsc::Receiver<Hangup>)>) -> Option<Hangup> {
     match hangups {
         Some((_, asked)) => asked.recv().await,
         None => std::future::pending().await,
@@ -611,7 +634,14 @@ struct LiveCall {
     token: Option<String>,
     /// A browser call's WebRTC session.
     session: Option<uuid::Uuid>,
-    hangup: mpsc::Sender<String>,
+    hangup: mpsc::Sender<Hangup>,
+}
+
+/// A hang-up asked from outside a call: whose, and why (for its record).
+#[derive(Debug, Clone)]
+pub(crate) struct Hangup {
+    pub(crate) cause: HangupCause,
+    pub(crate) why: String,
 }
 
 /// Why [`LiveCalls::hang_up`] did not reach a call.
@@ -628,7 +658,7 @@ impl LiveCalls {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn insert(&self, id: CallId, tenant_id: &str, token: Option<String>) -> mpsc::Receiver<String> {
+    fn insert(&self, id: CallId, tenant_id: &str, token: Option<String>) -> mpsc::Receiver<Hangup> {
         let (hangup, asked) = mpsc::channel(1);
         let tenant_id = tenant_id.to_owned();
         self.lock().insert(
@@ -643,14 +673,16 @@ impl LiveCalls {
         asked
     }
 
-    /// Registers a browser's call, which its WebRTC session's id also reaches.
+    /// Registers a browser's call, which its WebRTC session's id also reaches (and, streamed
+    /// to an agent, the stream's auth token as [`LiveCalls::token_matches`] checks it).
     fn insert_session(
         &self,
         id: CallId,
         session: uuid::Uuid,
         tenant_id: &str,
-    ) -> mpsc::Receiver<String> {
-        let asked = self.insert(id, tenant_id, None);
+        token: Option<String>,
+    ) -> mpsc::Receiver<Hangup> {
+        let asked = self.insert(id, tenant_id, token);
         if let Some(call) = self.lock().get_mut(&id) {
             call.session = Some(session);
         }
@@ -669,7 +701,10 @@ impl LiveCalls {
             .values()
             .find(|c| c.session == Some(session) && c.tenant_id == tenant_id)
             .ok_or(HangupError::NotFound)?;
-        let _ = call.hangup.try_send(why.to_owned());
+        let _ = call.hangup.try_send(Hangup {
+            cause: HangupCause::ServerBye,
+            why: why.to_owned(),
+        });
         Ok(())
     }
 
@@ -686,7 +721,10 @@ impl LiveCalls {
             .filter(|c| c.tenant_id == tenant_id)
             .ok_or(HangupError::NotFound)?;
         // A full channel holds a hang-up already.
-        let _ = call.hangup.try_send(why.to_owned());
+        let _ = call.hangup.try_send(Hangup {
+            cause: HangupCause::AgentHangup,
+            why: why.to_owned(),
+        });
         Ok(())
     }
 

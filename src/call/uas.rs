@@ -441,19 +441,7 @@ impl<P: Link + std::fmt::Debug> Uas<P> {
             return;
         };
         let call = record.call();
-        let mut parameters = std::collections::BTreeMap::new();
-        parameters.insert("tenant_id".to_owned(), call.tenant_id.to_string());
-        parameters.insert("call_id".to_owned(), call.id.to_string());
-        if let Some(id) = call.phone_number_id {
-            parameters.insert("phone_number_id".to_owned(), id.to_string());
-        }
-        parameters.insert("ai_profile_id".to_owned(), target.ai_profile_id.to_string());
-        parameters.insert("from".to_owned(), call.caller.clone());
-        parameters.insert("to".to_owned(), call.called.clone());
-        parameters.insert("called_raw".to_owned(), call.called_raw.clone());
-        for (name, value) in &target.parameters {
-            parameters.insert(name.clone(), value.clone());
-        }
+        let parameters = agent_parameters(call, &target);
         let (account_sid, call_sid) = (call.tenant_id.to_string(), call.id.to_string());
         let recording = target.record.then_some(RecordingKey {
             tenant: call.tenant_id,
@@ -1240,4 +1228,26 @@ fn dialed_number(request: &Request) -> Option<String> {
                 .flatten()
                 .and_then(|p| of_uri(p.uri()))
         })
+}
+
+/// What the agent's `start` says of the call in its custom parameters: the call's ids, its
+/// numbers, and the profile's own `stream_parameters`, which win on a clash of names.
+pub(super) fn agent_parameters(
+    call: &crate::store::model::Call,
+    target: &StreamTarget,
+) -> std::collections::BTreeMap<String, String> {
+    let mut parameters = std::collections::BTreeMap::new();
+    parameters.insert("tenant_id".to_owned(), call.tenant_id.to_string());
+    parameters.insert("call_id".to_owned(), call.id.to_string());
+    if let Some(id) = call.phone_number_id {
+        parameters.insert("phone_number_id".to_owned(), id.to_string());
+    }
+    parameters.insert("ai_profile_id".to_owned(), target.ai_profile_id.to_string());
+    parameters.insert("from".to_owned(), call.caller.clone());
+    parameters.insert("to".to_owned(), call.called.clone());
+    parameters.insert("called_raw".to_owned(), call.called_raw.clone());
+    for (name, value) in &target.parameters {
+        parameters.insert(name.clone(), value.clone());
+    }
+    parameters
 }

@@ -45,6 +45,7 @@ use tokio::sync::mpsc;
 
 use super::agent::{AgentLeg, AgentNotice, AgentStart};
 use super::bridge::Bridge;
+use super::leg::Leg;
 use super::recorder::RecordingTap;
 use super::rtp_leg::RtpLeg;
 use super::session::{MediaConfig, MediaEnd, RecordingReport};
@@ -431,8 +432,8 @@ const EINPROGRESS: i32 = 115;
 /// One stream call on a shard: the bridge of the carrier's leg and the agent's, the agent's
 /// socket, and the call's notice channel.
 #[derive(Debug)]
-pub(crate) struct StreamCall {
-    pub(crate) bridge: Bridge<RtpLeg, AgentLeg>,
+pub(crate) struct StreamCall<A = RtpLeg> {
+    pub(crate) bridge: Bridge<A, AgentLeg>,
     conn: AgentConn,
     notices: mpsc::Sender<AgentNotice>,
     pub(crate) notices_dropped: u64,
@@ -452,24 +453,26 @@ pub(crate) struct StreamCall {
     recorded_slots: u64,
 }
 
-impl StreamCall {
-    /// A call whose media starts at `now` and whose agent connect starts at once, its socket
-    /// registered under `token`. When it cannot even start (a bad URL or CA PEM) the
-    /// returned call ends at its first [`StreamCall::pump`] with the reason.
+impl<A: Leg> StreamCall<A> {
+    /// A call whose media starts at `now` with the caller's leg `caller`, and whose agent
+    /// connect starts at once, its socket registered under `token`. When it cannot even
+    /// start (a bad URL or CA PEM) the returned call ends at its first
+    /// [`StreamCall::pump`] with the reason.
     pub(crate) fn new(
         now: Instant,
+        caller: A,
         config: &MediaConfig,
         agent: AgentStart,
         token: Token,
         notices: mpsc::Sender<AgentNotice>,
         registry: &Registry,
-    ) -> StreamCall {
+    ) -> StreamCall<A> {
         let conn = AgentConn::new(&agent, token);
         let mut leg = AgentLeg::new(now, config, agent.stream);
         if agent.recording.is_some() {
             leg.record(now);
         }
-        let bridge = Bridge::new(RtpLeg::new(now, config), leg);
+        let bridge = Bridge::new(caller, leg);
         let conn = match conn {
             Ok(mut conn) => {
                 conn.connect_next(registry);

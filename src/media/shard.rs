@@ -99,6 +99,14 @@ pub(crate) enum Command {
         leg: Box<WebRtcLeg>,
         report: oneshot::Sender<MediaReport>,
     },
+    StartWebRtcStream {
+        ports: RtpPorts,
+        leg: Box<WebRtcLeg>,
+        config: MediaConfig,
+        agent: Box<AgentStart>,
+        notices: mpsc::Sender<AgentNotice>,
+        report: oneshot::Sender<MediaReport>,
+    },
     Hangup {
         port: u16,
         lease: u64,
@@ -159,6 +167,8 @@ enum SessionMedia {
     Stream(Box<StreamCall>),
     /// A browser's call answered by the echo.
     WebRtcEcho(Box<Bridge<WebRtcLeg, EchoLeg>>),
+    /// A browser's call streamed to an agent.
+    WebRtcStream(Box<StreamCall<WebRtcLeg>>),
 }
 
 /// One call's media on the shard.
@@ -205,6 +215,9 @@ impl Session {
             SessionMedia::Echo(bridge) => send_transmits(bridge, ports, sent, errors),
             SessionMedia::Stream(call) => send_transmits(&mut call.bridge, ports, sent, errors),
             SessionMedia::WebRtcEcho(bridge) => send_transmits(&mut **bridge, ports, sent, errors),
+            SessionMedia::WebRtcStream(call) => {
+                send_transmits(&mut call.bridge, ports, sent, errors)
+            }
         }
     }
 
@@ -226,6 +239,12 @@ impl Session {
                 bridge.handle_input(now, Side::A, Input::Datagram(datagram));
                 self.flush()
             }
+            SessionMedia::WebRtcStream(call) => {
+                call.bridge
+                    .handle_input(now, Side::A, Input::Datagram(datagram));
+                let end = call.pump(now);
+                end.or_else(|| self.flush())
+            }
         }
     }
 
@@ -244,6 +263,10 @@ impl Session {
                 bridge.handle_timeout(now);
                 self.flush()
             }
+            SessionMedia::WebRtcStream(call) => {
+                let end = call.handle_timeout(now);
+                end.or_else(|| self.flush())
+            }
         }
     }
 
@@ -252,6 +275,7 @@ impl Session {
             SessionMedia::Echo(bridge) => bridge.poll_timeout(),
             SessionMedia::Stream(call) => call.poll_timeout(),
             SessionMedia::WebRtcEcho(bridge) => bridge.poll_timeout(),
+            SessionMedia::WebRtcStream(call) => call.poll_timeout(),
         }
     }
 
@@ -259,7 +283,7 @@ impl Session {
         match &self.media {
             SessionMedia::Echo(bridge) => Some(bridge.a()),
             SessionMedia::Stream(call) => Some(call.bridge.a()),
-            SessionMedia::WebRtcEcho(_) => None,
+            SessionMedia::WebRtcEcho(_) | SessionMedia::WebRtcStream(_) => None,
         }
     }
 
@@ -282,11 +306,20 @@ impl Session {
             (None, SessionMedia::WebRtcEcho(bridge)) => {
                 (bridge.a().stats().packets_in, 0, Default::default())
             }
+            (None, SessionMedia::WebRtcStream(call)) => {
+                (call.bridge.a().stats().packets_in, 0, Default::default())
+            }
             (None, _) => (0, 0, Default::default()),
         };
         let (notices_dropped, messages_dropped, stream, recording) = match &self.media {
             SessionMedia::Echo(_) | SessionMedia::WebRtcEcho(_) => (0, 0, None, None),
             SessionMedia::Stream(call) => (
+                call.notices_dropped,
+                call.messages_dropped,
+                Some(call.bridge.b().session().stats()),
+                call.recording_report(),
+            ),
+            SessionMedia::WebRtcStream(call) => (
                 call.notices_dropped,
                 call.messages_dropped,
                 Some(call.bridge.b().session().stats()),
@@ -551,7 +584,8 @@ impl Core {
                     report,
                 }) => self.start(now, ports, report, |slot, registry| {
                     let token = Token(AGENT_TOKENS + slot as usize);
-                    let call = StreamCall::new(now, &config, *agent, token, notices, registry);
+                    let rtp = RtpLeg::new(now, &config);
+                    let call = StreamCall::new(now, rtp, &config, *agent, token, notices, registry);
                     metrics::gauge!("vca_sip_agent_streams").increment(1.0);
                     SessionMedia::Stream(Box::new(call))
                 }),
@@ -561,6 +595,21 @@ impl Core {
                         SessionMedia::WebRtcEcho(Box::new(Bridge::new(*leg, EchoLeg::new())))
                     })
                 }
+                Ok(Command::StartWebRtcStream {
+                    ports,
+                    leg,
+                    config,
+                    agent,
+                    notices,
+                    report,
+                }) => self.start(now, ports, report, |slot, registry| {
+                    let token = Token(AGENT_TOKENS + slot as usize);
+                    let call =
+                        StreamCall::new(now, *leg, &config, *agent, token, notices, registry);
+                    metrics::gauge!("vca_sip_agent_streams").increment(1.0);
+                    metrics::gauge!("vca_sip_webrtc_sessions").increment(1.0);
+                    SessionMedia::WebRtcStream(Box::new(call))
+                }),
                 Ok(Command::Hangup { port, lease }) => {
                     if let Some(slot) = self.slot_of(port, lease) {
                         self.hangup(now, slot);
@@ -651,10 +700,11 @@ impl Core {
         let Some(Some(session)) = self.sessions.get_mut(slot as usize) else {
             return;
         };
-        let SessionMedia::Stream(call) = &mut session.media else {
-            return;
+        let end = match &mut session.media {
+            SessionMedia::Stream(call) => call.handle_io(now, &self.registry),
+            SessionMedia::WebRtcStream(call) => call.handle_io(now, &self.registry),
+            SessionMedia::Echo(_) | SessionMedia::WebRtcEcho(_) => return,
         };
-        let end = call.handle_io(now, &self.registry);
         self.settle(slot, end);
     }
 
@@ -670,6 +720,7 @@ impl Core {
                 Some(MediaEnd::Hangup)
             }
             SessionMedia::Stream(call) => call.hangup(now),
+            SessionMedia::WebRtcStream(call) => call.hangup(now),
         };
         self.settle(slot, end);
     }
@@ -679,10 +730,11 @@ impl Core {
         let Some(Some(session)) = self.sessions.get_mut(slot as usize) else {
             return;
         };
-        let SessionMedia::Stream(call) = &mut session.media else {
-            return;
+        let end = match &mut session.media {
+            SessionMedia::Stream(call) => call.dtmf(now, digit),
+            SessionMedia::WebRtcStream(call) => call.dtmf(now, digit),
+            SessionMedia::Echo(_) | SessionMedia::WebRtcEcho(_) => return,
         };
-        let end = call.dtmf(now, digit);
         self.settle(slot, end);
     }
 
@@ -707,6 +759,10 @@ impl Core {
         match &mut session.media {
             SessionMedia::Stream(call) => call.close(&self.registry),
             SessionMedia::WebRtcEcho(_) => {
+                metrics::gauge!("vca_sip_webrtc_sessions").decrement(1.0);
+            }
+            SessionMedia::WebRtcStream(call) => {
+                call.close(&self.registry);
                 metrics::gauge!("vca_sip_webrtc_sessions").decrement(1.0);
             }
             SessionMedia::Echo(_) => {}

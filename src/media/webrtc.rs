@@ -27,13 +27,17 @@ use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use str0m::change::SdpOffer;
-use str0m::format::Codec;
+use str0m::format::Codec as Str0mCodec;
 use str0m::media::{Frequency, MediaTime, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Output, Rtc, RtcConfig};
 
-use super::leg::{Input, Leg, LegEvent, Media, Port, RtpMedia, StreamEvent, Transmit};
+use super::g711;
+use super::leg::{
+    FRAME_SAMPLES, Input, Leg, LegEvent, Media, Port, RtpMedia, StreamEvent, Transmit,
+};
 use super::rtp::{Pt, RtpHeader, Ssrc};
+use crate::kinds::Codec;
 
 /// Longest a leg waits for its browser to complete ICE and DTLS.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -205,6 +209,16 @@ impl WebRtcLeg {
         self.stats
     }
 
+    /// The media settings a leg bridged to this one decodes its packets with.
+    pub fn media_config(&self, media_timeout: Duration) -> super::session::MediaConfig {
+        super::session::MediaConfig {
+            remote: self.local,
+            audio_pt: Pt::new(*self.audio_pt).unwrap_or(Pt::PCMU),
+            event_pt: None,
+            media_timeout,
+        }
+    }
+
     /// Closes the peer connection (the call hung up): nothing more is sent.
     pub fn close(&mut self) {
         self.rtc.disconnect();
@@ -357,8 +371,8 @@ fn negotiated(rtc: &mut Rtc, mids: &[Mid]) -> Option<(Mid, str0m::media::Pt, &'s
         let mut best: Option<(str0m::media::Pt, &'static str)> = None;
         for params in writer.payload_params() {
             match params.spec().codec {
-                Codec::PCMU => return Some((mid, params.pt(), "PCMU")),
-                Codec::PCMA if best.is_none() => best = Some((params.pt(), "PCMA")),
+                Str0mCodec::PCMU => return Some((mid, params.pt(), "PCMU")),
+                Str0mCodec::PCMA if best.is_none() => best = Some((params.pt(), "PCMA")),
                 _ => {}
             }
         }
@@ -409,8 +423,33 @@ impl Leg for WebRtcLeg {
                     Err(_) => self.stats.dropped += 1,
                 }
             }
-            // Frames are for legs that re-frame audio; this one carries G.711 as it is.
-            Input::Media(Media::Frame(_)) => self.stats.dropped += 1,
+            // 20 ms of linear audio (an agent's): encoded in the negotiated codec.
+            Input::Media(Media::Frame(frame)) => {
+                if !self.connected || self.gone.is_some() {
+                    self.stats.dropped += 1;
+                    return self.drain(now);
+                }
+                let codec = if self.codec == "PCMA" {
+                    Codec::Pcma
+                } else {
+                    Codec::Pcmu
+                };
+                let mut payload = [0u8; FRAME_SAMPLES];
+                let len = g711::encode(codec, frame.samples, &mut payload);
+                let time = MediaTime::new(u64::from(frame.timestamp), Frequency::EIGHT_KHZ);
+                let written = self.rtc.writer(self.mid).map(|w| {
+                    w.write(
+                        self.audio_pt,
+                        now,
+                        time,
+                        payload.get(..len).unwrap_or_default().to_vec(),
+                    )
+                });
+                match written {
+                    Some(Ok(())) => self.stats.packets_out += 1,
+                    _ => self.stats.dropped += 1,
+                }
+            }
         }
         self.drain(now);
     }

@@ -9,7 +9,10 @@ creates a tenant and a number through the API, and then, in Chromium (Playwright
    records what the microphone sent and what came back for a few seconds, and hangs up
    with `DELETE` on the answer's `Location`;
 2. calls again and closes the peer connection from the page (the browser going away);
-3. posts offers the server must refuse (no G.711, not SDP, a number of no tenant, no
+3. calls a number streamed to a real Pipecat bot (tests/agents/pipecat_echo.py, Twilio
+   serializer, echo pipeline) and hears itself back through the agent, until the bot hangs
+   up through the Twilio-shaped REST call;
+4. posts offers the server must refuse (no G.711, not SDP, a number of no tenant, no
    credentials).
 
 Prints one JSON object with what it saw: statuses, the call records, the echo's
@@ -20,8 +23,10 @@ import argparse
 import json
 import math
 import os
+import queue
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -33,6 +38,7 @@ from playwright.sync_api import sync_playwright
 ADMIN = "browser-test-admin-token-0123456789"
 HTTP = "127.0.0.1:18080"
 RATE = 8000
+AGENT_TOKEN = "browser-test-agent-token"
 
 CHROMIUM_FLAGS = [
     "--headless",
@@ -154,11 +160,11 @@ def api(method, path, body=None, token=ADMIN, raw=None, ctype="application/json"
 
 def echo_windows(sent, heard):
     """Per 0.5 s window of what was sent (with sound in it): the best normalized
-    correlation with what came back 0-400 ms later, and its lag in ms. Windows, not the
+    correlation with what came back up to a second later, and its lag in ms. Windows, not the
     whole call: the browser's jitter buffer moves the delay within a call."""
     sent = np.asarray(sent, dtype=np.float64)
     heard = np.asarray(heard, dtype=np.float64)
-    win, max_lag = RATE // 2, int(RATE * 0.4)
+    win, max_lag = RATE // 2, RATE
     out = []
     for start in range(0, len(sent) - win - max_lag, win):
         a = sent[start:start + win]
@@ -172,6 +178,77 @@ def echo_windows(sent, heard):
         lag = int(np.argmax(corr))
         out.append({"corr": round(float(corr[lag]), 3), "lag_ms": round(lag * 1000 / RATE, 1)})
     return out
+
+
+def call_the_agent(page, tenant, key, args):
+    """Starts the Pipecat echo bot, makes it the tenant's default profile's agent, and calls
+    the number from the page; returns what the page heard, the record and the bot's notes."""
+    bot = subprocess.Popen(
+        [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
+                                      "agents", "pipecat_echo.py"),
+         "--dialect", "twilio", "--end-after", "6", "--hangup-base", f"http://{HTTP}",
+         "--auth-token", AGENT_TOKEN],
+        stderr=subprocess.PIPE, text=True)
+    notes = []
+    lines = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(l) for l in bot.stderr], daemon=True).start()
+
+    def note(event, timeout):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                line = lines.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            try:
+                seen = json.loads(line)
+            except ValueError:
+                continue
+            notes.append(seen)
+            if seen.get("event") == event:
+                return seen
+        return None
+
+    try:
+        listening = note("listening", 60)
+        assert listening, "the bot did not start"
+        status, profile = api("POST", f"/api/tenants/{tenant}/ai-profiles", {
+            "name": "Echo agent", "role": "receptionist", "system_prompt": "Repeat.",
+            "is_default": True, "media_target": "stream",
+            "stream_url": f"ws://127.0.0.1:{listening['port']}/ws",
+            "stream_protocol": "twilio", "stream_auth_token": AGENT_TOKEN})
+        assert status == 201, (status, profile)
+        heard = page.evaluate(PAGE_JS, {"tenant": tenant, "token": key, "to": "9876543210",
+                                        "seconds": 4, "ending": "none"})
+        out = {"status": heard["status"], "connect_ms": heard.get("connect_ms"),
+               "inbound": heard.get("inbound")}
+        if heard["status"] != 201:
+            out["answer"] = heard.get("answer")
+            return out
+        out["windows"] = echo_windows(heard["sent"], heard["heard"])
+        out["record"] = wait_for_call(tenant, heard["answer"]["call_id"], ("ended", "failed"), 20)
+        note("ended", 10)
+        out["bot"] = [n for n in notes if n.get("event") in ("started", "hangup", "ended")]
+        profile_path = f"/api/tenants/{tenant}/ai-profiles/{profile['id']}"
+        # An agent that is not there: nothing listens on the discard port.
+        api("PATCH", profile_path, {"stream_url": "ws://127.0.0.1:9/ws"})
+        out["unreachable"] = api("POST", f"/api/tenants/{tenant}/webrtc/offer",
+                                 {"sdp": heard["offer"], "to": "9876543210"}, token=key)
+        out["unreachable_record"] = None
+        for _ in range(50):
+            status, calls = api("GET", f"/api/tenants/{tenant}/calls?status=failed&limit=1")
+            if status == 200 and calls.get("items"):
+                out["unreachable_record"] = calls["items"][0]
+                break
+            time.sleep(0.1)
+        api("PATCH", profile_path, {"media_target": "echo"})
+        return out
+    finally:
+        bot.terminate()
+        try:
+            bot.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            bot.kill()
 
 
 def wait_for_call(tenant, call_id, want, timeout):
@@ -201,7 +278,8 @@ def main():
         [args.server, "serve", "--http", HTTP, "--sip-udp", "127.0.0.1:15060",
          "--sip-tcp", "127.0.0.1:15060", "--database-url",
          f"sqlite://{args.dir}/calls.db", "--rtp-ports", "30000-30099",
-         "--recordings-dir", os.path.join(args.dir, "recordings")],
+         "--recordings-dir", os.path.join(args.dir, "recordings"),
+         "--allow-private-targets"],
         env=env, stdout=log, stderr=subprocess.STDOUT, cwd=args.dir)
     result = {}
     try:
@@ -255,7 +333,10 @@ def main():
             result["second"]["record"] = record
             result["second"]["ended_after_s"] = round(time.time() - closed, 1)
 
-            # 3. Offers refused.
+            # 3. A number streamed to an agent.
+            result["agent"] = call_the_agent(page, tenant, key, args)
+
+            # 4. Offers refused.
             offer = first["offer"]
             no_g711 = "\r\n".join(
                 l for l in offer.split("\r\n")

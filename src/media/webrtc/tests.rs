@@ -76,7 +76,10 @@ impl Browser {
         let writer = self.rtc.writer(self.mid).expect("the browser's audio");
         let pt = writer
             .payload_params()
-            .find(|p| p.spec().codec == Codec::PCMU || p.spec().codec == Codec::PCMA)
+            .find(|p| {
+                p.spec().codec == str0m::format::Codec::PCMU
+                    || p.spec().codec == str0m::format::Codec::PCMA
+            })
             .map(|p| p.pt())
             .expect("a G.711 payload type");
         writer
