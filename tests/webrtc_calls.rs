@@ -137,7 +137,42 @@ fn a_browser_calls_an_echo_number_hears_itself_and_hangs_up() {
     assert_eq!(unreachable["sip_status"], 480);
     assert_eq!(unreachable["q850_cause"], 20);
 
-    // 4. Refusals, each with its problem.
+    // 4. Candidates trickled after the offer, as JSON and as WHIP's PATCH; WHIP answers
+    // with the SDP itself.
+    for mode in ["json-trickle", "whip"] {
+        let call = &report[mode];
+        assert_eq!(call["status"], 201, "{mode}: {call}");
+        assert_eq!(call["offer_had_candidates"], false, "{mode}");
+        let trickled = call["trickled"].as_array().expect("trickle statuses");
+        assert!(
+            !trickled.is_empty() && trickled.iter().all(|s| s == 204),
+            "{mode}: {call}"
+        );
+        assert_heard_itself_briefly(&call["windows"]);
+        assert_eq!(call["delete"], 204);
+        assert_eq!(
+            call["record"]["hangup_cause"], "server_bye",
+            "{mode}: {call}"
+        );
+    }
+    assert_eq!(report["whip"]["content_type"], "application/sdp");
+    let token = &report["token"];
+    assert_eq!(token["create"], 201, "{token}");
+    assert_eq!(
+        token["call"], 201,
+        "a click-to-call token places its call: {token}"
+    );
+    assert!(token["packets"].as_u64().unwrap_or(0) > 20, "{token}");
+    assert_eq!(token["delete"], 204);
+    assert_eq!(token["other_number"][0], 403, "{token}");
+    assert_eq!(token["forged"][0], 401, "{token}");
+    assert_eq!(token["bad_ttl"], 400);
+    assert_eq!(token["foreign_number"], 400);
+    assert_eq!(report["bad_candidate"], 404, "a candidate for no session");
+    assert_eq!(report["garbage_candidate"][0], 400);
+    assert_eq!(report["garbage_candidate"][1]["field"], "candidate");
+
+    // 5. Refusals, each with its problem.
     let refused = &report["refused"];
     let status = |name: &str| refused[name][0].as_u64().unwrap_or(0);
     assert_eq!(status("no_g711"), 400);
@@ -182,8 +217,17 @@ fn event_kinds(record: &Value) -> Vec<&str> {
 /// What the page heard is what it sent: median correlation of the half-second windows at
 /// least 0.8, each well-correlated window under 300 ms late.
 fn assert_heard_itself(windows: &Value) {
+    assert_echo(windows, 6);
+}
+
+/// As [`assert_heard_itself`], for a shorter call.
+fn assert_heard_itself_briefly(windows: &Value) {
+    assert_echo(windows, 3);
+}
+
+fn assert_echo(windows: &Value, at_least: usize) {
     let windows = windows.as_array().expect("correlation windows");
-    assert!(windows.len() >= 6, "{windows:?}");
+    assert!(windows.len() >= at_least, "{windows:?}");
     let mut corr: Vec<f64> = windows.iter().filter_map(|w| w["corr"].as_f64()).collect();
     corr.sort_by(f64::total_cmp);
     let median = corr[corr.len() / 2];

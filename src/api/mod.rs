@@ -109,7 +109,15 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/tenants/{tenant_id}/webrtc/sessions/{session_id}",
-            delete(webrtc::hang_up),
+            delete(webrtc::hang_up).patch(webrtc::trickle),
+        )
+        .route(
+            "/tenants/{tenant_id}/webrtc/ice-candidate",
+            axum::routing::post(webrtc::ice_candidate),
+        )
+        .route(
+            "/tenants/{tenant_id}/webrtc/tokens",
+            axum::routing::post(webrtc::create_token),
         )
         .route(
             "/tenants/{tenant_id}/calls/{call_id}/recording",

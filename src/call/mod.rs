@@ -632,8 +632,8 @@ struct LiveCall {
     tenant_id: String,
     /// The stream's auth token, which the agent may use as its password.
     token: Option<String>,
-    /// A browser call's WebRTC session.
-    session: Option<uuid::Uuid>,
+    /// A browser call's WebRTC session, and where its trickled candidates go.
+    session: Option<(uuid::Uuid, crate::media::session::CandidateSink)>,
     hangup: mpsc::Sender<Hangup>,
 }
 
@@ -678,7 +678,7 @@ impl LiveCalls {
     fn insert_session(
         &self,
         id: CallId,
-        session: uuid::Uuid,
+        session: (uuid::Uuid, crate::media::session::CandidateSink),
         tenant_id: &str,
         token: Option<String>,
     ) -> mpsc::Receiver<Hangup> {
@@ -687,6 +687,33 @@ impl LiveCalls {
             call.session = Some(session);
         }
         asked
+    }
+
+    /// Whether `session` is a live WebRTC session of `tenant_id`.
+    pub fn has_session(&self, tenant_id: &str, session: uuid::Uuid) -> bool {
+        self.lock().values().any(|c| {
+            c.tenant_id == tenant_id && c.session.as_ref().is_some_and(|(s, _)| *s == session)
+        })
+    }
+
+    /// Hands a candidate the browser of WebRTC session `session` of `tenant_id` trickled to
+    /// its leg.
+    pub fn add_candidate(
+        &self,
+        tenant_id: &str,
+        session: uuid::Uuid,
+        candidate: str0m::Candidate,
+    ) -> Result<(), HangupError> {
+        let calls = self.lock();
+        let (_, sink) = calls
+            .values()
+            .filter(|c| c.tenant_id == tenant_id)
+            .find_map(|c| c.session.as_ref().filter(|(s, _)| *s == session))
+            .ok_or(HangupError::NotFound)?;
+        // A full shard queue loses the candidate; the browser's others, or its checks from
+        // the address, still get through.
+        let _ = sink.add(candidate);
+        Ok(())
     }
 
     /// Asks the browser call of the WebRTC session `session` of `tenant_id` to end.
@@ -699,7 +726,9 @@ impl LiveCalls {
         let calls = self.lock();
         let call = calls
             .values()
-            .find(|c| c.session == Some(session) && c.tenant_id == tenant_id)
+            .find(|c| {
+                c.tenant_id == tenant_id && c.session.as_ref().is_some_and(|(s, _)| *s == session)
+            })
             .ok_or(HangupError::NotFound)?;
         let _ = call.hangup.try_send(Hangup {
             cause: HangupCause::ServerBye,

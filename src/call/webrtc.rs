@@ -171,9 +171,10 @@ pub async fn offer(
             (session, Some(notices), token)
         }
     };
+    let sink = media.candidates();
     let hangups = ctx
         .live
-        .insert_session(call_id, session_id, &tenant.to_string(), token);
+        .insert_session(call_id, (session_id, sink), &tenant.to_string(), token);
     let ctx = Arc::clone(ctx);
     tokio::spawn(async move {
         let _admitted = admitted;

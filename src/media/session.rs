@@ -177,6 +177,16 @@ impl MediaSession {
         self.port
     }
 
+    /// A handle that reaches the session's WebRTC leg from elsewhere (the API's trickled
+    /// candidates) while this one waits for its end.
+    pub fn candidates(&self) -> CandidateSink {
+        CandidateSink {
+            link: Arc::clone(&self.link),
+            port: self.port,
+            lease: self.lease,
+        }
+    }
+
     /// Ends the session; its ports go back to the pool once the shard has run the command.
     /// A stream session first sends `stop` to its agent and closes the WebSocket (a close
     /// frame, then a bounded wait for the agent's). A second call, or one after the session
@@ -222,6 +232,26 @@ impl MediaSession {
             .unwrap_or_else(|_| MediaReport::shutdown());
         self.state = State::Ended(Box::new(report.clone()));
         report
+    }
+}
+
+/// Where a browser's trickled ICE candidates go: its session's WebRTC leg, on its shard.
+#[derive(Debug, Clone)]
+pub struct CandidateSink {
+    link: Arc<ShardLink>,
+    port: u16,
+    lease: u64,
+}
+
+impl CandidateSink {
+    /// Hands the leg one remote candidate (an SDP `candidate:` attribute value, parsed
+    /// already); a session that ended ignores it.
+    pub fn add(&self, candidate: str0m::Candidate) -> Result<(), MediaError> {
+        self.link.send(Command::Candidate {
+            port: self.port,
+            lease: self.lease,
+            candidate: Box::new(candidate),
+        })
     }
 }
 

@@ -116,6 +116,11 @@ pub(crate) enum Command {
         lease: u64,
         digit: char,
     },
+    Candidate {
+        port: u16,
+        lease: u64,
+        candidate: Box<str0m::Candidate>,
+    },
 }
 
 /// The other threads' way into a shard: its bounded command queue and the waker of its loop.
@@ -620,6 +625,15 @@ impl Core {
                         self.dtmf(now, slot, digit);
                     }
                 }
+                Ok(Command::Candidate {
+                    port,
+                    lease,
+                    candidate,
+                }) => {
+                    if let Some(slot) = self.slot_of(port, lease) {
+                        self.candidate(now, slot, *candidate);
+                    }
+                }
                 Err(_) => return,
             }
         }
@@ -736,6 +750,21 @@ impl Core {
             SessionMedia::Echo(_) | SessionMedia::WebRtcEcho(_) => return,
         };
         self.settle(slot, end);
+    }
+
+    /// A browser's trickled ICE candidate for the WebRTC leg of the session in `slot`.
+    fn candidate(&mut self, now: Instant, slot: u32, candidate: str0m::Candidate) {
+        let Some(Some(session)) = self.sessions.get_mut(slot as usize) else {
+            return;
+        };
+        match &mut session.media {
+            SessionMedia::WebRtcEcho(bridge) => bridge.a_mut().add_remote_candidate(now, candidate),
+            SessionMedia::WebRtcStream(call) => {
+                call.bridge.a_mut().add_remote_candidate(now, candidate);
+            }
+            SessionMedia::Echo(_) | SessionMedia::Stream(_) => return,
+        }
+        self.settle(slot, None);
     }
 
     /// After an input outside the sockets' reads: sends what the legs want sent, then ends

@@ -219,6 +219,14 @@ impl WebRtcLeg {
         }
     }
 
+    /// Takes a candidate the browser trickled after its offer (RFC 8838).
+    pub fn add_remote_candidate(&mut self, now: Instant, candidate: Candidate) {
+        if self.gone.is_none() {
+            self.rtc.add_remote_candidate(candidate);
+            self.drain(now);
+        }
+    }
+
     /// Closes the peer connection (the call hung up): nothing more is sent.
     pub fn close(&mut self) {
         self.rtc.disconnect();

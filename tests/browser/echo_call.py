@@ -59,7 +59,7 @@ CHROMIUM_FLAGS = [
 ]
 
 PAGE_JS = r"""
-async ({tenant, token, to, seconds, ending}) => {
+async ({tenant, token, to, seconds, ending, mode}) => {
   const stream = await navigator.mediaDevices.getUserMedia({audio: {
     echoCancellation: false, noiseSuppression: false, autoGainControl: false}});
   const pc = new RTCPeerConnection();
@@ -67,21 +67,50 @@ async ({tenant, token, to, seconds, ending}) => {
   const remote = new Promise(r => pc.ontrack = e => r(e.streams[0] || new MediaStream([e.track])));
   const states = [];
   pc.onconnectionstatechange = () => states.push(pc.connectionState);
-  await pc.setLocalDescription(await pc.createOffer());
-  await new Promise(r => {
-    if (pc.iceGatheringState === 'complete') return r();
-    pc.onicegatheringstatechange = () => { if (pc.iceGatheringState === 'complete') r(); };
+  // Candidates found before the answer wait for it; after it they are sent as found.
+  const early = [];
+  let send = null;
+  pc.onicecandidate = e => { if (send) send(e.candidate); else early.push(e.candidate); };
+  const gathered = new Promise(r => {
+    pc.addEventListener('icegatheringstatechange', () => { if (pc.iceGatheringState === 'complete') r(); });
     setTimeout(r, 3000);
   });
+  await pc.setLocalDescription(await pc.createOffer());
+  if (mode === 'json') await gathered;
   const offer = pc.localDescription.sdp;
+  const auth = {'Authorization': 'Bearer ' + token};
   const started = performance.now();
-  const res = await fetch(`/api/tenants/${tenant}/webrtc/offer`, {method: 'POST',
-    headers: {'Authorization': 'Bearer ' + token, 'Content-Type': 'application/json'},
-    body: JSON.stringify({sdp: offer, to})});
-  const answer = await res.json();
+  let res, answer, answerSdp;
+  if (mode === 'whip') {
+    res = await fetch(`/api/tenants/${tenant}/webrtc/offer?to=${encodeURIComponent(to)}`,
+      {method: 'POST', headers: {...auth, 'Content-Type': 'application/sdp'}, body: offer});
+    answerSdp = await res.text();
+    answer = {sdp: answerSdp, content_type: res.headers.get('Content-Type')};
+  } else {
+    res = await fetch(`/api/tenants/${tenant}/webrtc/offer`, {method: 'POST',
+      headers: {...auth, 'Content-Type': 'application/json'}, body: JSON.stringify({sdp: offer, to})});
+    answer = await res.json();
+    answerSdp = answer.sdp;
+  }
   const location = res.headers.get('Location');
   if (res.status !== 201) { return {status: res.status, answer, offer}; }
-  await pc.setRemoteDescription({type: 'answer', sdp: answer.sdp});
+  const trickled = [];
+  send = async c => {
+    let r = null;
+    if (mode === 'json-trickle') {
+      r = await fetch(`/api/tenants/${tenant}/webrtc/ice-candidate`, {method: 'POST',
+        headers: {...auth, 'Content-Type': 'application/json'},
+        body: JSON.stringify({session_id: answer.session_id, candidate: c ? c.candidate : '',
+          sdp_mid: c ? c.sdpMid : null, sdp_mline_index: c ? c.sdpMLineIndex : null})});
+    } else if (mode === 'whip' && c && c.candidate) {
+      r = await fetch(location, {method: 'PATCH',
+        headers: {...auth, 'Content-Type': 'application/trickle-ice-sdpfrag'},
+        body: `a=${c.candidate}\r\n`});
+    }
+    if (r) trickled.push(r.status);
+  };
+  if (mode !== 'json') { for (const c of early.splice(0)) await send(c); }
+  await pc.setRemoteDescription({type: 'answer', sdp: answerSdp});
   const rs = await remote;
   await new Promise(r => {
     if (pc.connectionState === 'connected') return r();
@@ -109,7 +138,7 @@ async ({tenant, token, to, seconds, ending}) => {
   (await pc.getStats()).forEach(s => { if (s.type === 'inbound-rtp' && s.kind === 'audio') inbound = {
     packetsReceived: s.packetsReceived, packetsLost: s.packetsLost, totalAudioEnergy: s.totalAudioEnergy}; });
   const round = a => Array.from(a, v => Math.round(v * 32767));
-  const result = {status: res.status, answer, location, offer, connect_ms, states, inbound,
+  const result = {status: res.status, answer, location, offer, connect_ms, states, inbound, trickled,
     sent: round(sent), heard: round(heard)};
   if (ending === 'close') { pc.close(); stream.getTracks().forEach(t => t.stop()); }
   return result;
@@ -219,7 +248,8 @@ def call_the_agent(page, tenant, key, args):
             "stream_protocol": "twilio", "stream_auth_token": AGENT_TOKEN})
         assert status == 201, (status, profile)
         heard = page.evaluate(PAGE_JS, {"tenant": tenant, "token": key, "to": "9876543210",
-                                        "seconds": 4, "ending": "none"})
+                                        "seconds": 4, "ending": "none",
+                                        "mode": "json"})
         out = {"status": heard["status"], "connect_ms": heard.get("connect_ms"),
                "inbound": heard.get("inbound")}
         if heard["status"] != 201:
@@ -249,6 +279,30 @@ def call_the_agent(page, tenant, key, args):
             bot.wait(timeout=10)
         except subprocess.TimeoutExpired:
             bot.kill()
+
+
+def trickled_call(page, tenant, key, mode):
+    """A call whose offer leaves before its candidates, which follow as `mode` sends them;
+    hung up with DELETE on its location."""
+    called = page.evaluate(PAGE_JS, {"tenant": tenant, "token": key, "to": "9876543210",
+                                      "seconds": 3, "ending": "api", "mode": mode})
+    out = {k: called.get(k) for k in ("status", "location", "states", "inbound", "trickled")}
+    out["offer_had_candidates"] = "a=candidate:" in called.get("offer", "")
+    if called["status"] != 201:
+        out["answer"] = called.get("answer")
+        return out
+    out["content_type"] = called["answer"].get("content_type")
+    out["windows"] = echo_windows(called["sent"], called["heard"])
+    out["delete"] = api("DELETE", called["location"], token=key)[0]
+    # A WHIP answer is the SDP alone: the call is the tenant's newest.
+    out["record"] = None
+    for _ in range(50):
+        status, calls = api("GET", f"/api/tenants/{tenant}/calls?limit=1")
+        if status == 200 and calls.get("items") and calls["items"][0]["status"] == "ended":
+            out["record"] = calls["items"][0]
+            break
+        time.sleep(0.1)
+    return out
 
 
 def wait_for_call(tenant, call_id, want, timeout):
@@ -310,7 +364,8 @@ def main():
 
             # 1. A call hung up through the API.
             first = page.evaluate(PAGE_JS, {"tenant": tenant, "token": key, "to": "9876543210",
-                                             "seconds": args.seconds, "ending": "api"})
+                                             "seconds": args.seconds, "ending": "api",
+                                             "mode": "json"})
             result["first"] = {k: first.get(k) for k in
                                ("status", "location", "connect_ms", "states", "inbound")}
             result["first"]["answer_has_ice_lite"] = "a=ice-lite" in first["answer"].get("sdp", "")
@@ -326,7 +381,8 @@ def main():
 
             # 2. The browser goes away.
             second = page.evaluate(PAGE_JS, {"tenant": tenant, "token": key, "to": "+919876543210",
-                                              "seconds": 1, "ending": "close"})
+                                              "seconds": 1, "ending": "close",
+                                              "mode": "json"})
             result["second"] = {"status": second["status"]}
             closed = time.time()
             record = wait_for_call(tenant, second["answer"]["call_id"], ("ended", "failed"), 45)
@@ -336,7 +392,39 @@ def main():
             # 3. A number streamed to an agent.
             result["agent"] = call_the_agent(page, tenant, key, args)
 
-            # 4. Offers refused.
+            # 4. Trickled candidates, as JSON and as WHIP's PATCH; a click-to-call token.
+            for mode in ("json-trickle", "whip"):
+                result[mode] = trickled_call(page, tenant, key, mode)
+            status, token = api("POST", f"/api/tenants/{tenant}/webrtc/tokens",
+                                {"to": "09876543210", "ttl_s": 60}, token=key)
+            result["token"] = {"create": status, "expires_at": token.get("expires_at")}
+            called = page.evaluate(PAGE_JS, {"tenant": tenant, "token": token["token"],
+                                              "to": "+91 98765 43210", "seconds": 1,
+                                              "ending": "api", "mode": "json"})
+            result["token"]["call"] = called["status"]
+            result["token"]["packets"] = called.get("inbound", {}).get("packetsReceived")
+            if called["status"] == 201:
+                result["token"]["delete"] = api("DELETE", called["location"], token=key)[0]
+            path = f"/api/tenants/{tenant}/webrtc/offer"
+            result["token"]["other_number"] = api(
+                "POST", path, {"sdp": first["offer"], "to": "9123456789"}, token=token["token"])
+            result["token"]["forged"] = api(
+                "POST", path, {"sdp": first["offer"], "to": "9876543210"},
+                token=token["token"][:-4] + "AAAA")
+            result["token"]["bad_ttl"] = api("POST", f"/api/tenants/{tenant}/webrtc/tokens",
+                                             {"to": "9876543210", "ttl_s": 4000}, token=key)[0]
+            result["token"]["foreign_number"] = api(
+                "POST", f"/api/tenants/{tenant}/webrtc/tokens", {"to": "9123456789"}, token=key)[0]
+            result["bad_candidate"] = api(
+                "POST", f"/api/tenants/{tenant}/webrtc/ice-candidate",
+                {"session_id": "00000000-0000-4000-8000-000000000000",
+                 "candidate": "candidate:1 1 udp 1 127.0.0.1 9 typ host"}, token=key)[0]
+            result["garbage_candidate"] = api(
+                "POST", f"/api/tenants/{tenant}/webrtc/ice-candidate",
+                {"session_id": "00000000-0000-4000-8000-000000000000",
+                 "candidate": "not a candidate"}, token=key)
+
+            # 5. Offers refused.
             offer = first["offer"]
             no_g711 = "\r\n".join(
                 l for l in offer.split("\r\n")
