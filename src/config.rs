@@ -147,6 +147,10 @@ pub struct Settings {
         default_missing_value = "true"
     )]
     pub allow_private_targets: Option<String>,
+    /// Where the WAV recordings of calls on an AI profile with `record` are written, one
+    /// folder per tenant [default: ./recordings].
+    #[arg(long, env = "VCA_RECORDINGS_DIR", value_name = "DIR")]
+    pub recordings_dir: Option<PathBuf>,
 }
 
 /// The keys a `--config` file may hold.
@@ -176,6 +180,7 @@ struct FileSettings {
     nonce_ttl_secs: Option<u64>,
     scanner_agents: Option<String>,
     allow_private_targets: Option<bool>,
+    recordings_dir: Option<PathBuf>,
 }
 
 /// The resolved, validated configuration.
@@ -210,6 +215,8 @@ pub struct Config {
     /// Whether the targets tenants configure may reach non-public addresses
     /// (`--allow-private-targets`); checked when they are connected to.
     pub target_policy: TargetPolicy,
+    /// Where call recordings are written (`<dir>/<tenant_id>/<call_id>.wav`).
+    pub recordings_dir: PathBuf,
 }
 
 /// Where SIP over TLS is received and the files it is served from.
@@ -237,6 +244,7 @@ impl std::error::Error for ConfigError {}
 const DEFAULT_DATABASE_URL: &str = "sqlite://vca-sip.db";
 const DEFAULT_HTTP: &str = "127.0.0.1:8080";
 const DEFAULT_SIP: &str = "0.0.0.0:5060";
+const DEFAULT_RECORDINGS_DIR: &str = "./recordings";
 
 impl Config {
     /// Merges defaults, the file named by `settings.config`, and `settings` (which clap
@@ -419,6 +427,12 @@ impl Config {
             },
             admin_token,
             target_policy,
+            recordings_dir: settings
+                .recordings_dir
+                .clone()
+                .or(file.recordings_dir)
+                .filter(|dir| !dir.as_os_str().is_empty())
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_RECORDINGS_DIR)),
         })
     }
 
@@ -552,6 +566,7 @@ mod tests {
         assert_eq!(config.http, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(config.sip_udp, "0.0.0.0:5060".parse().unwrap());
         assert_eq!(config.tls, None, "TLS is off unless asked for");
+        assert_eq!(config.recordings_dir, PathBuf::from("./recordings"));
         assert_eq!(
             config.admin_token_file(),
             PathBuf::from("./vca-sip.admin-token")
@@ -576,6 +591,26 @@ mod tests {
         assert_eq!(config.http, "127.0.0.1:9000".parse().unwrap());
         assert_eq!(config.sip_udp, "127.0.0.1:5080".parse().unwrap());
         assert_eq!(config.sip_tcp, "0.0.0.0:5060".parse().unwrap());
+    }
+
+    #[test]
+    fn the_recordings_dir_comes_from_the_flag_or_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("vca.toml");
+        std::fs::write(&file, "recordings_dir = \"/srv/vca/recordings\"\n").unwrap();
+        let from_file = Settings {
+            config: Some(file.clone()),
+            ..Settings::default()
+        };
+        let config = Config::load(&from_file, None).unwrap();
+        assert_eq!(config.recordings_dir, PathBuf::from("/srv/vca/recordings"));
+        let from_flag = Settings {
+            config: Some(file),
+            recordings_dir: Some(PathBuf::from("rec")),
+            ..Settings::default()
+        };
+        let config = Config::load(&from_flag, None).unwrap();
+        assert_eq!(config.recordings_dir, PathBuf::from("rec"));
     }
 
     #[test]

@@ -24,6 +24,7 @@ use crate::endpoint::{CoreHandle, Driver, PlaceError};
 use crate::gate::{Gate, Shield};
 use crate::ids::{CallId, NodeId};
 use crate::media::lateness;
+use crate::media::recorder::{self, Recorder};
 use crate::media::runtime::{self, MediaRuntime};
 use crate::routing::admission::Admission;
 use crate::routing::directory::Directory;
@@ -156,6 +157,8 @@ impl Server {
             CallWriter::start(store.clone(), WRITER_QUEUE, config.node_id.clone());
         let attempts = AttemptLog::default();
         let live = LiveCalls::default();
+        let recorder = Recorder::spawn(config.recordings_dir.clone(), recorder::QUEUE)
+            .context("cannot start the recording writer")?;
         let context = Arc::new(CallContext {
             writer,
             directory: directory.clone(),
@@ -176,6 +179,7 @@ impl Server {
             port_warnings: Throttle::new(Duration::from_secs(1)),
             targets: config.target_policy,
             live: live.clone(),
+            recorder: recorder.clone(),
         });
         let (core, handle) = Driver::new(context.clone(), gate);
         let mut background = vec![
@@ -217,6 +221,8 @@ impl Server {
             metrics,
             clock,
             live,
+            calls: Arc::clone(&context),
+            recordings: config.recordings_dir.clone(),
         };
         let listener = TcpListener::bind(config.http)
             .await
@@ -225,11 +231,14 @@ impl Server {
         let (shutdown, mut stop) = watch::channel(false);
         let app = api::router(state);
         let http = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|stop| *stop).await;
-                })
-                .await
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|stop| *stop).await;
+            })
+            .await
         });
         tracing::info!(%http_addr, %sip_udp_addr, %sip_tcp_addr, ?sip_tls_addr, backend = store.backend(), node_id = %config.node_id, "vca-sip serving");
         Ok(Server {

@@ -192,6 +192,17 @@ async fn stream_profile(env: &CallEnv, url: &str, protocol: &str) {
 
 /// [`stream_profile`], trusting `ca_pem` for a `wss://` agent.
 async fn stream_profile_with(env: &CallEnv, url: &str, protocol: &str, ca_pem: Option<String>) {
+    stream_profile_recorded(env, url, protocol, ca_pem, false).await;
+}
+
+/// [`stream_profile_with`], its calls recorded when `record`.
+async fn stream_profile_recorded(
+    env: &CallEnv,
+    url: &str,
+    protocol: &str,
+    ca_pem: Option<String>,
+    record: bool,
+) {
     let (status, profile) = env
         .s
         .admin_call(
@@ -208,6 +219,7 @@ async fn stream_profile_with(env: &CallEnv, url: &str, protocol: &str, ca_pem: O
                 "stream_auth_token": TOKEN,
                 "stream_parameters": {"greeting": "namaste"},
                 "stream_ca_pem": ca_pem,
+                "record": record,
             })),
         )
         .await;
@@ -411,4 +423,200 @@ async fn the_callers_keys_reach_the_agent_from_rfc_4733_events_and_sip_info() {
         })
         .unwrap_or_default();
     assert_eq!(recorded, ["1", "9", "#"], "{call}");
+}
+
+/// The call's record once its recording is no longer `recording` (it is finished after the
+/// call's media ended).
+async fn settled_recording(s: &TestServer, tenant: &str, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, call) = s
+            .admin_call(
+                Method::GET,
+                &format!("/api/tenants/{tenant}/calls/{id}"),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{call}");
+        if call["recording"]["status"] != "recording" {
+            return call;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the recording is not finished: {call}"
+        );
+        sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The two channels of a stereo 16-bit WAV, after checking its header says so.
+fn stereo_channels(wav: &[u8]) -> (Vec<i16>, Vec<i16>) {
+    assert!(wav.len() > 44, "{} bytes", wav.len());
+    assert_eq!(&wav[0..4], b"RIFF");
+    assert_eq!(&wav[8..16], b"WAVEfmt ");
+    let u16_at = |i: usize| u16::from_le_bytes([wav[i], wav[i + 1]]);
+    let u32_at = |i: usize| u32::from_le_bytes([wav[i], wav[i + 1], wav[i + 2], wav[i + 3]]);
+    assert_eq!(
+        (u16_at(20), u16_at(22), u32_at(24), u16_at(34)),
+        (1, 2, 8000, 16)
+    );
+    assert_eq!(&wav[36..40], b"data");
+    assert_eq!(
+        u32_at(4) as usize,
+        wav.len() - 8,
+        "the RIFF size is patched"
+    );
+    assert_eq!(
+        u32_at(40) as usize,
+        wav.len() - 44,
+        "the data size is patched"
+    );
+    let samples: Vec<i16> = wav[44..]
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect();
+    let left = samples.iter().step_by(2).copied().collect();
+    let right = samples.iter().skip(1).step_by(2).copied().collect();
+    (left, right)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorded_call_is_a_stereo_wav_of_the_caller_and_the_agent_until_deleted() {
+    let _heavy = common::heavy::one_at_a_time();
+    let env = CallEnv::start(Backend::Sqlite, allow_loopback_agents).await;
+    let bot = tokio::task::block_in_place(|| EchoBot::exotel(BOT_TALKS));
+    stream_profile_recorded(&env, &bot.url(), "exotel", None, true).await;
+
+    let (call, _bot, received) = call_the_agent(&env, bot).await;
+    assert_echo(&received);
+    assert_eq!(call["hangup_cause"], "agent_hangup", "{call}");
+    let id = call["id"].as_str().expect("call id");
+    let call = settled_recording(&env.s, &env.tenant, id).await;
+    let recording = &call["recording"];
+    assert_eq!(recording["status"], "ready", "{call}");
+    assert!(event_kinds(&call).contains(&"recording_started"), "{call}");
+
+    let path = format!("/api/tenants/{}/calls/{id}/recording", env.tenant);
+    let url = format!("{}{path}", env.s.base);
+    // The tenant's own key reads it, as the admin does.
+    let key = env.s.key(&env.tenant).await;
+    let response = env
+        .s
+        .client
+        .get(&url)
+        .bearer_auth(&key)
+        .send()
+        .await
+        .expect("GET recording");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "audio/wav");
+    let length: u64 = response.headers()["content-length"]
+        .to_str()
+        .expect("text")
+        .parse()
+        .expect("a number");
+    let wav = response.bytes().await.expect("body");
+    assert_eq!(wav.len() as u64, length);
+    assert_eq!(recording["bytes"], length, "{call}");
+    let (left, right) = stereo_channels(&wav);
+    let ms = left.len() as i64 * 1000 / RATE as i64;
+    assert_eq!(recording["duration_ms"], ms, "{call}");
+    assert!(ms >= 3000, "a {ms} ms recording of a call the bot held 4 s");
+
+    // Left: what the caller sent. Right: what the agent sent back, as the caller heard it.
+    let sent = to_f64(&noise_bursts(SEED, SOURCE_SECONDS * RATE));
+    let caller = best_lag(&sent, &to_f64(&left));
+    println!("caller on the left: {caller:?}");
+    assert!(caller.coefficient > 0.8, "left: {caller:?}");
+    let agent = best_lag(&to_f64(&right), &to_f64(&received));
+    println!("agent on the right: {agent:?}");
+    assert!(agent.coefficient > 0.8, "right: {agent:?}");
+    // The bot echoes: the caller's signal is on the right too, but later than on the left
+    // by the round trip through the agent.
+    let echo = best_lag(&sent, &to_f64(&right));
+    println!("the echo on the right: {echo:?}");
+    assert!(
+        echo.lag < caller.lag,
+        "the right channel is not the agent's echo of the left: {echo:?} {caller:?}"
+    );
+
+    // Another tenant's key finds nothing.
+    let other = env.s.tenant("Other").await;
+    let other_key = env.s.key(&other).await;
+    let (status, _) = env.s.call(Method::GET, &path, &other_key, None).await;
+    assert_eq!(status, 404);
+
+    let file = env
+        .s
+        .data_dir()
+        .join("recordings")
+        .join(&env.tenant)
+        .join(format!("{id}.wav"));
+    assert!(file.exists(), "{}", file.display());
+    let (status, body) = env.s.admin_call(Method::DELETE, &path, None).await;
+    assert_eq!(status, 204, "{body}");
+    assert!(!file.exists(), "the file is gone");
+    let (status, problem) = env.s.admin_call(Method::GET, &path, None).await;
+    assert_eq!(status, 404, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("deleted"),
+        "{problem}"
+    );
+    let (status, _) = env.s.admin_call(Method::DELETE, &path, None).await;
+    assert_eq!(status, 404);
+    let (_, call) = env
+        .s
+        .admin_call(
+            Method::GET,
+            &format!("/api/tenants/{}/calls/{id}", env.tenant),
+            None,
+        )
+        .await;
+    assert_eq!(call["recording"]["status"], "deleted", "{call}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unwritable_recordings_dir_fails_the_recording_and_not_the_call() {
+    let _heavy = common::heavy::one_at_a_time();
+    // A regular file where a folder of the path should be: no one, root included, can
+    // create the recordings folder under it.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let blocker = dir.path().join("not-a-folder");
+    std::fs::write(&blocker, b"a file").expect("write the file");
+    let recordings = blocker.join("recordings");
+    let env = CallEnv::start(Backend::Sqlite, |config| {
+        allow_loopback_agents(config);
+        config.recordings_dir = recordings;
+    })
+    .await;
+    let bot = tokio::task::block_in_place(|| EchoBot::exotel(BOT_TALKS));
+    stream_profile_recorded(&env, &bot.url(), "exotel", None, true).await;
+
+    let (call, _bot, received) = call_the_agent(&env, bot).await;
+    // The call was answered and ended as any other.
+    assert_echo(&received);
+    assert_eq!(call["status"], "ended", "{call}");
+    assert_eq!(call["hangup_cause"], "agent_hangup", "{call}");
+    let id = call["id"].as_str().expect("call id");
+    let call = settled_recording(&env.s, &env.tenant, id).await;
+    assert_eq!(call["recording"]["status"], "failed", "{call}");
+    let error = call["recording"]["error"].as_str().unwrap_or_default();
+    assert!(error.starts_with("unwritable"), "{call}");
+    let failed = call["events"]
+        .as_array()
+        .and_then(|events| events.iter().find(|e| e["kind"] == "recording_failed"))
+        .unwrap_or_else(|| panic!("no recording_failed event: {call}"));
+    assert_eq!(failed["detail"]["reason"], "unwritable", "{failed}");
+    let counted = metric(
+        &env.s.metrics().await,
+        "vca_sip_recordings_failed_total{reason=\"unwritable\"}",
+    );
+    assert!(counted >= Some(1.0), "{counted:?}");
+    let path = format!("/api/tenants/{}/calls/{id}/recording", env.tenant);
+    let (status, problem) = env.s.admin_call(Method::GET, &path, None).await;
+    assert_eq!(status, 404, "{problem}");
+    assert_eq!(std::fs::read(&blocker).expect("the file"), b"a file");
 }

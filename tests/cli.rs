@@ -186,6 +186,8 @@ fn migrate_creates_the_database_and_is_idempotent() {
         "--config",
         "--allow-private-targets",
         "VCA_ALLOW_PRIVATE_TARGETS",
+        "--recordings-dir",
+        "VCA_RECORDINGS_DIR",
     ] {
         assert!(text.contains(flag), "{flag} missing from serve --help");
     }

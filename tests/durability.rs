@@ -157,6 +157,10 @@ async fn record_call_of_another_node(store: &Store, tenant: TenantId) -> Call {
         answered_at: Some(now),
         ended_at: None,
         duration_s: None,
+        recording_status: None,
+        recording_duration_ms: None,
+        recording_bytes: None,
+        recording_error: None,
     };
     let answered = CallEvent {
         id: CallEventId::new(),

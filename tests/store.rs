@@ -13,8 +13,8 @@ use vca_sip::kinds::Transport;
 
 use vca_sip::routing::e164::{CountryCode, Did};
 use vca_sip::store::model::{
-    Call, CallEvent, CallStatus, CallTransport, Direction, HangupCause, MediaTarget, Plan, Role,
-    StreamProtocol, TenantStatus,
+    Call, CallEvent, CallStatus, CallTransport, Direction, HangupCause, MediaTarget, Plan,
+    RecordingStatus, Role, StreamProtocol, TenantStatus,
 };
 use vca_sip::store::{
     AiProfilePatch, CallMedia, CallWrite, CallWriter, NewAiProfile, NewPhoneNumber, NewTenant,
@@ -36,6 +36,7 @@ on_both_backends!(
     a_route_takes_the_numbers_profile_then_the_default_then_echo,
     profile_stream_settings_are_written_patched_and_cleared,
     database_refuses_invalid_stream_settings,
+    a_calls_recording_is_written_updated_and_deleted_once,
 );
 
 async fn store(backend: Backend) -> (Store, TestDb) {
@@ -428,6 +429,10 @@ fn answered_call(tenant: TenantId, n: usize) -> Call {
         answered_at: Some(at),
         ended_at: None,
         duration_s: None,
+        recording_status: None,
+        recording_duration_ms: None,
+        recording_bytes: None,
+        recording_error: None,
     }
 }
 
@@ -1350,4 +1355,76 @@ async fn database_refuses_invalid_stream_settings(backend: Backend) {
         let result = exec!(&store, sqlx::AssertSqlSafe(sql), id);
         assert!(result.is_err(), "{what} was stored by an update");
     }
+}
+
+/// The recording columns go through the writer's insert and update like the others, and
+/// only a ready recording is marked deleted, once.
+async fn a_calls_recording_is_written_updated_and_deleted_once(backend: Backend) {
+    let (store, _db) = store(backend).await;
+    let tenant = tenant(&store).await;
+    let (writer, _task) = CallWriter::start(store.clone(), 64, node("edge-a"));
+    let mut call = answered_call(tenant, 1);
+    call.recording_status = Some(RecordingStatus::Recording);
+    let write = |call: &Call, stored| CallWrite {
+        call: call.clone(),
+        events: Vec::new(),
+        stored,
+    };
+    writer
+        .record_durably(write(&call, false))
+        .await
+        .expect("inserted");
+    assert_eq!(store.call(tenant, call.id).await.expect("call"), call);
+    // Not ready yet: nothing to delete.
+    assert!(
+        !store
+            .delete_recording(tenant, call.id)
+            .await
+            .expect("query")
+    );
+
+    let mut ready = ended(call.clone());
+    ready.recording_status = Some(RecordingStatus::Ready);
+    ready.recording_duration_ms = Some(4020);
+    ready.recording_bytes = Some(128_684);
+    writer
+        .record_durably(write(&ready, true))
+        .await
+        .expect("updated");
+    assert_eq!(store.call(tenant, call.id).await.expect("call"), ready);
+
+    // Another tenant's id reaches nothing.
+    let other = self::tenant(&store).await;
+    assert!(!store.delete_recording(other, call.id).await.expect("query"));
+    assert!(
+        store
+            .delete_recording(tenant, call.id)
+            .await
+            .expect("query")
+    );
+    assert!(
+        !store
+            .delete_recording(tenant, call.id)
+            .await
+            .expect("query")
+    );
+    let deleted = store.call(tenant, call.id).await.expect("call");
+    assert_eq!(deleted.recording_status, Some(RecordingStatus::Deleted));
+    assert_eq!(deleted.recording_duration_ms, Some(4020));
+    assert_eq!(deleted.recording_bytes, None);
+
+    let mut failed = answered_call(tenant, 2);
+    failed.recording_status = Some(RecordingStatus::Failed);
+    failed.recording_error = Some("unwritable: /srv/rec: Not a directory".to_owned());
+    writer
+        .record_durably(write(&failed, false))
+        .await
+        .expect("inserted");
+    assert_eq!(store.call(tenant, failed.id).await.expect("call"), failed);
+    assert!(
+        !store
+            .delete_recording(tenant, failed.id)
+            .await
+            .expect("query")
+    );
 }

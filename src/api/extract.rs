@@ -42,7 +42,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 }
 
 /// Deserialises `body`, naming the field at fault on failure.
-fn decode_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Problem> {
+pub(super) fn decode_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Problem> {
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(Problem::malformed("the body must be a JSON object"));
     }

@@ -20,6 +20,7 @@ mod tenants;
 mod trunks;
 mod twilio;
 mod views;
+mod webrtc;
 
 use std::sync::Arc;
 
@@ -52,6 +53,10 @@ pub struct AppState {
     pub clock: Arc<dyn crate::clock::WallClock>,
     /// The calls an agent may end through the Twilio-shaped hang-up.
     pub live: crate::call::LiveCalls,
+    /// What browsers' calls share with carriers' (routing, limits, media, the record writer).
+    pub calls: Arc<crate::call::CallContext>,
+    /// Where this node's call recordings are (`--recordings-dir`).
+    pub recordings: std::path::PathBuf,
 }
 
 /// The OpenAPI document that `/api/openapi.json` serves: the API's JSON names are a
@@ -98,6 +103,26 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/tenants/{tenant_id}/calls", get(calls::list))
         .route("/tenants/{tenant_id}/calls/{call_id}", get(calls::get))
+        .route(
+            "/tenants/{tenant_id}/webrtc/offer",
+            axum::routing::post(webrtc::offer),
+        )
+        .route(
+            "/tenants/{tenant_id}/webrtc/sessions/{session_id}",
+            delete(webrtc::hang_up).patch(webrtc::trickle),
+        )
+        .route(
+            "/tenants/{tenant_id}/webrtc/ice-candidate",
+            axum::routing::post(webrtc::ice_candidate),
+        )
+        .route(
+            "/tenants/{tenant_id}/webrtc/tokens",
+            axum::routing::post(webrtc::create_token),
+        )
+        .route(
+            "/tenants/{tenant_id}/calls/{call_id}/recording",
+            get(calls::recording).delete(calls::delete_recording),
+        )
         .route(
             "/trunks",
             get(trunks::platform_list).post(trunks::platform_create),

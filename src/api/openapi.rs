@@ -3,7 +3,7 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use super::{calls, health, keys, numbers, profiles, tenants, trunks};
+use super::{calls, health, keys, numbers, profiles, tenants, trunks, webrtc};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -13,11 +13,13 @@ use super::{calls, health, keys, numbers, profiles, tenants, trunks};
         numbers::create, numbers::list, numbers::get, numbers::update, numbers::delete,
         profiles::create, profiles::list, profiles::get, profiles::update, profiles::delete,
         keys::create, keys::revoke,
-        calls::list, calls::get,
+        calls::list, calls::get, calls::recording, calls::delete_recording,
         trunks::platform_create, trunks::platform_list, trunks::platform_get,
         trunks::platform_update, trunks::platform_delete,
         trunks::tenant_create, trunks::tenant_list, trunks::tenant_get,
         trunks::tenant_update, trunks::tenant_delete,
+        webrtc::offer, webrtc::hang_up, webrtc::trickle, webrtc::ice_candidate,
+        webrtc::create_token,
         health::healthz, health::metrics,
     ),
     modifiers(&BearerAuth),

@@ -82,6 +82,16 @@ impl Problem {
         )
     }
 
+    /// Not found, saying why (the resource exists in some form, but not as asked).
+    pub fn not_found_because(detail: impl Into<String>) -> Self {
+        Problem::new(
+            StatusCode::NOT_FOUND,
+            "/problems/not-found",
+            "Not found",
+            detail.into(),
+        )
+    }
+
     pub fn conflict(field: &str) -> Self {
         Problem {
             field: Some(field.to_owned()),
@@ -118,6 +128,49 @@ impl Problem {
             "/problems/unavailable",
             "Service unavailable",
             "the database is unreachable; retry later".to_owned(),
+        )
+    }
+
+    /// The SDP offer's audio has no codec vca-sip answers with (PCMU, PCMA).
+    pub fn no_common_codec() -> Self {
+        Problem {
+            field: Some("sdp".to_owned()),
+            ..Problem::new(
+                StatusCode::BAD_REQUEST,
+                "/problems/no-common-codec",
+                "No common codec",
+                "the offer's audio has neither PCMU nor PCMA".to_owned(),
+            )
+        }
+    }
+
+    /// A limit of the caller's (a tenant's concurrent calls) is reached.
+    pub fn too_many(detail: impl Into<String>) -> Self {
+        Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "/problems/limit-reached",
+            "Limit reached",
+            detail.into(),
+        )
+    }
+
+    /// The node cannot take more now (media ports, its store); `Retry-After` says when.
+    pub fn overloaded(detail: impl Into<String>) -> Self {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "/problems/overloaded",
+            "Overloaded",
+            detail.into(),
+        )
+    }
+
+    /// What the request needs beyond vca-sip (a tenant's agent) did not answer.
+    pub fn agent_unreachable(detail: impl Into<String>) -> Self {
+        Problem::new(
+            StatusCode::BAD_GATEWAY,
+            "/problems/agent-unreachable",
+            "Agent unreachable",
+            detail.into(),
         )
     }
 

@@ -15,7 +15,8 @@ use utoipa::ToSchema;
 use crate::ids::{AiProfileId, CallEventId, CallId, PhoneNumberId, TenantId, TrunkId};
 use crate::store::model::{
     self, CallStatus, CallTransport, Codec, DigestAlgorithm, Direction, HangupCause, MediaTarget,
-    Plan, ProviderType, Role, StreamProtocol, TenantStatus, TrunkAuth, TrunkTransport,
+    Plan, ProviderType, RecordingStatus, Role, StreamProtocol, TenantStatus, TrunkAuth,
+    TrunkTransport,
 };
 
 /// A customer of the platform.
@@ -160,6 +161,24 @@ pub struct Call {
     pub ended_at: Option<DateTime<Utc>>,
     /// Whole seconds from answer to end; null when never answered.
     pub duration_s: Option<i64>,
+    /// The call's recording; null when the call is not recorded (its AI profile does not
+    /// have `record`).
+    pub recording: Option<Recording>,
+}
+
+/// A call's recording: a stereo WAV (PCM 16-bit, 8 kHz), caller left, agent right, at
+/// `GET .../calls/{call_id}/recording` once `ready`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Recording {
+    pub status: RecordingStatus,
+    /// Its length; null until it is complete.
+    pub duration_ms: Option<i64>,
+    /// The file's size, header included; null until it is complete, and once deleted.
+    pub bytes: Option<i64>,
+    /// Why it failed: `reason: detail`, the reason one of `unwritable`, `disk_full`,
+    /// `write_failed`, `queue_full`, `writer_stopped`, `no_media`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl From<model::Call> for Call {
@@ -186,6 +205,12 @@ impl From<model::Call> for Call {
             answered_at: row.answered_at,
             ended_at: row.ended_at,
             duration_s: row.duration_s,
+            recording: row.recording_status.map(|status| Recording {
+                status,
+                duration_ms: row.recording_duration_ms,
+                bytes: row.recording_bytes,
+                error: row.recording_error,
+            }),
         }
     }
 }

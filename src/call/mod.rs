@@ -10,6 +10,7 @@ mod record;
 mod throttle;
 pub mod uac;
 pub mod uas;
+pub mod webrtc;
 
 #[cfg(test)]
 mod tests;
@@ -24,13 +25,16 @@ use crate::clock::WallClock;
 use crate::gate::Admitted;
 use crate::ids::CallId;
 use crate::media::ports::RtpPorts;
+use crate::media::recorder::{FINISH_WAIT, Recorded, Recorder, RecordingFailure, RecordingTap};
 use crate::media::runtime::MediaRuntime;
-use crate::media::session::{self, AgentNotice, AgentStart, MediaSession};
+use crate::media::session::{self, AgentNotice, AgentStart, MediaSession, RecordingReport};
 use crate::media::stream::{Dialect, StreamConfig};
 use crate::routing::admission::Admission;
 use crate::routing::directory::Directory;
 use crate::sip::message::Request;
 use crate::sip::transaction::TransactionKey;
+use crate::store::StreamTarget;
+use crate::store::model::HangupCause;
 use crate::store::model::StreamProtocol;
 use crate::store::{AttemptLog, CallWriter};
 use crate::targets::{self, TargetPolicy};
@@ -61,6 +65,8 @@ pub struct CallContext {
     pub targets: TargetPolicy,
     /// The calls that the API may end (those streamed to an agent).
     pub live: LiveCalls,
+    /// Where recorded calls' audio is written.
+    pub recorder: Recorder,
 }
 
 /// What the driver needs of its machine: the face [`Uas`] and [`Uac`] share.
@@ -79,6 +85,8 @@ pub trait Machine: Send + 'static {
     fn handle_agent(&mut self, now: Instant, event: AgentEvent);
     /// Someone outside the call (the agent, through the API) ends it.
     fn handle_hangup(&mut self, now: Instant, why: &str);
+    /// How the call's recording ended; may come after the machine is done.
+    fn handle_recording(&mut self, now: Instant, outcome: Result<Recorded, RecordingFailure>);
     /// The Call-ID, for the call's log span.
     fn sip_call_id(&self) -> String;
 }
@@ -116,6 +124,9 @@ impl Machine for Uas<Peer> {
     }
     fn handle_hangup(&mut self, now: Instant, why: &str) {
         Uas::handle_hangup(self, now, why);
+    }
+    fn handle_recording(&mut self, now: Instant, outcome: Result<Recorded, RecordingFailure>) {
+        Uas::handle_recording(self, now, outcome);
     }
     fn sip_call_id(&self) -> String {
         let call_id = self.invite().headers().call_id();
@@ -155,6 +166,8 @@ impl Machine for Uac<Peer> {
     // not register it.
     fn handle_agent(&mut self, _now: Instant, _event: AgentEvent) {}
     fn handle_hangup(&mut self, _now: Instant, _why: &str) {}
+    // Nor is it recorded.
+    fn handle_recording(&mut self, _now: Instant, _outcome: Result<Recorded, RecordingFailure>) {}
     fn sip_call_id(&self) -> String {
         self.call_id().to_owned()
     }
@@ -173,7 +186,13 @@ pub struct Call<M = Uas<Peer>> {
     /// What the agent's stream reports, while the call has one.
     agent: Option<mpsc::Receiver<AgentNotice>>,
     /// Hang-ups asked through the API, once the call is registered in [`LiveCalls`].
-    hangups: Option<(CallId, mpsc::Receiver<String>)>,
+    hangups: Option<(CallId, mpsc::Receiver<Hangup>)>,
+    /// The call's recording, finished once its media ended.
+    recording: Option<RecordingTap>,
+    /// A recorded call's session after its hangup, for the report that ends the recording.
+    stopping: Option<MediaSession>,
+    /// What the session's end report said of the recording.
+    recorded: Option<RecordingReport>,
 }
 
 impl Call<Uac<Peer>> {
@@ -197,6 +216,9 @@ impl Call<Uac<Peer>> {
             media: None,
             agent: None,
             hangups: None,
+            recording: None,
+            stopping: None,
+            recorded: None,
         }
     }
 }
@@ -235,6 +257,9 @@ impl Call {
             media: None,
             agent: None,
             hangups: None,
+            recording: None,
+            stopping: None,
+            recorded: None,
         }
     }
 }
@@ -243,7 +268,8 @@ impl<M: Machine> Call<M> {
     pub async fn run(mut self) {
         let call_id = self.machine.sip_call_id();
         let span = tracing::debug_span!("call", sip_call_id = %call_id);
-        tracing::Instrument::instrument(self.drive(), span).await;
+        tracing::Instrument::instrument(self.drive(), span.clone()).await;
+        tracing::Instrument::instrument(self.finish_recording(), span).await;
         // Dropping the session hangs it up.
         drop(self.media.take());
         if let Some((id, _)) = self.hangups.take() {
@@ -278,6 +304,7 @@ impl<M: Machine> Call<M> {
                 },
                 report = media_end(&mut self.media) => {
                     self.media = None;
+                    self.recorded = report.recording;
                     let end = match report.end {
                         session::MediaEnd::MediaTimeout => MediaEnd::Timeout,
                         session::MediaEnd::AgentHangup => MediaEnd::AgentHangup,
@@ -286,6 +313,7 @@ impl<M: Machine> Call<M> {
                             MediaEnd::AgentUnreachable(reason)
                         }
                         session::MediaEnd::Hangup
+                        | session::MediaEnd::PeerGone(_)
                         | session::MediaEnd::Socket(_)
                         | session::MediaEnd::Shutdown => MediaEnd::Failed,
                     };
@@ -304,7 +332,8 @@ impl<M: Machine> Call<M> {
                     None => self.agent = None,
                 },
                 why = hangup_asked(&mut self.hangups) => match why {
-                    Some(why) => self.machine.handle_hangup(Instant::now(), &why),
+                    // A carrier's call is ended from outside only by its agent.
+                    Some(Hangup { why, .. }) => self.machine.handle_hangup(Instant::now(), &why),
                     None => {
                         if let Some((id, _)) = self.hangups.take() {
                             self.ctx.live.remove(id);
@@ -372,11 +401,14 @@ impl<M: Machine> Call<M> {
                     }
                 }
                 Output::StopMedia => {
-                    if let Some(mut media) = self.media.take()
-                        && let Err(e) = media.hangup()
-                    {
-                        // Dropping the session tries again.
-                        tracing::warn!(error = %e, "media hangup not queued");
+                    if let Some(mut media) = self.media.take() {
+                        if let Err(e) = media.hangup() {
+                            // Dropping the session tries again.
+                            tracing::warn!(error = %e, "media hangup not queued");
+                        }
+                        if self.recording.is_some() {
+                            self.stopping = Some(media);
+                        }
                     }
                 }
                 Output::Attempt { reason, called } => {
@@ -404,6 +436,7 @@ impl<M: Machine> Call<M> {
             account_sid,
             call_sid,
             parameters,
+            recording: plan_recording,
         } = plan;
         let Some(ports) = self.ports.take() else {
             return;
@@ -418,28 +451,36 @@ impl<M: Machine> Call<M> {
             Ok(addrs) => addrs,
             Err(reason) => {
                 tracing::info!(url = %target.url, %reason, "agent unreachable");
+                if plan_recording.is_some() {
+                    let failure = RecordingFailure::no_media("the agent's host did not resolve");
+                    count_recording_failure(&failure);
+                    self.machine.handle_recording(Instant::now(), Err(failure));
+                }
                 return self
                     .machine
                     .handle_agent(Instant::now(), AgentEvent::Unreachable(reason));
             }
         };
-        let dialect = match target.protocol {
-            StreamProtocol::Twilio => Dialect::Twilio,
-            StreamProtocol::Exotel => Dialect::Exotel,
+        let recording = match plan_recording {
+            Some(key) => match self.ctx.recorder.open(key) {
+                Ok(tap) => Some(tap),
+                Err(failure) => {
+                    count_recording_failure(&failure);
+                    self.machine.handle_recording(Instant::now(), Err(failure));
+                    None
+                }
+            },
+            None => None,
         };
-        let stream_sid = format!("MZ{}", uuid::Uuid::new_v4().simple());
-        let mut stream = StreamConfig::new(dialect, &stream_sid, &account_sid, &call_sid);
-        stream.custom_parameters = parameters;
-        stream.max_queued_audio_ms =
-            u32::try_from(target.max_queued_audio.as_millis()).unwrap_or(u32::MAX);
-        let agent = AgentStart {
-            url: target.url.clone(),
+        self.recording.clone_from(&recording);
+        let agent = agent_start(
+            &target,
             addrs,
-            auth_token: target.auth_token.as_ref().map(|t| t.0.clone()),
-            ca_pem: target.ca_pem.clone(),
-            connect_timeout: target.connect_timeout,
-            stream,
-        };
+            &account_sid,
+            &call_sid,
+            parameters,
+            recording,
+        );
         match self.ctx.media.start_stream(ports, media, agent) {
             Ok((session, notices)) => {
                 self.media = Some(session);
@@ -452,6 +493,12 @@ impl<M: Machine> Call<M> {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "no media session for an agent stream");
+                if let Some(tap) = self.recording.take() {
+                    tap.abort();
+                    let failure = RecordingFailure::no_media(format!("no media session: {e}"));
+                    count_recording_failure(&failure);
+                    self.machine.handle_recording(Instant::now(), Err(failure));
+                }
                 self.machine.handle_agent(
                     Instant::now(),
                     AgentEvent::Unreachable(format!("no media session: {e}")),
@@ -461,7 +508,78 @@ impl<M: Machine> Call<M> {
     }
 }
 
+impl<M: Machine> Call<M> {
+    /// Once the call is over: waits for its media's end report (the recording's last slot),
+    /// finishes the recording and has the machine write how it ended. A recording that
+    /// cannot be kept leaves the call as it was, with the recording marked failed.
+    #[allow(clippy::disallowed_methods)] // the driver is where the clock is read
+    async fn finish_recording(&mut self) {
+        let Some(tap) = self.recording.take() else {
+            return;
+        };
+        if self.recorded.is_none()
+            && let Some(mut session) = self.stopping.take().or_else(|| self.media.take())
+        {
+            let _ = session.hangup();
+            if let Ok(report) = tokio::time::timeout(FINISH_WAIT, session.ended()).await {
+                self.recorded = report.recording;
+            }
+        }
+        let report = self.recorded.unwrap_or_default();
+        if report.batches_dropped > 0 {
+            metrics::counter!("vca_sip_recording_batches_dropped_total")
+                .increment(report.batches_dropped);
+        }
+        let outcome = tap.finish(report.slots).await;
+        match &outcome {
+            Ok(recorded) => {
+                metrics::counter!("vca_sip_recordings_ready_total").increment(1);
+                tracing::debug!(?recorded, "recording ready");
+            }
+            Err(failure) => count_recording_failure(failure),
+        }
+        self.machine.handle_recording(Instant::now(), outcome);
+        self.carry_out().await;
+    }
+}
+
+fn count_recording_failure(failure: &RecordingFailure) {
+    tracing::warn!(reason = failure.reason.as_str(), detail = %failure.detail, "call recording failed");
+    metrics::counter!("vca_sip_recordings_failed_total", "reason" => failure.reason.as_str())
+        .increment(1);
+}
+
 /// The addresses of a `ws://` or `wss://` URL's host, each checked against `policy`.
+/// What the shard needs to open `target`'s stream for call `call_sid` of tenant
+/// `account_sid`, its host resolved to `addrs`.
+fn agent_start(
+    target: &StreamTarget,
+    addrs: Vec<SocketAddr>,
+    account_sid: &str,
+    call_sid: &str,
+    parameters: std::collections::BTreeMap<String, String>,
+    recording: Option<RecordingTap>,
+) -> AgentStart {
+    let dialect = match target.protocol {
+        StreamProtocol::Twilio => Dialect::Twilio,
+        StreamProtocol::Exotel => Dialect::Exotel,
+    };
+    let stream_sid = format!("MZ{}", uuid::Uuid::new_v4().simple());
+    let mut stream = StreamConfig::new(dialect, &stream_sid, account_sid, call_sid);
+    stream.custom_parameters = parameters;
+    stream.max_queued_audio_ms =
+        u32::try_from(target.max_queued_audio.as_millis()).unwrap_or(u32::MAX);
+    AgentStart {
+        recording,
+        url: target.url.clone(),
+        addrs,
+        auth_token: target.auth_token.as_ref().map(|t| t.0.clone()),
+        ca_pem: target.ca_pem.clone(),
+        connect_timeout: target.connect_timeout,
+        stream,
+    }
+}
+
 async fn resolve_stream_url(url: &str, policy: TargetPolicy) -> Result<Vec<SocketAddr>, String> {
     let uri: axum::http::Uri = url
         .parse()
@@ -496,7 +614,7 @@ async fn agent_notice(agent: &mut Option<mpsc::Receiver<AgentNotice>>) -> Option
 }
 
 /// The next hang-up asked through the API; never ready for a call not registered.
-async fn hangup_asked(hangups: &mut Option<(CallId, mpsc::Receiver<String>)>) -> Option<String> {
+async fn hangup_asked(hangups: &mut Option<(CallId, mpsc::Receiver<Hangup>)>) -> Option<Hangup> {
     match hangups {
         Some((_, asked)) => asked.recv().await,
         None => std::future::pending().await,
@@ -514,7 +632,16 @@ struct LiveCall {
     tenant_id: String,
     /// The stream's auth token, which the agent may use as its password.
     token: Option<String>,
-    hangup: mpsc::Sender<String>,
+    /// A browser call's WebRTC session, and where its trickled candidates go.
+    session: Option<(uuid::Uuid, crate::media::session::CandidateSink)>,
+    hangup: mpsc::Sender<Hangup>,
+}
+
+/// A hang-up asked from outside a call: whose, and why (for its record).
+#[derive(Debug, Clone)]
+pub(crate) struct Hangup {
+    pub(crate) cause: HangupCause,
+    pub(crate) why: String,
 }
 
 /// Why [`LiveCalls::hang_up`] did not reach a call.
@@ -531,7 +658,7 @@ impl LiveCalls {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn insert(&self, id: CallId, tenant_id: &str, token: Option<String>) -> mpsc::Receiver<String> {
+    fn insert(&self, id: CallId, tenant_id: &str, token: Option<String>) -> mpsc::Receiver<Hangup> {
         let (hangup, asked) = mpsc::channel(1);
         let tenant_id = tenant_id.to_owned();
         self.lock().insert(
@@ -539,10 +666,75 @@ impl LiveCalls {
             LiveCall {
                 tenant_id,
                 token,
+                session: None,
                 hangup,
             },
         );
         asked
+    }
+
+    /// Registers a browser's call, which its WebRTC session's id also reaches (and, streamed
+    /// to an agent, the stream's auth token as [`LiveCalls::token_matches`] checks it).
+    fn insert_session(
+        &self,
+        id: CallId,
+        session: (uuid::Uuid, crate::media::session::CandidateSink),
+        tenant_id: &str,
+        token: Option<String>,
+    ) -> mpsc::Receiver<Hangup> {
+        let asked = self.insert(id, tenant_id, token);
+        if let Some(call) = self.lock().get_mut(&id) {
+            call.session = Some(session);
+        }
+        asked
+    }
+
+    /// Whether `session` is a live WebRTC session of `tenant_id`.
+    pub fn has_session(&self, tenant_id: &str, session: uuid::Uuid) -> bool {
+        self.lock().values().any(|c| {
+            c.tenant_id == tenant_id && c.session.as_ref().is_some_and(|(s, _)| *s == session)
+        })
+    }
+
+    /// Hands a candidate the browser of WebRTC session `session` of `tenant_id` trickled to
+    /// its leg.
+    pub fn add_candidate(
+        &self,
+        tenant_id: &str,
+        session: uuid::Uuid,
+        candidate: str0m::Candidate,
+    ) -> Result<(), HangupError> {
+        let calls = self.lock();
+        let (_, sink) = calls
+            .values()
+            .filter(|c| c.tenant_id == tenant_id)
+            .find_map(|c| c.session.as_ref().filter(|(s, _)| *s == session))
+            .ok_or(HangupError::NotFound)?;
+        // A full shard queue loses the candidate; the browser's others, or its checks from
+        // the address, still get through.
+        let _ = sink.add(candidate);
+        Ok(())
+    }
+
+    /// Asks the browser call of the WebRTC session `session` of `tenant_id` to end.
+    pub fn hang_up_session(
+        &self,
+        tenant_id: &str,
+        session: uuid::Uuid,
+        why: &str,
+    ) -> Result<(), HangupError> {
+        let calls = self.lock();
+        let call = calls
+            .values()
+            .find(|c| {
+                c.tenant_id == tenant_id && c.session.as_ref().is_some_and(|(s, _)| *s == session)
+            })
+            .ok_or(HangupError::NotFound)?;
+        let _ = call.hangup.try_send(Hangup {
+            cause: HangupCause::ServerBye,
+            why: why.to_owned(),
+        });
+        Ok(())
     }
 
     fn remove(&self, id: CallId) {
@@ -558,7 +750,10 @@ impl LiveCalls {
             .filter(|c| c.tenant_id == tenant_id)
             .ok_or(HangupError::NotFound)?;
         // A full channel holds a hang-up already.
-        let _ = call.hangup.try_send(why.to_owned());
+        let _ = call.hangup.try_send(Hangup {
+            cause: HangupCause::AgentHangup,
+            why: why.to_owned(),
+        });
         Ok(())
     }
 

@@ -9,9 +9,11 @@ use serde_json::{Value, json};
 
 use crate::clock::WallClock;
 use crate::ids::{CallEventId, CallId, TenantId, TrunkId};
+use crate::kinds::CallTransport;
+use crate::media::recorder::{Recorded, RecordingFailure};
 use crate::routing::directory::Route;
 use crate::sip::message::Request;
-use crate::store::model::{Call, CallEvent, CallStatus, Direction, HangupCause};
+use crate::store::model::{Call, CallEvent, CallStatus, Direction, HangupCause, RecordingStatus};
 use crate::store::{CallWrite, stamp};
 use crate::transport::Transport;
 
@@ -76,6 +78,55 @@ impl Record {
             answered_at: None,
             ended_at: None,
             duration_s: None,
+            recording_status: None,
+            recording_duration_ms: None,
+            recording_bytes: None,
+            recording_error: None,
+        };
+        Record {
+            clock,
+            call,
+            events: Vec::new(),
+            stored: false,
+        }
+    }
+
+    /// The record of a browser's call to `called` (E.164; `called_raw` as the browser gave
+    /// it) from `caller` (an agent's username, or `anonymous`) at `remote`.
+    pub fn webrtc(
+        clock: Arc<dyn WallClock>,
+        route: &Route,
+        called: &str,
+        called_raw: &str,
+        caller: &str,
+        remote: SocketAddr,
+    ) -> Record {
+        let call = Call {
+            id: CallId::new(),
+            tenant_id: route.tenant_id,
+            phone_number_id: Some(route.phone_number_id),
+            ai_profile_id: route.ai_profile_id,
+            trunk_id: None,
+            direction: Direction::Inbound,
+            caller: truncate(caller, 128),
+            called: called.to_owned(),
+            called_raw: truncate(called_raw, 128),
+            sip_call_id: String::new(),
+            transport: CallTransport::Webrtc,
+            remote_addr: remote.to_string(),
+            codec: None,
+            status: CallStatus::Initiated,
+            sip_status: None,
+            q850_cause: None,
+            hangup_cause: None,
+            started_at: stamp(clock.now()),
+            answered_at: None,
+            ended_at: None,
+            duration_s: None,
+            recording_status: None,
+            recording_duration_ms: None,
+            recording_bytes: None,
+            recording_error: None,
         };
         Record {
             clock,
@@ -110,6 +161,10 @@ impl Record {
             answered_at: None,
             ended_at: None,
             duration_s: None,
+            recording_status: None,
+            recording_duration_ms: None,
+            recording_bytes: None,
+            recording_error: None,
         };
         Record {
             clock,
@@ -232,6 +287,37 @@ impl Record {
             .call
             .answered_at
             .map(|a| (ended - a).num_seconds().max(0));
+    }
+
+    /// The call's audio is being recorded.
+    pub fn recording_started(&mut self) {
+        self.call.recording_status = Some(RecordingStatus::Recording);
+        self.event(
+            "recording_started",
+            json!({"format": "wav", "sample_rate": 8000, "channels": ["caller", "agent"]}),
+        );
+    }
+
+    /// The recording is complete: ready to be fetched.
+    pub fn recording_ready(&mut self, recorded: &Recorded) {
+        self.call.recording_status = Some(RecordingStatus::Ready);
+        let ms = i64::try_from(recorded.duration.as_millis()).unwrap_or(i64::MAX);
+        self.call.recording_duration_ms = Some(ms);
+        self.call.recording_bytes = Some(i64::try_from(recorded.bytes).unwrap_or(i64::MAX));
+        self.call.recording_error = None;
+    }
+
+    /// The recording could not be kept; the call went on without it.
+    pub fn recording_failed(&mut self, failure: &RecordingFailure) {
+        let reason = failure.reason.as_str();
+        self.call.recording_status = Some(RecordingStatus::Failed);
+        self.call.recording_duration_ms = None;
+        self.call.recording_bytes = None;
+        self.call.recording_error = Some(truncate(&format!("{reason}: {}", failure.detail), 1024));
+        self.event(
+            "recording_failed",
+            json!({"reason": reason, "detail": truncate(&failure.detail, 1024)}),
+        );
     }
 
     /// The record as it stands and the events since the last write.

@@ -43,6 +43,7 @@ use super::record::Record;
 use crate::clock::WallClock;
 use crate::gate::Admitted;
 use crate::media::dtmf;
+use crate::media::recorder::{Recorded, RecordingFailure, RecordingKey};
 use crate::media::rtp::Pt;
 use crate::media::session::MediaConfig;
 use crate::routing::admission::{self, Admission, Busy};
@@ -137,6 +138,8 @@ pub struct AgentPlan {
     pub call_sid: String,
     /// `customParameters`: the call's ids and numbers, then the profile's own parameters.
     pub parameters: std::collections::BTreeMap<String, String>,
+    /// The recording to make of the call, when its profile records.
+    pub recording: Option<RecordingKey>,
 }
 
 /// What the driver reports of the agent's stream while the call is set up and runs.
@@ -438,24 +441,19 @@ impl<P: Link + std::fmt::Debug> Uas<P> {
             return;
         };
         let call = record.call();
-        let mut parameters = std::collections::BTreeMap::new();
-        parameters.insert("tenant_id".to_owned(), call.tenant_id.to_string());
-        parameters.insert("call_id".to_owned(), call.id.to_string());
-        if let Some(id) = call.phone_number_id {
-            parameters.insert("phone_number_id".to_owned(), id.to_string());
-        }
-        parameters.insert("ai_profile_id".to_owned(), target.ai_profile_id.to_string());
-        parameters.insert("from".to_owned(), call.caller.clone());
-        parameters.insert("to".to_owned(), call.called.clone());
-        parameters.insert("called_raw".to_owned(), call.called_raw.clone());
-        for (name, value) in &target.parameters {
-            parameters.insert(name.clone(), value.clone());
-        }
+        let parameters = agent_parameters(call, &target);
         let (account_sid, call_sid) = (call.tenant_id.to_string(), call.id.to_string());
+        let recording = target.record.then_some(RecordingKey {
+            tenant: call.tenant_id,
+            call: call.id,
+        });
         record.event(
             "agent_connecting",
             serde_json::json!({"url": target.url, "protocol": target.protocol}),
         );
+        if recording.is_some() {
+            record.recording_started();
+        }
         let deadline = now + target.connect_timeout + AGENT_CONNECT_GRACE;
         self.outputs.push_back(Output::ConnectAgent(AgentPlan {
             media,
@@ -463,6 +461,7 @@ impl<P: Link + std::fmt::Debug> Uas<P> {
             account_sid,
             call_sid,
             parameters,
+            recording,
         }));
         self.media_started = true;
         let early = self.negotiated.is_some().then(|| self.sdp.clone());
@@ -498,6 +497,19 @@ impl<P: Link + std::fmt::Debug> Uas<P> {
                 }
             }
         }
+    }
+
+    /// How the call's recording ended (the driver finishes it once the media ended, the call
+    /// over or not): the record says so, in one more write.
+    pub fn handle_recording(&mut self, _now: Instant, outcome: Result<Recorded, RecordingFailure>) {
+        let Some(record) = self.record.as_mut() else {
+            return;
+        };
+        match &outcome {
+            Ok(recorded) => record.recording_ready(recorded),
+            Err(failure) => record.recording_failed(failure),
+        }
+        self.write();
     }
 
     /// The agent could not be reached before the call was answered: 480 with the cause
@@ -1216,4 +1228,26 @@ fn dialed_number(request: &Request) -> Option<String> {
                 .flatten()
                 .and_then(|p| of_uri(p.uri()))
         })
+}
+
+/// What the agent's `start` says of the call in its custom parameters: the call's ids, its
+/// numbers, and the profile's own `stream_parameters`, which win on a clash of names.
+pub(super) fn agent_parameters(
+    call: &crate::store::model::Call,
+    target: &StreamTarget,
+) -> std::collections::BTreeMap<String, String> {
+    let mut parameters = std::collections::BTreeMap::new();
+    parameters.insert("tenant_id".to_owned(), call.tenant_id.to_string());
+    parameters.insert("call_id".to_owned(), call.id.to_string());
+    if let Some(id) = call.phone_number_id {
+        parameters.insert("phone_number_id".to_owned(), id.to_string());
+    }
+    parameters.insert("ai_profile_id".to_owned(), target.ai_profile_id.to_string());
+    parameters.insert("from".to_owned(), call.caller.clone());
+    parameters.insert("to".to_owned(), call.called.clone());
+    parameters.insert("called_raw".to_owned(), call.called_raw.clone());
+    for (name, value) in &target.parameters {
+        parameters.insert(name.clone(), value.clone());
+    }
+    parameters
 }

@@ -21,6 +21,11 @@
 //! leg, which encodes and sends it: the caller hears silence from the start, as early media
 //! too. The jitter buffer, the detector and the playout all run on deadlines; the leg's
 //! deadline is the earliest.
+//!
+//! A recorded call ([`AgentLeg::record`]) also lays both sides out on the call's 20 ms slots
+//! ([`super::recording`]): each frame of the jitter buffer, decoded, in the slot its audio
+//! arrived in (connected or not), and each frame of the playout in the slot it is played
+//! out in; the driver takes the stereo batches with [`AgentLeg::poll_recording`].
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -29,7 +34,8 @@ use std::time::{Duration, Instant};
 use super::dtmf::DtmfDetector;
 use super::g711;
 use super::jitter::{JitterBuffer, JitterConfig};
-use super::leg::{FRAME_SAMPLES, Frame, Input, Leg, LegEvent, Media, Transmit};
+use super::leg::{FRAME_SAMPLES, Frame, Input, Leg, LegEvent, Media, StreamEvent, Transmit};
+use super::recording::{Batch, CallerClock, FramerStats, StereoFramer, slot_of};
 use super::rtp::Pt;
 use super::session::MediaConfig;
 use super::stream::{InvalidDigit, StreamConfig, StreamSession};
@@ -38,6 +44,8 @@ use crate::kinds::Codec;
 /// What the shard needs to open the agent's WebSocket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentStart {
+    /// Where the call's audio is recorded, when it is.
+    pub recording: Option<super::recorder::RecordingTap>,
     /// The `ws://` or `wss://` URL as configured (path and query kept).
     pub url: String,
     /// The URL's host resolved and already checked by the caller; tried in order.
@@ -86,6 +94,19 @@ pub struct AgentLeg {
     /// Digits sent to the agent, for the call's notices.
     digits: VecDeque<char>,
     pcm: [i16; FRAME_SAMPLES],
+    audio_pt: Pt,
+    /// The call's recording, when it is recorded (boxed: most calls are not).
+    recording: Option<Box<LegRecording>>,
+}
+
+/// A recorded call's two sides on its slot timeline.
+#[derive(Debug)]
+struct LegRecording {
+    framer: StereoFramer,
+    caller: CallerClock,
+    start: Instant,
+    /// The last time the leg was woken: the playout's frames are for its slot.
+    last: Instant,
 }
 
 impl AgentLeg {
@@ -106,7 +127,38 @@ impl AgentLeg {
             connected: false,
             digits: VecDeque::with_capacity(DIGITS),
             pcm: [0; FRAME_SAMPLES],
+            audio_pt: config.audio_pt,
+            recording: None,
         }
+    }
+
+    /// Records the call from `start` (the leg's own start) on: slot 0 begins then.
+    pub fn record(&mut self, start: Instant) {
+        self.recording = Some(Box::new(LegRecording {
+            framer: StereoFramer::new(),
+            caller: CallerClock::new(start),
+            start,
+            last: start,
+        }));
+    }
+
+    /// A batch of the recording's final slots; call until `None` after every input.
+    pub fn poll_recording(&mut self) -> Option<Batch> {
+        self.recording.as_mut()?.framer.poll_batch()
+    }
+
+    /// Ends the recording with the slot of the leg's last wake-up; its last batches then
+    /// come out of [`AgentLeg::poll_recording`]. Returns the slots recorded.
+    pub fn finish_recording(&mut self) -> Option<u64> {
+        let rec = self.recording.as_mut()?;
+        rec.framer
+            .finish(slot_of(rec.start, rec.last).saturating_add(1));
+        Some(rec.framer.slots())
+    }
+
+    /// The recording's counts, when the call is recorded.
+    pub fn recording_stats(&self) -> Option<FramerStats> {
+        self.recording.as_ref().map(|r| r.framer.stats())
     }
 
     pub fn session(&self) -> &StreamSession {
@@ -173,6 +225,13 @@ impl Leg for AgentLeg {
             return;
         };
         self.jitter.handle_packet(now, &packet);
+        if let Some(rec) = &mut self.recording
+            && packet.header.payload_type == self.audio_pt
+        {
+            let restart = packet.stream == StreamEvent::Restart;
+            rec.caller
+                .handle_packet(now, packet.header.ssrc, packet.header.timestamp, restart);
+        }
         if let Some(dtmf) = &mut self.dtmf {
             dtmf.handle_packet(now, &packet);
             forward_digits(now, dtmf, &mut self.session, &mut self.digits);
@@ -183,16 +242,28 @@ impl Leg for AgentLeg {
         if self.jitter.poll_timeout() <= now {
             self.jitter.handle_timeout(now);
             if let Some(frame) = self.jitter.poll_frame()
-                && self.connected
+                && (self.connected || self.recording.is_some())
             {
                 let n = g711::decode(self.codec, frame.payload, &mut self.pcm);
-                let frame = Frame {
-                    timestamp: frame.timestamp,
-                    samples: self.pcm.get(..n).unwrap_or_default(),
-                };
-                self.session
-                    .handle_input(now, Input::Media(Media::Frame(frame)));
+                let samples = self.pcm.get(..n).unwrap_or_default();
+                if let Some(rec) = &mut self.recording
+                    && let Some(slot) = rec.caller.slot(now, frame.origin)
+                {
+                    rec.framer.left(slot, samples);
+                }
+                if self.connected {
+                    let frame = Frame {
+                        timestamp: frame.timestamp,
+                        samples,
+                    };
+                    self.session
+                        .handle_input(now, Input::Media(Media::Frame(frame)));
+                }
             }
+        }
+        if let Some(rec) = &mut self.recording {
+            rec.last = now;
+            rec.framer.advance(slot_of(rec.start, now));
         }
         if let Some(dtmf) = &mut self.dtmf
             && dtmf.poll_timeout().is_some_and(|t| t <= now)
@@ -207,7 +278,12 @@ impl Leg for AgentLeg {
 
     /// The playout's frame for the carrier leg, once per slot.
     fn poll_media(&mut self) -> Option<Media<'_>> {
-        self.session.poll_media()
+        let media = self.session.poll_media()?;
+        if let (Some(rec), Media::Frame(frame)) = (&mut self.recording, &media) {
+            rec.framer
+                .right(slot_of(rec.start, rec.last), frame.samples);
+        }
+        Some(media)
     }
 
     fn poll_transmit(&mut self) -> Option<Transmit<'_>> {

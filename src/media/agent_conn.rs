@@ -45,8 +45,10 @@ use tokio::sync::mpsc;
 
 use super::agent::{AgentLeg, AgentNotice, AgentStart};
 use super::bridge::Bridge;
+use super::leg::Leg;
+use super::recorder::RecordingTap;
 use super::rtp_leg::RtpLeg;
-use super::session::{MediaConfig, MediaEnd};
+use super::session::{MediaConfig, MediaEnd, RecordingReport};
 use super::stream::{CLOSE_NORMAL, SessionEvent};
 use super::ws::{Upgrade, WsClient, WsError, WsEvent, WsLimits, WsUrl};
 
@@ -430,8 +432,8 @@ const EINPROGRESS: i32 = 115;
 /// One stream call on a shard: the bridge of the carrier's leg and the agent's, the agent's
 /// socket, and the call's notice channel.
 #[derive(Debug)]
-pub(crate) struct StreamCall {
-    pub(crate) bridge: Bridge<RtpLeg, AgentLeg>,
+pub(crate) struct StreamCall<A = RtpLeg> {
+    pub(crate) bridge: Bridge<A, AgentLeg>,
     conn: AgentConn,
     notices: mpsc::Sender<AgentNotice>,
     pub(crate) notices_dropped: u64,
@@ -443,25 +445,34 @@ pub(crate) struct StreamCall {
     connected: bool,
     /// Caller audio messages dropped because the output was full.
     pub(crate) messages_dropped: u64,
+    /// Where the call's recording goes, when it is recorded.
+    recording: Option<RecordingTap>,
+    /// Recording batches the writer's queue had no room for.
+    recording_dropped: u64,
+    /// Slots of call time the recording holds, once it ended.
+    recorded_slots: u64,
 }
 
-impl StreamCall {
-    /// A call whose media starts at `now` and whose agent connect starts at once, its socket
-    /// registered under `token`. When it cannot even start (a bad URL or CA PEM) the
-    /// returned call ends at its first [`StreamCall::pump`] with the reason.
+impl<A: Leg> StreamCall<A> {
+    /// A call whose media starts at `now` with the caller's leg `caller`, and whose agent
+    /// connect starts at once, its socket registered under `token`. When it cannot even
+    /// start (a bad URL or CA PEM) the returned call ends at its first
+    /// [`StreamCall::pump`] with the reason.
     pub(crate) fn new(
         now: Instant,
+        caller: A,
         config: &MediaConfig,
         agent: AgentStart,
         token: Token,
         notices: mpsc::Sender<AgentNotice>,
         registry: &Registry,
-    ) -> StreamCall {
+    ) -> StreamCall<A> {
         let conn = AgentConn::new(&agent, token);
-        let bridge = Bridge::new(
-            RtpLeg::new(now, config),
-            AgentLeg::new(now, config, agent.stream),
-        );
+        let mut leg = AgentLeg::new(now, config, agent.stream);
+        if agent.recording.is_some() {
+            leg.record(now);
+        }
+        let bridge = Bridge::new(caller, leg);
         let conn = match conn {
             Ok(mut conn) => {
                 conn.connect_next(registry);
@@ -479,7 +490,33 @@ impl StreamCall {
             close_deadline: None,
             connected: false,
             messages_dropped: 0,
+            recording: agent.recording,
+            recording_dropped: 0,
+            recorded_slots: 0,
         }
+    }
+
+    /// Hands the recording's final batches to its writer; a batch the writer's queue has no
+    /// room for is dropped and counted (the file has silence there).
+    fn send_recording(&mut self) {
+        let Some(tap) = &self.recording else {
+            return;
+        };
+        while let Some(batch) = self.bridge.b_mut().poll_recording() {
+            if !tap.send(batch) {
+                self.recording_dropped += 1;
+            }
+        }
+    }
+
+    /// The recording's account for the end report, when the call is recorded.
+    pub(crate) fn recording_report(&self) -> Option<RecordingReport> {
+        let stats = self.bridge.b().recording_stats()?;
+        Some(RecordingReport {
+            slots: self.recorded_slots,
+            batches_dropped: self.recording_dropped,
+            late_frames: stats.late_frames,
+        })
     }
 
     /// The agent's socket is ready: IO, then [`StreamCall::pump`].
@@ -530,10 +567,15 @@ impl StreamCall {
         self.pump(now)
     }
 
-    /// Closes the agent's socket at once (the session ends).
+    /// Closes the agent's socket at once (the session ends), and ends the recording at the
+    /// last slot the call reached.
     pub(crate) fn close(&mut self, registry: &Registry) {
         self.conn.drop_socket(registry);
         self.conn.phase = Phase::Done;
+        if let Some(slots) = self.bridge.b_mut().finish_recording() {
+            self.recorded_slots = slots;
+            self.send_recording();
+        }
     }
 
     /// A SIP INFO digit for the agent.
@@ -637,6 +679,7 @@ impl StreamCall {
         if opened {
             self.notify(AgentNotice::Connected);
         }
+        self.send_recording();
         self.conn.flush();
         match self.conn.outcome.take() {
             Some(Outcome::Unreachable(reason)) => {

@@ -111,6 +111,8 @@ pub enum Input<'a> {
 pub enum LegEvent {
     /// No accepted media for the leg's media timeout: the call is to end (RELIABILITY 36).
     MediaTimeout,
+    /// The far end went away (a browser that closed, vanished or never connected): why.
+    PeerGone(&'static str),
 }
 
 /// A media endpoint, driven by inputs and time. See the module documentation for the

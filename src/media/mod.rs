@@ -12,6 +12,8 @@
 //! audio to the agent as messages and plays the agent's back in 20 ms frames.
 //! [`agent::AgentLeg`] joins them into the agent side of a stream call, and [`ws`] is the
 //! WebSocket client protocol (RFC 6455) its stream runs over.
+//! [`recording`] lays a recorded call's two sides out as a stereo WAV's frames, and
+//! [`recorder`] is the thread that writes them to files off the shards.
 //! `ports`, `shard` and `runtime` are the IO edge: one event loop per core
 //! ([`runtime::MediaRuntime`]), each owning whole calls, with no task per call; a stream
 //! call's agent socket (TCP, or TLS by rustls) is registered with its shard's loop too.
@@ -45,12 +47,15 @@ pub mod latch;
 pub mod lateness;
 pub mod leg;
 pub mod ports;
+pub mod recorder;
+pub mod recording;
 pub mod rtp;
 pub mod rtp_leg;
 pub mod runtime;
 pub mod session;
 pub mod shard;
 pub mod stream;
+pub mod webrtc;
 pub mod ws;
 
 pub use agent::{AgentNotice, AgentStart};

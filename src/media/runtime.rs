@@ -150,6 +150,41 @@ impl MediaRuntime {
         Ok((session, notices_rx))
     }
 
+    /// Starts a browser's call answered by the echo: the WebRTC `leg` (made for the RTP port
+    /// of `ports` by [`super::webrtc::WebRtcLeg::answer`]) on the shard of its ports.
+    pub fn start_webrtc(
+        &self,
+        ports: RtpPorts,
+        leg: super::webrtc::WebRtcLeg,
+    ) -> Result<MediaSession, MediaError> {
+        self.launch(ports, |ports, report| Command::StartWebRtc {
+            ports,
+            leg: Box::new(leg),
+            report,
+        })
+    }
+
+    /// Starts a browser's call streamed to an agent: the WebRTC `leg` bridged to the agent's
+    /// stream as [`MediaRuntime::start_stream`] does for a carrier's RTP.
+    pub fn start_webrtc_stream(
+        &self,
+        ports: RtpPorts,
+        leg: super::webrtc::WebRtcLeg,
+        config: MediaConfig,
+        agent: AgentStart,
+    ) -> Result<(MediaSession, mpsc::Receiver<AgentNotice>), MediaError> {
+        let (notices, notices_rx) = mpsc::channel(NOTICE_QUEUE);
+        let session = self.launch(ports, |ports, report| Command::StartWebRtcStream {
+            ports,
+            leg: Box::new(leg),
+            config,
+            agent: Box::new(agent),
+            notices,
+            report,
+        })?;
+        Ok((session, notices_rx))
+    }
+
     /// Sends the start `command` made for `ports` to their shard and hands back the
     /// session's handle.
     fn launch(

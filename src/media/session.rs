@@ -53,6 +53,8 @@ pub enum MediaEnd {
     /// A stream session's agent could not be reached (the reason, as in
     /// [`AgentNotice::Unreachable`]): the call ends with 480 `Reason: Q.850;cause=20`.
     AgentUnreachable(String),
+    /// A WebRTC leg's browser went away (closed, vanished, or never connected): why.
+    PeerGone(&'static str),
 }
 
 /// Counts of one media session.
@@ -84,6 +86,19 @@ pub struct MediaReport {
     pub latched: Option<SocketAddr>,
     /// A stream session's counts of its agent stream; `None` for an echo session.
     pub stream: Option<StreamStats>,
+    /// A recorded session's account of its recording; `None` when not recorded.
+    pub recording: Option<RecordingReport>,
+}
+
+/// What a recorded session handed its recording writer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecordingReport {
+    /// Slots of 20 ms of call time recorded: the file's length.
+    pub slots: u64,
+    /// Batches the writer's queue had no room for (silence in the file).
+    pub batches_dropped: u64,
+    /// Caller frames too late for their slot.
+    pub late_frames: u64,
 }
 
 impl MediaReport {
@@ -94,6 +109,7 @@ impl MediaReport {
             stats: MediaStats::default(),
             latched: None,
             stream: None,
+            recording: None,
         }
     }
 }
@@ -161,6 +177,16 @@ impl MediaSession {
         self.port
     }
 
+    /// A handle that reaches the session's WebRTC leg from elsewhere (the API's trickled
+    /// candidates) while this one waits for its end.
+    pub fn candidates(&self) -> CandidateSink {
+        CandidateSink {
+            link: Arc::clone(&self.link),
+            port: self.port,
+            lease: self.lease,
+        }
+    }
+
     /// Ends the session; its ports go back to the pool once the shard has run the command.
     /// A stream session first sends `stop` to its agent and closes the WebSocket (a close
     /// frame, then a bounded wait for the agent's). A second call, or one after the session
@@ -206,6 +232,26 @@ impl MediaSession {
             .unwrap_or_else(|_| MediaReport::shutdown());
         self.state = State::Ended(Box::new(report.clone()));
         report
+    }
+}
+
+/// Where a browser's trickled ICE candidates go: its session's WebRTC leg, on its shard.
+#[derive(Debug, Clone)]
+pub struct CandidateSink {
+    link: Arc<ShardLink>,
+    port: u16,
+    lease: u64,
+}
+
+impl CandidateSink {
+    /// Hands the leg one remote candidate (an SDP `candidate:` attribute value, parsed
+    /// already); a session that ended ignores it.
+    pub fn add(&self, candidate: str0m::Candidate) -> Result<(), MediaError> {
+        self.link.send(Command::Candidate {
+            port: self.port,
+            lease: self.lease,
+            candidate: Box::new(candidate),
+        })
     }
 }
 

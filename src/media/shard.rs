@@ -50,6 +50,7 @@ use super::ports::{PortPool, RtpPorts};
 use super::rtp_leg::{MAX_DATAGRAM, RtpLeg};
 use super::session::{MediaConfig, MediaEnd, MediaError, MediaReport, MediaStats};
 use super::stream::StreamStats;
+use super::webrtc::WebRtcLeg;
 
 /// The token of the shard's waker; socket tokens are port numbers, all below it.
 pub(crate) const WAKE: Token = Token(1 << 16);
@@ -101,6 +102,19 @@ pub(crate) enum Command {
         notices: mpsc::Sender<AgentNotice>,
         report: oneshot::Sender<MediaReport>,
     },
+    StartWebRtc {
+        ports: RtpPorts,
+        leg: Box<WebRtcLeg>,
+        report: oneshot::Sender<MediaReport>,
+    },
+    StartWebRtcStream {
+        ports: RtpPorts,
+        leg: Box<WebRtcLeg>,
+        config: MediaConfig,
+        agent: Box<AgentStart>,
+        notices: mpsc::Sender<AgentNotice>,
+        report: oneshot::Sender<MediaReport>,
+    },
     Hangup {
         port: u16,
         lease: u64,
@@ -109,6 +123,11 @@ pub(crate) enum Command {
         port: u16,
         lease: u64,
         digit: char,
+    },
+    Candidate {
+        port: u16,
+        lease: u64,
+        candidate: Box<str0m::Candidate>,
     },
 }
 
@@ -159,6 +178,10 @@ impl ShardLink {
 enum SessionMedia {
     Echo(Bridge<RtpLeg, EchoLeg>),
     Stream(Box<StreamCall>),
+    /// A browser's call answered by the echo.
+    WebRtcEcho(Box<Bridge<WebRtcLeg, EchoLeg>>),
+    /// A browser's call streamed to an agent.
+    WebRtcStream(Box<StreamCall<WebRtcLeg>>),
 }
 
 /// One call's media on the shard.
@@ -175,8 +198,8 @@ struct Session {
 
 /// Sends what a bridge's legs want sent; returns why the session ends, if a leg says so.
 /// Only leg A (the carrier's) has a network side.
-fn send_transmits<B: Leg>(
-    bridge: &mut Bridge<RtpLeg, B>,
+fn send_transmits<A: Leg, B: Leg>(
+    bridge: &mut Bridge<A, B>,
     ports: &RtpPorts,
     sent: &mut u64,
     send_errors: &mut u64,
@@ -193,6 +216,7 @@ fn send_transmits<B: Leg>(
     }
     bridge.poll_event().map(|(_, event)| match event {
         LegEvent::MediaTimeout => MediaEnd::MediaTimeout,
+        LegEvent::PeerGone(why) => MediaEnd::PeerGone(why),
     })
 }
 
@@ -203,6 +227,10 @@ impl Session {
         match &mut self.media {
             SessionMedia::Echo(bridge) => send_transmits(bridge, ports, sent, errors),
             SessionMedia::Stream(call) => send_transmits(&mut call.bridge, ports, sent, errors),
+            SessionMedia::WebRtcEcho(bridge) => send_transmits(&mut **bridge, ports, sent, errors),
+            SessionMedia::WebRtcStream(call) => {
+                send_transmits(&mut call.bridge, ports, sent, errors)
+            }
         }
     }
 
@@ -220,6 +248,16 @@ impl Session {
                 let end = call.pump(now);
                 end.or_else(|| self.flush())
             }
+            SessionMedia::WebRtcEcho(bridge) => {
+                bridge.handle_input(now, Side::A, Input::Datagram(datagram));
+                self.flush()
+            }
+            SessionMedia::WebRtcStream(call) => {
+                call.bridge
+                    .handle_input(now, Side::A, Input::Datagram(datagram));
+                let end = call.pump(now);
+                end.or_else(|| self.flush())
+            }
         }
     }
 
@@ -234,6 +272,14 @@ impl Session {
                 let end = call.handle_timeout(now);
                 end.or_else(|| self.flush())
             }
+            SessionMedia::WebRtcEcho(bridge) => {
+                bridge.handle_timeout(now);
+                self.flush()
+            }
+            SessionMedia::WebRtcStream(call) => {
+                let end = call.handle_timeout(now);
+                end.or_else(|| self.flush())
+            }
         }
     }
 
@@ -241,24 +287,27 @@ impl Session {
         match &self.media {
             SessionMedia::Echo(bridge) => bridge.poll_timeout(),
             SessionMedia::Stream(call) => call.poll_timeout(),
+            SessionMedia::WebRtcEcho(bridge) => bridge.poll_timeout(),
+            SessionMedia::WebRtcStream(call) => call.poll_timeout(),
         }
     }
 
-    /// The deadline of the 20 ms frame a timeout at `now` plays to the carrier: a stream
+    /// The deadline of the 20 ms frame a timeout at `now` plays to the caller: a stream
     /// session's playout slot, when it has come.
     fn slot_due(&self, now: Instant) -> Option<Instant> {
-        match &self.media {
-            SessionMedia::Echo(_) => None,
-            SessionMedia::Stream(call) => {
-                Some(call.bridge.b().session().next_slot()).filter(|&slot| slot <= now)
-            }
-        }
+        let slot = match &self.media {
+            SessionMedia::Echo(_) | SessionMedia::WebRtcEcho(_) => return None,
+            SessionMedia::Stream(call) => call.bridge.b().session().next_slot(),
+            SessionMedia::WebRtcStream(call) => call.bridge.b().session().next_slot(),
+        };
+        Some(slot).filter(|&slot| slot <= now)
     }
 
-    fn rtp_leg(&self) -> &RtpLeg {
+    fn rtp_leg(&self) -> Option<&RtpLeg> {
         match &self.media {
-            SessionMedia::Echo(bridge) => bridge.a(),
-            SessionMedia::Stream(call) => call.bridge.a(),
+            SessionMedia::Echo(bridge) => Some(bridge.a()),
+            SessionMedia::Stream(call) => Some(call.bridge.a()),
+            SessionMedia::WebRtcEcho(_) | SessionMedia::WebRtcStream(_) => None,
         }
     }
 
@@ -273,28 +322,48 @@ impl Session {
     }
 
     fn report(&self, end: MediaEnd) -> MediaReport {
-        let leg = self.rtp_leg().stats();
-        let (notices_dropped, messages_dropped, stream) = match &self.media {
-            SessionMedia::Echo(_) => (0, 0, None),
+        let (packets_in, rtcp_in, latch) = match (self.rtp_leg(), &self.media) {
+            (Some(leg), _) => {
+                let stats = leg.stats();
+                (stats.packets_in, stats.rtcp_in, stats.latch)
+            }
+            (None, SessionMedia::WebRtcEcho(bridge)) => {
+                (bridge.a().stats().packets_in, 0, Default::default())
+            }
+            (None, SessionMedia::WebRtcStream(call)) => {
+                (call.bridge.a().stats().packets_in, 0, Default::default())
+            }
+            (None, _) => (0, 0, Default::default()),
+        };
+        let (notices_dropped, messages_dropped, stream, recording) = match &self.media {
+            SessionMedia::Echo(_) | SessionMedia::WebRtcEcho(_) => (0, 0, None, None),
             SessionMedia::Stream(call) => (
                 call.notices_dropped,
                 call.messages_dropped,
                 Some(call.bridge.b().session().stats()),
+                call.recording_report(),
+            ),
+            SessionMedia::WebRtcStream(call) => (
+                call.notices_dropped,
+                call.messages_dropped,
+                Some(call.bridge.b().session().stats()),
+                call.recording_report(),
             ),
         };
         MediaReport {
             end,
             stats: MediaStats {
-                packets_in: leg.packets_in,
+                packets_in,
                 packets_out: self.sent,
-                rtcp_in: leg.rtcp_in,
+                rtcp_in,
                 send_errors: self.send_errors,
-                latch: leg.latch,
+                latch,
                 notices_dropped,
                 messages_dropped,
             },
-            latched: self.rtp_leg().latched(),
+            latched: self.rtp_leg().and_then(RtpLeg::latched),
             stream,
+            recording,
         }
     }
 }
@@ -546,9 +615,31 @@ impl Core {
                     report,
                 }) => self.start(now, ports, report, |slot, registry| {
                     let token = Token(AGENT_TOKENS + slot as usize);
-                    let call = StreamCall::new(now, &config, *agent, token, notices, registry);
+                    let rtp = RtpLeg::new(now, &config);
+                    let call = StreamCall::new(now, rtp, &config, *agent, token, notices, registry);
                     metrics::gauge!("vca_sip_agent_streams").increment(1.0);
                     SessionMedia::Stream(Box::new(call))
+                }),
+                Ok(Command::StartWebRtc { ports, leg, report }) => {
+                    self.start(now, ports, report, |_, _| {
+                        metrics::gauge!("vca_sip_webrtc_sessions").increment(1.0);
+                        SessionMedia::WebRtcEcho(Box::new(Bridge::new(*leg, EchoLeg::new())))
+                    })
+                }
+                Ok(Command::StartWebRtcStream {
+                    ports,
+                    leg,
+                    config,
+                    agent,
+                    notices,
+                    report,
+                }) => self.start(now, ports, report, |slot, registry| {
+                    let token = Token(AGENT_TOKENS + slot as usize);
+                    let call =
+                        StreamCall::new(now, *leg, &config, *agent, token, notices, registry);
+                    metrics::gauge!("vca_sip_agent_streams").increment(1.0);
+                    metrics::gauge!("vca_sip_webrtc_sessions").increment(1.0);
+                    SessionMedia::WebRtcStream(Box::new(call))
                 }),
                 Ok(Command::Hangup { port, lease }) => {
                     if let Some(slot) = self.slot_of(port, lease) {
@@ -558,6 +649,15 @@ impl Core {
                 Ok(Command::Dtmf { port, lease, digit }) => {
                     if let Some(slot) = self.slot_of(port, lease) {
                         self.dtmf(now, slot, digit);
+                    }
+                }
+                Ok(Command::Candidate {
+                    port,
+                    lease,
+                    candidate,
+                }) => {
+                    if let Some(slot) = self.slot_of(port, lease) {
+                        self.candidate(now, slot, *candidate);
                     }
                 }
                 Err(_) => return,
@@ -661,10 +761,11 @@ impl Core {
         let Some(Some(session)) = self.sessions.get_mut(slot as usize) else {
             return;
         };
-        let SessionMedia::Stream(call) = &mut session.media else {
-            return;
+        let end = match &mut session.media {
+            SessionMedia::Stream(call) => call.handle_io(now, &self.registry),
+            SessionMedia::WebRtcStream(call) => call.handle_io(now, &self.registry),
+            SessionMedia::Echo(_) | SessionMedia::WebRtcEcho(_) => return,
         };
-        let end = call.handle_io(now, &self.registry);
         self.settle(slot, end);
     }
 
@@ -675,7 +776,12 @@ impl Core {
         };
         let end = match &mut session.media {
             SessionMedia::Echo(_) => Some(MediaEnd::Hangup),
+            SessionMedia::WebRtcEcho(bridge) => {
+                bridge.a_mut().close();
+                Some(MediaEnd::Hangup)
+            }
             SessionMedia::Stream(call) => call.hangup(now),
+            SessionMedia::WebRtcStream(call) => call.hangup(now),
         };
         self.settle(slot, end);
     }
@@ -685,11 +791,27 @@ impl Core {
         let Some(Some(session)) = self.sessions.get_mut(slot as usize) else {
             return;
         };
-        let SessionMedia::Stream(call) = &mut session.media else {
+        let end = match &mut session.media {
+            SessionMedia::Stream(call) => call.dtmf(now, digit),
+            SessionMedia::WebRtcStream(call) => call.dtmf(now, digit),
+            SessionMedia::Echo(_) | SessionMedia::WebRtcEcho(_) => return,
+        };
+        self.settle(slot, end);
+    }
+
+    /// A browser's trickled ICE candidate for the WebRTC leg of the session in `slot`.
+    fn candidate(&mut self, now: Instant, slot: u32, candidate: str0m::Candidate) {
+        let Some(Some(session)) = self.sessions.get_mut(slot as usize) else {
             return;
         };
-        let end = call.dtmf(now, digit);
-        self.settle(slot, end);
+        match &mut session.media {
+            SessionMedia::WebRtcEcho(bridge) => bridge.a_mut().add_remote_candidate(now, candidate),
+            SessionMedia::WebRtcStream(call) => {
+                call.bridge.a_mut().add_remote_candidate(now, candidate);
+            }
+            SessionMedia::Echo(_) | SessionMedia::Stream(_) => return,
+        }
+        self.settle(slot, None);
     }
 
     /// After an input outside the sockets' reads: sends what the legs want sent, then ends
@@ -710,8 +832,16 @@ impl Core {
         let Some(mut session) = self.sessions.get_mut(slot as usize).and_then(Option::take) else {
             return;
         };
-        if let SessionMedia::Stream(call) = &mut session.media {
-            call.close(&self.registry);
+        match &mut session.media {
+            SessionMedia::Stream(call) => call.close(&self.registry),
+            SessionMedia::WebRtcEcho(_) => {
+                metrics::gauge!("vca_sip_webrtc_sessions").decrement(1.0);
+            }
+            SessionMedia::WebRtcStream(call) => {
+                call.close(&self.registry);
+                metrics::gauge!("vca_sip_webrtc_sessions").decrement(1.0);
+            }
+            SessionMedia::Echo(_) => {}
         }
         self.free.push(slot);
         self.timers.remove(slot);
@@ -865,6 +995,7 @@ fn count_stream_end(end: &MediaEnd, stream: &StreamStats, stats: &MediaStats) {
         MediaEnd::AgentHangup => "agent_hangup",
         MediaEnd::AgentDisconnected => "agent_disconnected",
         MediaEnd::AgentUnreachable(_) => "agent_unreachable",
+        MediaEnd::PeerGone(_) => "peer_gone",
     };
     metrics::gauge!("vca_sip_agent_streams").decrement(1.0);
     metrics::counter!("vca_sip_agent_stream_ends_total", "end" => end).increment(1);

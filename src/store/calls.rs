@@ -26,16 +26,17 @@ macro_rules! call_columns {
     () => {
         "id, tenant_id, phone_number_id, ai_profile_id, trunk_id, direction, caller, called, \
          called_raw, sip_call_id, transport, remote_addr, codec, status, sip_status, \
-         q850_cause, hangup_cause, started_at, answered_at, ended_at, duration_s"
+         q850_cause, hangup_cause, started_at, answered_at, ended_at, duration_s, \
+         recording_status, recording_duration_ms, recording_bytes, recording_error"
     };
 }
 
 /// The parameters of a call's row as the writer inserts it: its columns, then the node
 /// that handles it.
-const INSERT_PARAMETERS: usize = 22;
+const INSERT_PARAMETERS: usize = 26;
 /// The parameters of a call's row as the writer updates it: its id and the columns that
 /// change.
-const UPDATE_PARAMETERS: usize = 9;
+const UPDATE_PARAMETERS: usize = 13;
 
 /// The columns a recorded call changes, set the same way by an upsert and an update.
 macro_rules! changed_columns {
@@ -57,7 +58,15 @@ macro_rules! changed_columns {
             $from,
             ".ended_at, duration_s = ",
             $from,
-            ".duration_s"
+            ".duration_s, recording_status = ",
+            $from,
+            ".recording_status, recording_duration_ms = ",
+            $from,
+            ".recording_duration_ms, recording_bytes = ",
+            $from,
+            ".recording_bytes, recording_error = ",
+            $from,
+            ".recording_error"
         )
     };
 }
@@ -69,7 +78,8 @@ const UPSERT_TAIL: &str = concat!(
 );
 /// The rows of an update of recorded calls: the id, then the columns it sets.
 const UPDATE_HEAD: &str = "WITH changed (id, codec, status, sip_status, q850_cause, \
-     hangup_cause, answered_at, ended_at, duration_s) AS (";
+     hangup_cause, answered_at, ended_at, duration_s, recording_status, \
+     recording_duration_ms, recording_bytes, recording_error) AS (";
 const UPDATE_TAIL: &str = concat!(
     ") UPDATE calls SET ",
     changed_columns!("changed"),
@@ -98,6 +108,20 @@ impl Store {
             .fetch_optional(pool)
             .await)?
         .ok_or(StoreError::NotFound)
+    }
+
+    /// Marks a ready recording of the call deleted; false when it was not ready (never
+    /// recorded, not finished, failed or deleted already).
+    pub async fn delete_recording(&self, tenant: TenantId, id: CallId) -> Result<bool> {
+        const SQL: &str = "UPDATE calls SET recording_status = 'deleted', recording_bytes = NULL \
+                           WHERE tenant_id = $1 AND id = $2 AND recording_status = 'ready'";
+        let done = on_pool!(self, |pool| sqlx::query(SQL)
+            .bind(tenant)
+            .bind(id)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(done == 1)
     }
 
     pub async fn call_events(&self, tenant: TenantId, id: CallId) -> Result<Vec<CallEvent>> {
@@ -323,6 +347,10 @@ async fn write_batch_postgres(pool: &PgPool, node: &NodeId, batch: &[CallWrite])
                 .bind(c.answered_at)
                 .bind(c.ended_at)
                 .bind(c.duration_s)
+                .bind(c.recording_status)
+                .bind(c.recording_duration_ms)
+                .bind(c.recording_bytes)
+                .bind(c.recording_error.as_deref())
                 .bind(node.as_str());
         }
         query.execute(&mut *tx).await?;
@@ -339,7 +367,11 @@ async fn write_batch_postgres(pool: &PgPool, node: &NodeId, batch: &[CallWrite])
                 .bind(c.hangup_cause)
                 .bind(c.answered_at)
                 .bind(c.ended_at)
-                .bind(c.duration_s);
+                .bind(c.duration_s)
+                .bind(c.recording_status)
+                .bind(c.recording_duration_ms)
+                .bind(c.recording_bytes)
+                .bind(c.recording_error.as_deref());
         }
         query.execute(&mut *tx).await?;
     }

@@ -183,7 +183,26 @@ pub struct Call {
     pub ended_at: Option<DateTime<Utc>>,
     /// Whole seconds from answer to end; null when never answered.
     pub duration_s: Option<i64>,
+    /// Null when the call is not recorded.
+    pub recording_status: Option<RecordingStatus>,
+    /// The recording's length in milliseconds, once it is complete.
+    pub recording_duration_ms: Option<i64>,
+    /// The WAV file's size, header included, once it is complete.
+    pub recording_bytes: Option<i64>,
+    /// Why the recording failed.
+    pub recording_error: Option<String>,
 }
+
+text_enum!(
+    /// Where a call's recording stands: `recording` (the call runs), `ready` (the WAV can
+    /// be fetched), `failed` (nothing was kept; the record says why) or `deleted`.
+    RecordingStatus {
+        Recording => "recording",
+        Ready => "ready",
+        Failed => "failed",
+        Deleted => "deleted",
+    }
+);
 
 /// One step on a call's timeline.
 #[derive(Debug, Clone, PartialEq, FromRow)]

@@ -183,6 +183,10 @@ fn bind_call(b: &mut Binder<'_, '_>, c: &Call, node: &NodeId) -> rusqlite::Resul
         .time(c.answered_at)?
         .time(c.ended_at)?
         .bind(c.duration_s)?
+        .bind(c.recording_status.map(|r| r.as_str()))?
+        .bind(c.recording_duration_ms)?
+        .bind(c.recording_bytes)?
+        .bind(c.recording_error.as_deref())?
         .bind(node.as_str())?;
     Ok(())
 }
@@ -197,7 +201,11 @@ fn bind_update(b: &mut Binder<'_, '_>, c: &Call) -> rusqlite::Result<()> {
         .bind(c.hangup_cause.map(|h| h.as_str()))?
         .time(c.answered_at)?
         .time(c.ended_at)?
-        .bind(c.duration_s)?;
+        .bind(c.duration_s)?
+        .bind(c.recording_status.map(|r| r.as_str()))?
+        .bind(c.recording_duration_ms)?
+        .bind(c.recording_bytes)?
+        .bind(c.recording_error.as_deref())?;
     Ok(())
 }
 

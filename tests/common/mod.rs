@@ -113,6 +113,8 @@ pub fn test_config(db: &TestDb) -> Config {
     config.sip_tcp = "127.0.0.1:0".parse().unwrap();
     // Tenants' targets in tests (agents, webhooks) listen on loopback.
     config.target_policy = vca_sip::targets::TargetPolicy::AllowPrivate;
+    // Recordings beside the test's database, never in the working directory.
+    config.recordings_dir = db.dir.path().join("recordings");
     config
 }
 

@@ -195,6 +195,7 @@ fn agent_start(url: String, addr: SocketAddr) -> AgentStart {
         ca_pem: None,
         connect_timeout: Duration::from_secs(5),
         stream: stream_config(),
+        recording: None,
     }
 }
 
@@ -1349,4 +1350,168 @@ async fn an_agent_that_never_speaks_leaves_the_caller_steady_silence_and_the_ses
         .await
         .unwrap();
     assert!(media_messages >= 140, "{media_messages}");
+}
+
+/// A pseudo-random signal of `n` samples (amplitude ±8,000), as µ-law codes: two seeds are
+/// two signals that do not correlate.
+fn noise(seed: u32, n: usize) -> Vec<u8> {
+    let mut x = seed;
+    (0..n)
+        .map(|_| {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            let sample = ((x >> 16) % 16_000) as i32 - 8000;
+            crate::media::g711::linear_to_ulaw(sample as i16)
+        })
+        .collect()
+}
+
+/// The peak of the normalized cross-correlation of `signal` (µ-law codes) inside `channel`,
+/// over the lags `lags`: (value, lag in samples).
+fn peak(channel: &[i16], signal: &[u8], lags: std::ops::Range<usize>) -> (f64, usize) {
+    let s: Vec<f64> = signal
+        .iter()
+        .map(|&c| f64::from(crate::media::g711::ulaw_to_linear(c)))
+        .collect();
+    let s_energy: f64 = s.iter().map(|v| v * v).sum();
+    let mut best = (f64::MIN, 0);
+    for lag in lags {
+        let Some(w) = channel.get(lag..lag + s.len()) else {
+            break;
+        };
+        let (mut dot, mut energy) = (0.0, 0.0);
+        for (a, b) in w.iter().zip(&s) {
+            let a = f64::from(*a);
+            dot += a * b;
+            energy += a * a;
+        }
+        let r = if energy > 0.0 {
+            dot / (energy * s_energy).sqrt()
+        } else {
+            0.0
+        };
+        if r > best.0 {
+            best = (r, lag);
+        }
+    }
+    best
+}
+
+/// Samples of call time from `start` to `at`, at 8 kHz.
+fn samples_between(start: Instant, at: Instant) -> usize {
+    (at.duration_since(start).as_micros() / 125) as usize
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorded_stream_call_is_a_stereo_wav_of_the_caller_left_and_the_agent_right() {
+    use crate::ids::{CallId, TenantId};
+    use crate::media::recorder::{Recorder, RecordingKey, recording_path};
+    use crate::media::recording::HEADER_BYTES;
+
+    const CALLER_PACKETS: usize = 100;
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = Recorder::spawn(dir.path().to_owned(), 256).unwrap();
+    let key = RecordingKey {
+        tenant: TenantId::new(),
+        call: CallId::new(),
+    };
+    let tap = recorder.open(key).unwrap();
+    let media = MediaRuntime::spawn(LOOPBACK, 31480..=31481, 1).unwrap();
+    let (l, addr) = listener();
+    let agent_signal = noise(77, 8000);
+    let agent = {
+        let agent_signal = agent_signal.clone();
+        std::thread::spawn(move || {
+            let mut a = Agent::accept(accept_tcp(&l));
+            a.until("start", |_| {});
+            // Half a second of the caller's audio, then one second of the agent's.
+            for _ in 0..25 {
+                a.until("media", |_| {});
+            }
+            let sent = wall();
+            a.send_json(serde_json::json!({
+                "event": "media", "streamSid": "MZ1",
+                "media": {"payload": STANDARD.encode(&agent_signal)}
+            }));
+            // The rest of the caller's audio, and the agent hangs up.
+            for _ in 0..(CALLER_PACKETS - 25) {
+                a.until("media", |_| {});
+            }
+            std::thread::sleep(Duration::from_millis(300));
+            a.send(8, &1000u16.to_be_bytes());
+            sent
+        })
+    };
+
+    let carrier = Arc::new(UdpSocket::bind((LOOPBACK, 0)).await.unwrap());
+    let ports = media.allocate().unwrap();
+    let shard_addr = SocketAddr::new(LOOPBACK, ports.rtp_port());
+    let url = format!("ws://127.0.0.1:{}/agent", addr.port());
+    let mut start = agent_start(url, addr);
+    start.recording = Some(tap.clone());
+    let started = wall();
+    let (mut session, mut notices) = media
+        .start_stream(ports, media_config(carrier.local_addr().unwrap()), start)
+        .unwrap();
+    assert_eq!(notice(&mut notices).await, AgentNotice::Connected);
+    // A while after the start, the caller's two seconds of its own signal, in real time.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let caller_signal = noise(5, CALLER_PACKETS * 160);
+    let caller_from = wall();
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    for (seq, chunk) in caller_signal.chunks(160).enumerate() {
+        tick.tick().await;
+        carrier
+            .send_to(&packet(seq as u16, chunk), shard_addr)
+            .await
+            .unwrap();
+    }
+    let report = ended(&mut session).await;
+    let stopped = wall();
+    assert_eq!(report.end, MediaEnd::AgentHangup);
+    let agent_from = join(agent);
+    let recorded = report.recording.expect("a recorded session's account");
+    assert_eq!(recorded.batches_dropped, 0);
+    let done = tap.finish(recorded.slots).await.unwrap();
+
+    // The call's length, within 40 ms.
+    let call_ms = stopped.duration_since(started).as_millis() as i64;
+    let wav_ms = done.duration.as_millis() as i64;
+    assert!(
+        (call_ms - wav_ms).abs() <= 40,
+        "call {call_ms} ms, wav {wav_ms} ms"
+    );
+    let wav = std::fs::read(recording_path(dir.path(), key.tenant, key.call)).unwrap();
+    assert_eq!(wav.len() as u64, done.bytes);
+    assert_eq!(&wav[0..4], b"RIFF");
+    assert_eq!(&wav[22..24], &2u16.to_le_bytes(), "stereo");
+    assert_eq!(&wav[24..28], &8000u32.to_le_bytes());
+    let samples: Vec<i16> = wav[HEADER_BYTES..]
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect();
+    let left: Vec<i16> = samples.iter().step_by(2).copied().collect();
+    let right: Vec<i16> = samples.iter().skip(1).step_by(2).copied().collect();
+    assert_eq!(left.len() as u64, recorded.slots * 160);
+
+    // Each side's signal is on its own channel where it was in call time, within 20 ms
+    // (160 samples), and not on the other.
+    let window = |expected: usize| expected.saturating_sub(2400)..expected + 2400;
+    let caller_at = samples_between(started, caller_from);
+    let (r, lag) = peak(&left, &caller_signal, window(caller_at));
+    assert!(r >= 0.8, "left correlates {r}");
+    assert!(
+        lag.abs_diff(caller_at) <= 160,
+        "left at {lag}, sent at {caller_at}"
+    );
+    let agent_at = samples_between(started, agent_from);
+    let (r, lag) = peak(&right, &agent_signal, window(agent_at));
+    assert!(r >= 0.8, "right correlates {r}");
+    assert!(
+        lag.abs_diff(agent_at) <= 160,
+        "right at {lag}, sent at {agent_at}"
+    );
+    let (cross, _) = peak(&right, &caller_signal[..8000], window(caller_at));
+    assert!(cross < 0.3, "the caller is not on the right: {cross}");
+    media.shutdown();
+    media.join();
 }
