@@ -137,7 +137,8 @@ pub fn run(listener: std::net::TcpListener, config: AgentConfig) -> std::io::Res
                     accepted += 1;
                     let _ = stream.set_nodelay(true);
                     let (shared, config) = (Arc::clone(&shared), Arc::clone(&config));
-                    let spread = Duration::from_millis((index % 50) as u64 * 20);
+                    // Spread over a second, at phases that differ within the 20 ms slot.
+                    let spread = Duration::from_millis((index as u64 * 37) % 1000);
                     index += 1;
                     tokio::spawn(async move {
                         let report = serve(stream, &config, spread).await;

@@ -90,8 +90,10 @@ pub fn summarize(carrier: &CarrierReport, agent: Option<&AgentReport>) -> Summar
         s.lateness_samples = lateness.count();
         s.lateness_p50_ms = lateness.quantile(0.5).map(|v| v * 1e3);
         s.lateness_p99_ms = lateness.quantile(0.99).map(|v| v * 1e3);
-        s.rss_kb = b.server_rss_kb;
-        if let (Some(rss), Some(idle)) = (b.server_rss_kb, carrier.idle_rss_kb)
+        // The larger of the window's start and end: the calls' memory may grow while they
+        // run (queued audio, buffers), and the worst is the figure.
+        s.rss_kb = b.server_rss_kb.max(a.server_rss_kb);
+        if let (Some(rss), Some(idle)) = (s.rss_kb, carrier.idle_rss_kb)
             && s.calls_in_window > 0
         {
             s.rss_kb_per_call = Some((rss as f64 - idle as f64) / s.calls_in_window as f64);
@@ -202,7 +204,7 @@ pub fn render(s: &Summary) -> String {
     );
     let _ = writeln!(
         o,
-        "RSS: idle {} kB, with the calls {} kB: {} per call",
+        "RSS: idle {} kB, with the calls {} kB (the larger of the window's start and end): {} per call",
         s.idle_rss_kb.map_or("-".into(), |v| v.to_string()),
         s.rss_kb.map_or("-".into(), |v| v.to_string()),
         f(s.rss_kb_per_call, " kB"),

@@ -55,6 +55,7 @@ pub mod runtime;
 pub mod session;
 pub mod shard;
 pub mod stream;
+mod wake_timer;
 pub mod webrtc;
 pub mod ws;
 

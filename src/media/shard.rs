@@ -50,10 +50,14 @@ use super::ports::{PortPool, RtpPorts};
 use super::rtp_leg::{MAX_DATAGRAM, RtpLeg};
 use super::session::{MediaConfig, MediaEnd, MediaError, MediaReport, MediaStats};
 use super::stream::StreamStats;
+use super::wake_timer::WakeTimer;
 use super::webrtc::WebRtcLeg;
 
 /// The token of the shard's waker; socket tokens are port numbers, all below it.
 pub(crate) const WAKE: Token = Token(1 << 16);
+
+/// The token of the shard's precise wake-up timer, beside the waker's.
+const TIMER: Token = Token(WAKE.0 + 1);
 
 /// The first token of agent stream sockets: `AGENT_TOKENS + slot`, above the port tokens and
 /// [`WAKE`].
@@ -372,6 +376,7 @@ impl Session {
 pub(crate) struct Shard {
     poll: Poll,
     events: Events,
+    timer: WakeTimer,
     core: Core,
 }
 
@@ -407,6 +412,7 @@ impl Shard {
         queue: usize,
     ) -> io::Result<(Shard, Arc<ShardLink>)> {
         let waker = Waker::new(poll.registry(), WAKE)?;
+        let timer = WakeTimer::new(poll.registry(), TIMER)?;
         let registry = poll.registry().try_clone()?;
         let (tx, rx) = mpsc::channel(queue.max(1));
         let link = Arc::new(ShardLink {
@@ -419,6 +425,7 @@ impl Shard {
         let shard = Shard {
             poll,
             events: Events::with_capacity(EVENTS),
+            timer,
             core: Core {
                 index,
                 registry,
@@ -448,7 +455,12 @@ impl Shard {
             if core.link.stop.load(Ordering::Acquire) {
                 break;
             }
-            let timeout = core.timeout(Instant::now());
+            let before = Instant::now();
+            let timeout = core.timeout(before);
+            if let Err(e) = self.timer.arm(before, timeout) {
+                // The poller's timeout still wakes the loop, up to a millisecond later.
+                tracing::debug!(shard = core.index, error = %e, "media shard cannot arm its timer");
+            }
             if let Err(e) = self.poll.poll(&mut self.events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -458,7 +470,11 @@ impl Shard {
             }
             let now = Instant::now();
             for event in &self.events {
-                core.readable(now, event.token());
+                if event.token() == TIMER {
+                    self.timer.fired();
+                } else {
+                    core.readable(now, event.token());
+                }
             }
             core.read_again(now);
             if core.link.state.swap(IDLE, Ordering::AcqRel) == NOTIFIED || core.more_commands {
