@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use rand::RngCore;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -23,6 +23,7 @@ use crate::config::Config;
 use crate::endpoint::{CoreHandle, Driver, PlaceError};
 use crate::gate::{Gate, Shield};
 use crate::ids::{CallId, NodeId};
+use crate::media::lateness;
 use crate::media::recorder::{self, Recorder};
 use crate::media::runtime::{self, MediaRuntime};
 use crate::routing::admission::Admission;
@@ -65,6 +66,21 @@ async fn evict_idle_sources(shield: Arc<Shield>) {
         // The tick's own instant: when it was due, near enough for forgetting idle sources.
         let now = tick.tick().await.into_std();
         shield.evict(now);
+    }
+}
+
+/// How often the recorder's histogram samples are folded into their buckets when nothing
+/// scrapes `/metrics`.
+const METRICS_UPKEEP: Duration = Duration::from_secs(5);
+
+/// Folds the histograms' raw samples into their buckets now and then: the recorder keeps
+/// every sample until it renders or runs its upkeep, and the media shards flush thousands of
+/// send-lateness samples a second.
+async fn metrics_upkeep(handle: PrometheusHandle) {
+    let mut tick = tokio::time::interval(METRICS_UPKEEP);
+    loop {
+        tick.tick().await;
+        handle.run_upkeep();
     }
 }
 
@@ -181,6 +197,7 @@ impl Server {
             )),
             tokio::spawn(trunks.clone().run(store.clone(), DIRECTORY_RELOAD)),
             tokio::spawn(evict_idle_sources(shield.clone())),
+            tokio::spawn(metrics_upkeep(metrics.clone())),
             tokio::spawn(directory.clone().run(store.clone(), DIRECTORY_RELOAD)),
             tokio::spawn(attempts.clone().run(store.clone(), ATTEMPTS_FLUSH)),
             writer_task,
@@ -336,7 +353,16 @@ fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
+            // The send lateness is a true histogram, with buckets fine enough below 2 ms;
+            // the other histograms stay summaries.
+            // (It refuses only an empty list of buckets.)
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full(lateness::SEND_LATENESS.to_owned()),
+                    &lateness::bucket_bounds_seconds(),
+                )
+                .unwrap_or_else(|_| PrometheusBuilder::new());
+            let recorder = builder.build_recorder();
             let handle = recorder.handle();
             // Another recorder may already be installed (e.g. by an embedding program);
             // then this handle still renders, just without the global counters.

@@ -17,6 +17,8 @@
 //! `ports`, `shard` and `runtime` are the IO edge: one event loop per core
 //! ([`runtime::MediaRuntime`]), each owning whole calls, with no task per call; a stream
 //! call's agent socket (TCP, or TLS by rustls) is registered with its shard's loop too.
+//! Each shard measures how late its stream sessions' RTP leaves against the playout
+//! deadlines ([`lateness::SendLateness`]) and flushes that to the metrics once a second.
 //!
 //! A call allocates an [`ports::RtpPorts`] pair through [`runtime::MediaRuntime::allocate`]
 //! before answering (an empty pool is a 503), puts [`ports::RtpPorts::rtp_port`] in its SDP
@@ -42,6 +44,7 @@ pub mod echo;
 pub mod g711;
 pub mod jitter;
 pub mod latch;
+pub mod lateness;
 pub mod leg;
 pub mod ports;
 pub mod recorder;
@@ -52,6 +55,7 @@ pub mod runtime;
 pub mod session;
 pub mod shard;
 pub mod stream;
+mod wake_timer;
 pub mod webrtc;
 pub mod ws;
 

@@ -27,6 +27,10 @@
 //! [`AGENT_TOKENS`] + its slot, above every port token and [`WAKE`], and its connect
 //! timeout, close wait and 20 ms slots are its deadline in the same timer heap. An echo
 //! session's packets take the same path as before: one match on the session's kind.
+//!
+//! When a stream session's playout slot comes due, the loop reads the clock once more after
+//! the slot's RTP was sent and counts how late it left in the shard's own
+//! [`SendLateness`], which goes to the metrics every [`LATENESS_FLUSH`].
 
 use std::io;
 use std::sync::Arc;
@@ -40,15 +44,20 @@ use super::agent::{AgentNotice, AgentStart};
 use super::agent_conn::StreamCall;
 use super::bridge::{Bridge, Side};
 use super::echo::EchoLeg;
+use super::lateness::SendLateness;
 use super::leg::{Datagram, Input, Leg, LegEvent, Port};
 use super::ports::{PortPool, RtpPorts};
 use super::rtp_leg::{MAX_DATAGRAM, RtpLeg};
 use super::session::{MediaConfig, MediaEnd, MediaError, MediaReport, MediaStats};
 use super::stream::StreamStats;
+use super::wake_timer::WakeTimer;
 use super::webrtc::WebRtcLeg;
 
 /// The token of the shard's waker; socket tokens are port numbers, all below it.
 pub(crate) const WAKE: Token = Token(1 << 16);
+
+/// The token of the shard's precise wake-up timer, beside the waker's.
+const TIMER: Token = Token(WAKE.0 + 1);
 
 /// The first token of agent stream sockets: `AGENT_TOKENS + slot`, above the port tokens and
 /// [`WAKE`].
@@ -61,6 +70,9 @@ pub const MAX_READS: usize = 64;
 /// the loop by itself (its first packet), and an ended call's ports only go back to the pool
 /// (where they wait out a quarantine of 250 ms anyway).
 pub const COMMAND_DELAY: Duration = Duration::from_millis(5);
+
+/// How often a shard hands its send-lateness histogram to the metrics recorder.
+pub const LATENESS_FLUSH: Duration = Duration::from_secs(1);
 
 /// The queue's state as the loop and the senders share it: nothing new since the loop last
 /// looked, a command was queued since, or the loop sleeps until woken.
@@ -284,6 +296,17 @@ impl Session {
         }
     }
 
+    /// The deadline of the 20 ms frame a timeout at `now` plays to the caller: a stream
+    /// session's playout slot, when it has come.
+    fn slot_due(&self, now: Instant) -> Option<Instant> {
+        let slot = match &self.media {
+            SessionMedia::Echo(_) | SessionMedia::WebRtcEcho(_) => return None,
+            SessionMedia::Stream(call) => call.bridge.b().session().next_slot(),
+            SessionMedia::WebRtcStream(call) => call.bridge.b().session().next_slot(),
+        };
+        Some(slot).filter(|&slot| slot <= now)
+    }
+
     fn rtp_leg(&self) -> Option<&RtpLeg> {
         match &self.media {
             SessionMedia::Echo(bridge) => Some(bridge.a()),
@@ -353,6 +376,7 @@ impl Session {
 pub(crate) struct Shard {
     poll: Poll,
     events: Events,
+    timer: WakeTimer,
     core: Core,
 }
 
@@ -373,6 +397,9 @@ struct Core {
     again: Vec<(u32, Port, u64)>,
     more_commands: bool,
     buf: Box<[u8; MAX_DATAGRAM]>,
+    /// Stream sessions' send lateness since the last flush, and when the next flush is due.
+    lateness: SendLateness,
+    lateness_flush: Option<Instant>,
 }
 
 impl Shard {
@@ -385,6 +412,7 @@ impl Shard {
         queue: usize,
     ) -> io::Result<(Shard, Arc<ShardLink>)> {
         let waker = Waker::new(poll.registry(), WAKE)?;
+        let timer = WakeTimer::new(poll.registry(), TIMER)?;
         let registry = poll.registry().try_clone()?;
         let (tx, rx) = mpsc::channel(queue.max(1));
         let link = Arc::new(ShardLink {
@@ -397,6 +425,7 @@ impl Shard {
         let shard = Shard {
             poll,
             events: Events::with_capacity(EVENTS),
+            timer,
             core: Core {
                 index,
                 registry,
@@ -410,6 +439,8 @@ impl Shard {
                 again: Vec::new(),
                 more_commands: false,
                 buf: Box::new([0; MAX_DATAGRAM]),
+                lateness: SendLateness::default(),
+                lateness_flush: None,
             },
         };
         Ok((shard, link))
@@ -424,7 +455,12 @@ impl Shard {
             if core.link.stop.load(Ordering::Acquire) {
                 break;
             }
-            let timeout = core.timeout(Instant::now());
+            let before = Instant::now();
+            let timeout = core.timeout(before);
+            if let Err(e) = self.timer.arm(before, timeout) {
+                // The poller's timeout still wakes the loop, up to a millisecond later.
+                tracing::debug!(shard = core.index, error = %e, "media shard cannot arm its timer");
+            }
             if let Err(e) = self.poll.poll(&mut self.events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -434,15 +470,21 @@ impl Shard {
             }
             let now = Instant::now();
             for event in &self.events {
-                core.readable(now, event.token());
+                if event.token() == TIMER {
+                    self.timer.fired();
+                } else {
+                    core.readable(now, event.token());
+                }
             }
             core.read_again(now);
             if core.link.state.swap(IDLE, Ordering::AcqRel) == NOTIFIED || core.more_commands {
                 core.run_commands(now);
             }
-            core.fire_timers(now);
+            core.fire_timers(now, Instant::now);
+            core.flush_lateness(now);
         }
         core.shutdown();
+        core.lateness.flush_to_metrics();
     }
 }
 
@@ -689,7 +731,9 @@ impl Core {
         (session.ports.lease() == lease).then_some(slot)
     }
 
-    fn fire_timers(&mut self, now: Instant) {
+    /// Runs the deadlines due at `now`; `sent_at` reads the clock after a stream session's
+    /// slot was sent, for its lateness.
+    fn fire_timers(&mut self, now: Instant, sent_at: impl Fn() -> Instant) {
         // Each armed deadline fires at most once per wake-up, whatever a leg asks for next.
         let mut budget = self.timers.len();
         while budget > 0
@@ -702,9 +746,28 @@ impl Core {
                 continue;
             };
             session.armed = None;
+            let slot_due = session.slot_due(now);
             match session.handle_timeout(now) {
                 Some(end) => self.end(slot, end),
-                None => session.rearm(slot, &mut self.timers),
+                None => {
+                    if let Some(due) = slot_due {
+                        self.lateness
+                            .record(sent_at().saturating_duration_since(due));
+                    }
+                    session.rearm(slot, &mut self.timers);
+                }
+            }
+        }
+    }
+
+    /// Hands the send lateness to the metrics when [`LATENESS_FLUSH`] has gone by since the
+    /// last time.
+    fn flush_lateness(&mut self, now: Instant) {
+        match self.lateness_flush {
+            Some(at) if now < at => {}
+            _ => {
+                self.lateness.flush_to_metrics();
+                self.lateness_flush = Some(now + LATENESS_FLUSH);
             }
         }
     }

@@ -374,6 +374,12 @@ impl StreamSession {
         samples_to_duration(self.playout.stats().dropped_samples)
     }
 
+    /// When the next playout slot begins: the deadline of the next 20 ms frame to the
+    /// carrier (the leg's own timeout may be earlier, for the caller's side).
+    pub fn next_slot(&self) -> Instant {
+        self.playout.poll_timeout()
+    }
+
     /// Agent audio queued and not yet played.
     pub fn queued_audio(&self) -> Duration {
         self.playout.queued()
