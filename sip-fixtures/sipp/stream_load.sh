@@ -37,7 +37,7 @@ keep=0
 perf_secs=0
 bin_dir="${CARGO_TARGET_DIR:-$root/target}/load"
 
-usage() { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --calls) calls=$2; shift 2 ;;
