@@ -147,10 +147,11 @@ impl Server {
             None => None,
         };
 
-        let media = MediaRuntime::spawn(
+        let media = MediaRuntime::spawn_with_priority(
             config.sip_udp.ip(),
             config.rtp_ports.clone(),
             runtime::default_shards(),
+            config.media_realtime_priority,
         )
         .context("cannot start the media shards")?;
         let (writer, writer_task) =

@@ -14,9 +14,11 @@
 #   sip-fixtures/sipp/stream_load.sh                       # 500 calls, 60 s window
 #   sip-fixtures/sipp/stream_load.sh --calls 1000 --rtp-ports 16384-49151
 #   sip-fixtures/sipp/stream_load.sh --calls 20 --steady 10 --no-build --bin target/load
+#   sip-fixtures/sipp/stream_load.sh --realtime 10         # media threads under SCHED_FIFO
 #
 # Options: --calls N (500), --rate R calls/s (100), --settle S (5), --steady S (60),
-# --rtp-ports LOW-HIGH, --bin DIR (the profile's folder, default $CARGO_TARGET_DIR/load),
+# --rtp-ports LOW-HIGH, --realtime PRIORITY (vca-sip's --media-realtime-priority; 0, the
+# default, is normal scheduling), --bin DIR (the profile's folder, default $CARGO_TARGET_DIR/load),
 # --no-build, --keep (keep the work folder), --perf SECONDS (record vca-sip with perf for
 # that long at the window's start). Loopback only; bounded in count and time. /tmp/quiet
 # exists while the measured processes run, so that other builds pause.
@@ -29,12 +31,13 @@ rate=100
 settle=5
 steady=60
 rtp_ports=""
+realtime=0
 build=1
 keep=0
 perf_secs=0
 bin_dir="${CARGO_TARGET_DIR:-$root/target}/load"
 
-usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --calls) calls=$2; shift 2 ;;
@@ -42,6 +45,7 @@ while [ $# -gt 0 ]; do
         --settle) settle=$2; shift 2 ;;
         --steady) steady=$2; shift 2 ;;
         --rtp-ports) rtp_ports=$2; shift 2 ;;
+        --realtime) realtime=$2; shift 2 ;;
         --bin) bin_dir=$2; shift 2 ;;
         --no-build) build=0; shift ;;
         --keep) keep=1; shift ;;
@@ -83,6 +87,7 @@ touch /tmp/quiet
 (cd "$work" && VCA_ADMIN_TOKEN=$token exec "$server_bin" serve \
     --sip-udp 127.0.0.1:5060 --sip-tcp 127.0.0.1:5060 --http "$http" \
     --allow-private-targets ${rtp_ports:+--rtp-ports "$rtp_ports"} \
+    --media-realtime-priority "$realtime" \
     >"$work/server.log" 2>&1) &
 server=$!
 pids+=("$server")

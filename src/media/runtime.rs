@@ -54,6 +54,33 @@ impl Drop for Inner {
     }
 }
 
+/// Puts the calling media thread under `SCHED_FIFO` at `priority`, or says why not.
+fn run_in_real_time(shard: usize, priority: u8) {
+    use thread_priority::{
+        RealtimeThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy,
+        set_thread_priority_and_policy, thread_native_id,
+    };
+    let set = ThreadPriority::try_from(priority)
+        .map_err(|e| e.to_owned())
+        .and_then(|priority| {
+            set_thread_priority_and_policy(
+                thread_native_id(),
+                priority,
+                ThreadSchedulePolicy::Realtime(RealtimeThreadSchedulePolicy::Fifo),
+            )
+            .map_err(|e| e.to_string())
+        });
+    match set {
+        Ok(()) => tracing::info!(shard, priority, "media shard runs under SCHED_FIFO"),
+        Err(error) => tracing::warn!(
+            shard,
+            priority,
+            %error,
+            "media shard stays on normal scheduling (SCHED_FIFO needs root or CAP_SYS_NICE)"
+        ),
+    }
+}
+
 /// One shard per core the process may use, and at least one.
 pub fn default_shards() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
@@ -61,8 +88,20 @@ pub fn default_shards() -> usize {
 
 impl MediaRuntime {
     /// Starts `shards` media threads (at least one) and a pool of the RTP pairs of `range`
-    /// on `ip` shared by them.
+    /// on `ip` shared by them, on normal scheduling.
     pub fn spawn(ip: IpAddr, range: RangeInclusive<u16>, shards: usize) -> io::Result<Self> {
+        Self::spawn_with_priority(ip, range, shards, None)
+    }
+
+    /// [`MediaRuntime::spawn`], the threads under the real-time FIFO scheduler at
+    /// `realtime` (1-99) when it is set and the process may: otherwise each thread warns
+    /// and stays on normal scheduling.
+    pub fn spawn_with_priority(
+        ip: IpAddr,
+        range: RangeInclusive<u16>,
+        shards: usize,
+        realtime: Option<u8>,
+    ) -> io::Result<Self> {
         let polls = (0..shards.max(1))
             .map(|_| Poll::new())
             .collect::<io::Result<Vec<Poll>>>()?;
@@ -78,7 +117,12 @@ impl MediaRuntime {
             let (shard, link) = Shard::new(index, poll, pool.clone(), queue)?;
             let thread = std::thread::Builder::new()
                 .name(format!("vca-media-{index}"))
-                .spawn(move || shard.run());
+                .spawn(move || {
+                    if let Some(priority) = realtime {
+                        run_in_real_time(index, priority);
+                    }
+                    shard.run()
+                });
             match thread {
                 Ok(thread) => threads.push(thread),
                 Err(e) => {
@@ -265,6 +309,60 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(10), session.ended())
             .await
             .expect("the session ended")
+    }
+
+    /// The scheduling policy and real-time priority of each of this process's threads named
+    /// `name` (other tests run media threads of the same names), from `/proc` (fields 41 and
+    /// 40 of their `stat`).
+    fn thread_scheduling(name: &str) -> Vec<(u32, u32)> {
+        let mut found = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+                continue;
+            };
+            // Fields after the command's closing parenthesis start at the third.
+            let Some((_, rest)) = stat.rsplit_once(')') else {
+                continue;
+            };
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u32>().ok());
+            if comm.trim() == name
+                && let (Some(policy), Some(priority)) = (field(41), field(40))
+            {
+                found.push((policy, priority));
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn media_threads_run_under_sched_fifo_when_asked_and_allowed() {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let root = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|uids| uids.split_whitespace().nth(1))
+            == Some("0");
+        let media = MediaRuntime::spawn_with_priority(LOOPBACK, 31460..=31461, 1, Some(7)).unwrap();
+        // The thread sets its own policy as it starts. SCHED_FIFO is policy 1.
+        let fifo = |seen: &[(u32, u32)]| seen.contains(&(1, 7));
+        let mut seen = thread_scheduling("vca-media-0");
+        for _ in 0..200 {
+            if fifo(&seen) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+            seen = thread_scheduling("vca-media-0");
+        }
+        // Without the privilege every media thread stays on SCHED_OTHER.
+        assert_eq!(fifo(&seen), root, "root: {root}, threads: {seen:?}");
+        media.shutdown();
+        media.join();
     }
 
     #[tokio::test]
