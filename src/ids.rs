@@ -142,6 +142,10 @@ id_type!(
     /// An API key.
     ApiKeyId
 );
+id_type!(
+    /// A tenant's agent (a person answering calls in a browser).
+    AgentId
+);
 
 /// A dialed number in canonical E.164 form: `+` and 8 to 15 digits. Defined here beside the
 /// other identifiers because the store keys phone numbers by it; the E.164 rules that build

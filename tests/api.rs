@@ -24,6 +24,8 @@ on_both_backends!(
     lists_paginate_by_cursor,
     health_metrics_and_openapi,
     a_refused_call_shows_the_q850_cause_it_was_sent,
+    a_tenants_sip_domain_is_the_admins_and_unique,
+    agents_are_created_listed_changed_and_deleted_without_their_password,
 );
 
 async fn tenants_are_created_read_listed_and_changed(backend: Backend) {
@@ -1402,6 +1404,253 @@ async fn a_refused_call_shows_the_q850_cause_it_was_sent(backend: Backend) {
 
 /// The committed OpenAPI document: the API's JSON names are a contract, so a change that
 /// alters the generated document must change this file too, in the same commit.
+async fn a_tenants_sip_domain_is_the_admins_and_unique(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let id = s.tenant("Acme").await;
+    let path = format!("/api/tenants/{id}");
+    let (_, tenant) = s.admin_call(Method::GET, &path, None).await;
+    assert_eq!(tenant["sip_domain"], format!("{id}.agents.invalid"));
+
+    let (status, named) = s
+        .admin_call(
+            Method::POST,
+            "/api/tenants",
+            Some(json!({"name": "B", "sip_domain": "Agents.B.Example."})),
+        )
+        .await;
+    assert_eq!(status, 201, "{named}");
+    assert_eq!(named["sip_domain"], "agents.b.example");
+    let (status, problem) = s
+        .admin_call(
+            Method::POST,
+            "/api/tenants",
+            Some(json!({"name": "C", "sip_domain": "agents.b.example"})),
+        )
+        .await;
+    assert_eq!(status, 409, "{problem}");
+    assert_eq!(problem["field"], "sip_domain");
+    let (status, problem) = s
+        .admin_call(
+            Method::PATCH,
+            &path,
+            Some(json!({"sip_domain": "agents.b.example"})),
+        )
+        .await;
+    assert_eq!(status, 409, "{problem}");
+    assert_eq!(problem["field"], "sip_domain");
+    for bad in [
+        "",
+        "-a.example",
+        "a..example",
+        "10.0.0.1",
+        "a b.example",
+        "x@y.example",
+    ] {
+        let (status, problem) = s
+            .admin_call(Method::PATCH, &path, Some(json!({"sip_domain": bad})))
+            .await;
+        assert_eq!(status, 400, "{bad} -> {problem}");
+        assert_eq!(problem["field"], "sip_domain", "{bad} -> {problem}");
+    }
+
+    let key = s.key(&id).await;
+    let (status, problem) = s
+        .call(
+            Method::PATCH,
+            &path,
+            &key,
+            Some(json!({"sip_domain": "agents.acme.example"})),
+        )
+        .await;
+    assert_eq!(status, 403, "{problem}");
+    let (status, changed) = s
+        .admin_call(
+            Method::PATCH,
+            &path,
+            Some(json!({"sip_domain": "agents.acme.example"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{changed}");
+    assert_eq!(changed["sip_domain"], "agents.acme.example");
+
+    let (status, _) = s
+        .admin_call(
+            Method::POST,
+            &format!("{path}/agents"),
+            Some(json!({"username": "alice", "password": "correct horse"})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let (status, problem) = s
+        .admin_call(
+            Method::PATCH,
+            &path,
+            Some(json!({"sip_domain": "agents2.acme.example"})),
+        )
+        .await;
+    assert_eq!(status, 400, "{problem}");
+    assert_eq!(problem["field"], "sip_domain");
+    let (status, same) = s
+        .admin_call(
+            Method::PATCH,
+            &path,
+            Some(json!({"sip_domain": "agents.acme.example", "plan": "growth"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{same}");
+    assert_eq!(same["plan"], "growth");
+}
+
+async fn agents_are_created_listed_changed_and_deleted_without_their_password(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let id = s.tenant("Acme").await;
+    let other = s.tenant("Other").await;
+    let key = s.key(&id).await;
+    let agents = format!("/api/tenants/{id}/agents");
+    let (status, alice) = s
+        .call(
+            Method::POST,
+            &agents,
+            &key,
+            Some(json!({"username": "alice", "password": "correct horse",
+                        "display_name": "Alice A."})),
+        )
+        .await;
+    assert_eq!(status, 201, "{alice}");
+    assert_eq!(alice["username"], "alice");
+    assert_eq!(alice["display_name"], "Alice A.");
+    assert_eq!(alice["tenant_id"], id.as_str());
+    let fields: Vec<&String> = alice.as_object().expect("object").keys().collect();
+    assert_eq!(
+        fields,
+        [
+            "created_at",
+            "display_name",
+            "id",
+            "tenant_id",
+            "updated_at",
+            "username"
+        ],
+        "{alice}"
+    );
+    assert_no_token(&alice, "correct horse");
+    let alice_path = format!("{agents}/{}", alice["id"].as_str().unwrap());
+
+    let (status, read) = s.call(Method::GET, &alice_path, &key, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(read, alice);
+    let (status, bob) = s
+        .admin_call(
+            Method::POST,
+            &agents,
+            Some(json!({"username": "bob.b-2_~", "password": "bobs password"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{bob}");
+    assert_eq!(bob["display_name"], Value::Null);
+    let (status, list) = s.call(Method::GET, &agents, &key, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(list["items"], json!([alice, bob]));
+
+    let (status, problem) = s
+        .call(
+            Method::POST,
+            &agents,
+            &key,
+            Some(json!({"username": "alice", "password": "another one"})),
+        )
+        .await;
+    assert_eq!(status, 409, "{problem}");
+    assert_eq!(problem["field"], "username");
+    for (body, field) in [
+        (
+            json!({"username": "al ice", "password": "correct horse"}),
+            "username",
+        ),
+        (
+            json!({"username": "al@ce", "password": "correct horse"}),
+            "username",
+        ),
+        (
+            json!({"username": "", "password": "correct horse"}),
+            "username",
+        ),
+        (
+            json!({"username": "a".repeat(65), "password": "correct horse"}),
+            "username",
+        ),
+        (
+            json!({"username": "carol", "password": "short"}),
+            "password",
+        ),
+        (
+            json!({"username": "carol", "password": "a\nnewline!"}),
+            "password",
+        ),
+        (json!({"username": "carol"}), "password"),
+        (json!({"password": "correct horse"}), "username"),
+        (
+            json!({"username": "carol", "password": "correct horse", "display_name": "say \"hi\""}),
+            "display_name",
+        ),
+        (
+            json!({"username": "carol", "password": "correct horse", "ha1": "x"}),
+            "ha1",
+        ),
+    ] {
+        let (status, problem) = s
+            .call(Method::POST, &agents, &key, Some(body.clone()))
+            .await;
+        assert_eq!(status, 400, "{body} -> {problem}");
+        assert_eq!(problem["field"], field, "{body} -> {problem}");
+    }
+
+    let (status, changed) = s
+        .call(
+            Method::PATCH,
+            &alice_path,
+            &key,
+            Some(json!({"password": "a new password", "display_name": null})),
+        )
+        .await;
+    assert_eq!(status, 200, "{changed}");
+    assert_eq!(changed["display_name"], Value::Null);
+    assert_eq!(changed["username"], "alice");
+    assert_eq!(changed["created_at"], alice["created_at"]);
+    assert_no_token(&changed, "a new password");
+    for (body, field) in [
+        (json!({"username": "alice2"}), "username"),
+        (json!({"password": "short"}), "password"),
+    ] {
+        let (status, problem) = s
+            .call(Method::PATCH, &alice_path, &key, Some(body.clone()))
+            .await;
+        assert_eq!(status, 400, "{body} -> {problem}");
+        assert_eq!(problem["field"], field, "{body} -> {problem}");
+    }
+
+    let other_key = s.key(&other).await;
+    let (status, _) = s.call(Method::GET, &alice_path, &other_key, None).await;
+    assert_eq!(status, 404);
+    let foreign = format!(
+        "/api/tenants/{other}/agents/{}",
+        alice["id"].as_str().unwrap()
+    );
+    for method in [Method::GET, Method::DELETE] {
+        let (status, _) = s.admin_call(method, &foreign, None).await;
+        assert_eq!(status, 404);
+    }
+
+    let (status, _) = s.call(Method::DELETE, &alice_path, &key, None).await;
+    assert_eq!(status, 204);
+    let (status, _) = s.call(Method::GET, &alice_path, &key, None).await;
+    assert_eq!(status, 404);
+    let (status, _) = s.call(Method::DELETE, &alice_path, &key, None).await;
+    assert_eq!(status, 404);
+    let (_, list) = s.call(Method::GET, &agents, &key, None).await;
+    assert_eq!(list["items"], json!([bob]));
+}
+
 const OPENAPI_SNAPSHOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/openapi.json");
 
 /// The generated OpenAPI document, byte for byte as committed in tests/fixtures. After an

@@ -17,6 +17,9 @@ use vca_sip::store::model::{
     RecordingStatus, Role, StreamProtocol, TenantStatus,
 };
 use vca_sip::store::{
+    AGENT_DIGEST_ALGORITHMS, AgentPatch, Ha1Set, NewAgent, TenantPatch, default_sip_domain,
+};
+use vca_sip::store::{
     AiProfilePatch, CallMedia, CallWrite, CallWriter, NewAiProfile, NewPhoneNumber, NewTenant,
     ProfileStream, ResolvedRoute, Store, StoreError, StreamTarget, StreamToken,
 };
@@ -37,6 +40,8 @@ on_both_backends!(
     profile_stream_settings_are_written_patched_and_cleared,
     database_refuses_invalid_stream_settings,
     a_calls_recording_is_written_updated_and_deleted_once,
+    tenants_from_before_migration_8_get_a_default_sip_domain,
+    agents_keep_hashes_only_unique_usernames_and_their_tenant,
 );
 
 async fn store(backend: Backend) -> (Store, TestDb) {
@@ -60,6 +65,7 @@ async fn tenant(store: &Store) -> TenantId {
                 plan: Plan::Starter,
                 default_country_code: "91".to_owned(),
                 max_concurrent_calls: 5,
+                sip_domain: None,
             },
             now(),
         )
@@ -76,6 +82,20 @@ macro_rules! exec {
             Store::Postgres(pool) => sqlx::query($sql)$(.bind($bind))*.execute(pool).await.map(|_| ()),
         }
     };
+}
+
+/// A tenant written as the first migration defines it, for a database migrated only part
+/// of the way.
+async fn tenant_at_an_old_version(store: &Store) -> TenantId {
+    let id = TenantId::new();
+    exec!(
+        store,
+        "INSERT INTO tenants (id, name, created_at, updated_at) VALUES ($1, 'Old', $2, $2)",
+        id,
+        now()
+    )
+    .expect("tenant at an old version");
+    id
 }
 
 async fn migrations_apply_to_an_empty_database_and_reapply_as_a_no_op(backend: Backend) {
@@ -271,7 +291,7 @@ async fn calls_and_events_survive_the_index_migrations(backend: Backend) {
         Store::Postgres(pool) => before.run(pool).await,
     }
     .expect("migrations 1 and 2");
-    let tenant = tenant(&store).await;
+    let tenant = tenant_at_an_old_version(&store).await;
     let call = CallId::new();
     let now = now();
     exec!(
@@ -874,7 +894,7 @@ async fn profiles_from_before_migration_6_answer_with_echo_and_the_defaults(back
     let db = TestDb::new(backend).await;
     let store = Store::connect(&db.url).await.expect("connect");
     migrate_up_to(&store, backend, 5).await;
-    let tenant = tenant(&store).await;
+    let tenant = tenant_at_an_old_version(&store).await;
     let now = now();
     let (default, other) = (AiProfileId::new(), AiProfileId::new());
     for (id, name, is_default) in [(default, "Front desk", true), (other, "Sales", false)] {
@@ -1427,4 +1447,190 @@ async fn a_calls_recording_is_written_updated_and_deleted_once(backend: Backend)
             .await
             .expect("query")
     );
+}
+
+/// Migration 8 gives every existing tenant `<tenant_id>.agents.invalid`; a new tenant gets
+/// the same default or the domain it is created with, and two tenants never share one.
+async fn tenants_from_before_migration_8_get_a_default_sip_domain(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = Store::connect(&db.url).await.expect("connect");
+    migrate_up_to(&store, backend, 7).await;
+    let old = tenant_at_an_old_version(&store).await;
+    store.migrate().await.expect("migration 8");
+    let read = store.tenant(old).await.expect("tenant");
+    assert_eq!(read.sip_domain, format!("{old}.agents.invalid"));
+    assert_eq!(read.sip_domain, default_sip_domain(old));
+
+    let fresh = tenant(&store).await;
+    assert_eq!(
+        store.tenant(fresh).await.expect("tenant").sip_domain,
+        default_sip_domain(fresh)
+    );
+    let named = store
+        .create_tenant(
+            NewTenant {
+                name: "Named".to_owned(),
+                status: TenantStatus::Active,
+                plan: Plan::Starter,
+                default_country_code: "91".to_owned(),
+                max_concurrent_calls: 5,
+                sip_domain: Some("agents.acme.example".to_owned()),
+            },
+            now(),
+        )
+        .await
+        .expect("tenant with a domain");
+    assert_eq!(named.sip_domain, "agents.acme.example");
+    let taken = store
+        .update_tenant(
+            fresh,
+            TenantPatch {
+                sip_domain: Some("agents.acme.example".to_owned()),
+                ..TenantPatch::default()
+            },
+            now(),
+        )
+        .await;
+    assert!(
+        matches!(taken, Err(StoreError::Conflict("sip_domain"))),
+        "{taken:?}"
+    );
+    let moved = store
+        .update_tenant(
+            fresh,
+            TenantPatch {
+                sip_domain: Some("agents.other.example".to_owned()),
+                ..TenantPatch::default()
+            },
+            now(),
+        )
+        .await
+        .expect("a free domain");
+    assert_eq!(moved.sip_domain, "agents.other.example");
+}
+
+fn new_agent(username: &str, realm: &str, password: &str) -> NewAgent {
+    NewAgent {
+        username: username.to_owned(),
+        display_name: Some(format!("Agent {username}")),
+        ha1: Ha1Set::compute(&AGENT_DIGEST_ALGORITHMS, username, realm, password),
+    }
+}
+
+async fn agents_keep_hashes_only_unique_usernames_and_their_tenant(backend: Backend) {
+    let (store, _db) = store(backend).await;
+    let acme = tenant(&store).await;
+    let other = tenant(&store).await;
+    let realm = store.tenant(acme).await.expect("tenant").sip_domain;
+    let alice = store
+        .create_agent(acme, new_agent("alice", &realm, "correct horse"), now())
+        .await
+        .expect("agent");
+    assert_eq!(alice.username, "alice");
+    assert_eq!(alice.display_name.as_deref(), Some("Agent alice"));
+    assert_eq!(alice.tenant_id, acme);
+    assert_eq!(store.agent(acme, alice.id).await.expect("read"), alice);
+    assert!(matches!(
+        store.agent(other, alice.id).await,
+        Err(StoreError::NotFound)
+    ));
+
+    let again = store
+        .create_agent(acme, new_agent("alice", &realm, "another one"), now())
+        .await;
+    assert!(
+        matches!(again, Err(StoreError::Conflict("username"))),
+        "{again:?}"
+    );
+    let other_realm = store.tenant(other).await.expect("tenant").sip_domain;
+    store
+        .create_agent(other, new_agent("alice", &other_realm, "third one"), now())
+        .await
+        .expect("the same username in another tenant");
+
+    let creds = store
+        .agent_credentials(&realm.to_ascii_uppercase(), "alice")
+        .await
+        .expect("query")
+        .expect("alice of acme");
+    assert_eq!((creds.tenant_id, creds.agent_id), (acme, alice.id));
+    let md5 = vca_sip::kinds::DigestAlgorithm::Md5;
+    let sha = vca_sip::kinds::DigestAlgorithm::Sha256;
+    assert_eq!(
+        creds.ha1.get(md5),
+        Some(md5.ha1("alice", &realm, "correct horse").as_str())
+    );
+    assert_eq!(
+        creds.ha1.get(sha),
+        Some(sha.ha1("alice", &realm, "correct horse").as_str())
+    );
+    assert_eq!(
+        store.agent_credentials(&realm, "bob").await.expect("query"),
+        None
+    );
+
+    let bob = store
+        .create_agent(acme, new_agent("bob", &realm, "bobs password"), now())
+        .await
+        .expect("agent");
+    let page = store.list_agents(acme, None, 1).await.expect("list");
+    assert_eq!(page.items, vec![alice.clone()]);
+    assert_eq!(page.next_cursor, Some(alice.id));
+    let rest = store
+        .list_agents(acme, page.next_cursor, 10)
+        .await
+        .expect("list");
+    assert_eq!(rest.items.len(), 1);
+    assert_eq!(rest.items[0].id, bob.id);
+    assert_eq!(store.count_agents(acme).await.expect("count"), 2);
+
+    let renamed = store
+        .update_agent(
+            acme,
+            alice.id,
+            AgentPatch {
+                display_name: Some(None),
+                ha1: Some(Ha1Set::compute(
+                    &AGENT_DIGEST_ALGORITHMS,
+                    "alice",
+                    &realm,
+                    "new password",
+                )),
+            },
+            now(),
+        )
+        .await
+        .expect("update");
+    assert_eq!(renamed.display_name, None);
+    let creds = store
+        .agent_credentials(&realm, "alice")
+        .await
+        .expect("query")
+        .expect("alice");
+    assert_eq!(
+        creds.ha1.get(md5),
+        Some(md5.ha1("alice", &realm, "new password").as_str())
+    );
+    let kept = store
+        .update_agent(acme, bob.id, AgentPatch::default(), now())
+        .await
+        .expect("empty update");
+    assert_eq!(kept.display_name.as_deref(), Some("Agent bob"));
+    assert!(matches!(
+        store
+            .update_agent(other, bob.id, AgentPatch::default(), now())
+            .await,
+        Err(StoreError::NotFound)
+    ));
+
+    assert!(matches!(
+        store.delete_agent(other, bob.id).await,
+        Err(StoreError::NotFound)
+    ));
+    store.delete_agent(acme, bob.id).await.expect("delete");
+    assert!(matches!(
+        store.delete_agent(acme, bob.id).await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(store.count_agents(acme).await.expect("count"), 1);
 }

@@ -8,6 +8,7 @@
 //! Handlers answer with the views of `views`, built from the store's rows; the rows
 //! themselves carry no JSON or OpenAPI shape.
 
+mod agents;
 mod calls;
 mod extract;
 mod health;
@@ -92,6 +93,16 @@ pub fn router(state: AppState) -> Router {
             patch(profiles::update)
                 .delete(profiles::delete)
                 .get(profiles::get),
+        )
+        .route(
+            "/tenants/{tenant_id}/agents",
+            get(agents::list).post(agents::create),
+        )
+        .route(
+            "/tenants/{tenant_id}/agents/{agent_id}",
+            patch(agents::update)
+                .delete(agents::delete)
+                .get(agents::get),
         )
         .route(
             "/tenants/{tenant_id}/api-keys",

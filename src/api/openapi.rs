@@ -3,7 +3,7 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use super::{calls, health, keys, numbers, profiles, tenants, trunks, webrtc};
+use super::{agents, calls, health, keys, numbers, profiles, tenants, trunks, webrtc};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -12,6 +12,7 @@ use super::{calls, health, keys, numbers, profiles, tenants, trunks, webrtc};
         tenants::create, tenants::list, tenants::get, tenants::update,
         numbers::create, numbers::list, numbers::get, numbers::update, numbers::delete,
         profiles::create, profiles::list, profiles::get, profiles::update, profiles::delete,
+        agents::create, agents::list, agents::get, agents::update, agents::delete,
         keys::create, keys::revoke,
         calls::list, calls::get, calls::recording, calls::delete_recording,
         trunks::platform_create, trunks::platform_list, trunks::platform_get,

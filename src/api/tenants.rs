@@ -30,6 +30,8 @@ pub struct CreateTenant {
     pub default_country_code: Option<String>,
     /// Default 10.
     pub max_concurrent_calls: Option<i64>,
+    /// A host name, unique across tenants; default `<tenant_id>.agents.invalid`.
+    pub sip_domain: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -39,12 +41,37 @@ pub struct UpdateTenant {
     pub plan: Option<Plan>,
     pub default_country_code: Option<String>,
     pub max_concurrent_calls: Option<i64>,
+    /// A host name, unique across tenants; not while the tenant has agents (their
+    /// password hashes are bound to it).
+    pub sip_domain: Option<String>,
 }
 
 fn country_code(code: String) -> Result<String, Problem> {
     CountryCode::parse(&code)
         .map(|c| c.as_str().to_owned())
         .map_err(|e| Problem::invalid("default_country_code", e.to_string()))
+}
+
+/// A host name (letters, digits, hyphens, dots; not an IP address), in lower case.
+fn sip_domain(domain: String) -> Result<String, Problem> {
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    let name = domain.strip_suffix('.').unwrap_or(&domain);
+    let last_is_numeric = name
+        .rsplit('.')
+        .next()
+        .is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()));
+    if name.len() > 253 || !name.split('.').all(label_ok) || last_is_numeric {
+        return Err(Problem::invalid(
+            "sip_domain",
+            "sip_domain must be a host name (letters, digits, hyphens and dots)",
+        ));
+    }
+    Ok(name.to_ascii_lowercase())
 }
 
 fn call_limit(limit: i64) -> Result<i64, Problem> {
@@ -59,7 +86,7 @@ fn call_limit(limit: i64) -> Result<i64, Problem> {
 }
 
 #[utoipa::path(post, path = "/api/tenants", request_body = CreateTenant,
-    responses((status = 201, body = Tenant), (status = 400, body = Problem), (status = 403, body = Problem)))]
+    responses((status = 201, body = Tenant), (status = 400, body = Problem), (status = 403, body = Problem), (status = 409, body = Problem)))]
 pub async fn create(
     State(state): State<AppState>,
     principal: Principal,
@@ -79,6 +106,7 @@ pub async fn create(
                 .unwrap_or_else(|| CountryCode::default().as_str().to_owned()),
         )?,
         max_concurrent_calls: call_limit(body.max_concurrent_calls.unwrap_or(10))?,
+        sip_domain: body.sip_domain.map(sip_domain).transpose()?,
     };
     let tenant = state.store.create_tenant(new, state.clock.now()).await?;
     Ok((StatusCode::CREATED, Json(tenant.into())))
@@ -113,7 +141,7 @@ pub async fn get(
 
 #[utoipa::path(patch, path = "/api/tenants/{tenant_id}", params(("tenant_id" = TenantId, Path)),
     request_body = UpdateTenant,
-    responses((status = 200, body = Tenant), (status = 400, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
+    responses((status = 200, body = Tenant), (status = 400, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
 pub async fn update(
     State(state): State<AppState>,
     principal: Principal,
@@ -121,12 +149,24 @@ pub async fn update(
     ApiJson(body): ApiJson<UpdateTenant>,
 ) -> Result<Json<Tenant>, Problem> {
     let tenant_id = principal.scope(tenant_id)?;
-    principal.require_admin("change a tenant's status, plan or limits")?;
+    principal.require_admin("change a tenant's status, plan, limits or SIP domain")?;
+    let sip_domain = body.sip_domain.map(sip_domain).transpose()?;
+    if let Some(domain) = &sip_domain {
+        let current = state.store.tenant(tenant_id).await?;
+        if *domain != current.sip_domain && state.store.count_agents(tenant_id).await? > 0 {
+            return Err(Problem::invalid(
+                "sip_domain",
+                "sip_domain cannot change while the tenant has agents: their password hashes \
+                 are bound to it",
+            ));
+        }
+    }
     let patch = TenantPatch {
         status: body.status,
         plan: body.plan,
         default_country_code: body.default_country_code.map(country_code).transpose()?,
         max_concurrent_calls: body.max_concurrent_calls.map(call_limit).transpose()?,
+        sip_domain,
     };
     let tenant = state
         .store

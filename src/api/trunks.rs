@@ -46,12 +46,12 @@ const TENANT_MIN_PREFIX_V6: u8 = 48;
 /// Longest name, provider, realm or username.
 const MAX_TEXT: usize = 200;
 /// Password length bounds, in characters.
-const PASSWORD_LEN: std::ops::RangeInclusive<usize> = 8..=128;
+pub(super) const PASSWORD_LEN: std::ops::RangeInclusive<usize> = 8..=128;
 
 /// A password as received: it never appears in a log or a debug print.
 #[derive(Deserialize)]
 #[serde(transparent)]
-pub struct Password(String);
+pub struct Password(pub(super) String);
 
 impl std::fmt::Debug for Password {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::ids::{AiProfileId, CallEventId, CallId, PhoneNumberId, TenantId, TrunkId};
+use crate::ids::{AgentId, AiProfileId, CallEventId, CallId, PhoneNumberId, TenantId, TrunkId};
 use crate::store::model::{
     self, CallStatus, CallTransport, Codec, DigestAlgorithm, Direction, HangupCause, MediaTarget,
     Plan, ProviderType, RecordingStatus, Role, StreamProtocol, TenantStatus, TrunkAuth,
@@ -29,6 +29,9 @@ pub struct Tenant {
     /// Country calling code applied to national number forms: digits, no plus.
     pub default_country_code: String,
     pub max_concurrent_calls: i64,
+    /// The host of its agents' SIP addresses (`sip:USERNAME@<sip_domain>`) and their digest
+    /// realm; unique across tenants, set by the admin only.
+    pub sip_domain: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -42,6 +45,32 @@ impl From<model::Tenant> for Tenant {
             plan: row.plan,
             default_country_code: row.default_country_code,
             max_concurrent_calls: row.max_concurrent_calls,
+            sip_domain: row.sip_domain,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        }
+    }
+}
+
+/// A person who answers the tenant's calls in a browser, registering over SIP WebSocket
+/// as `sip:USERNAME@<sip_domain>`. The password is never shown.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Agent {
+    pub id: AgentId,
+    pub tenant_id: TenantId,
+    pub username: String,
+    pub display_name: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<model::Agent> for Agent {
+    fn from(row: model::Agent) -> Self {
+        Agent {
+            id: row.id,
+            tenant_id: row.tenant_id,
+            username: row.username,
+            display_name: row.display_name,
             created_at: row.created_at,
             updated_at: row.updated_at,
         }

@@ -5,6 +5,7 @@
 //! Every query on tenant-owned data takes a [`TenantId`](crate::ids::TenantId) and filters
 //! by it, so a caller cannot read another tenant's rows by passing the wrong id.
 
+mod agents;
 mod attempts;
 mod calls;
 mod keys;
@@ -26,13 +27,14 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
+pub use agents::{AGENT_DIGEST_ALGORITHMS, AgentCredentials, AgentPatch, NewAgent};
 pub use attempts::AttemptLog;
 pub use calls::{CallFilter, CallWrite, CallWriter, WriteError};
 pub use keys::hash_api_key;
 pub use numbers::{NewPhoneNumber, PhoneNumberPatch};
 pub use profiles::{AiProfilePatch, NewAiProfile, ProfileStream, StreamToken};
 pub use routes::{CallMedia, ResolvedRoute, Route, StreamTarget};
-pub use tenants::{NewTenant, TenantPatch};
+pub use tenants::{NewTenant, TenantPatch, default_sip_domain};
 pub use trunks::{Ha1Set, TrunkCredentials, TrunkOwner, TrunkSettings};
 
 /// A storage failure, mapped to an HTTP or SIP status at the edge.

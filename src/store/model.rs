@@ -12,7 +12,9 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use sqlx::FromRow;
 
-use crate::ids::{AiProfileId, ApiKeyId, CallEventId, CallId, PhoneNumberId, TenantId, TrunkId};
+use crate::ids::{
+    AgentId, AiProfileId, ApiKeyId, CallEventId, CallId, PhoneNumberId, TenantId, TrunkId,
+};
 use crate::kinds::text_enum;
 pub use crate::kinds::{CallTransport, Codec, DigestAlgorithm, TrunkTransport};
 
@@ -59,6 +61,20 @@ pub struct Tenant {
     /// Country calling code applied to national number forms: digits, no plus.
     pub default_country_code: String,
     pub max_concurrent_calls: i64,
+    /// The host of its agents' SIP addresses and their digest realm; unique across tenants.
+    pub sip_domain: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A person who answers a tenant's calls in a browser, registering over SIP WebSocket as
+/// `sip:USERNAME@<sip_domain>`. Its password hashes are never part of it.
+#[derive(Debug, Clone, PartialEq, FromRow)]
+pub struct Agent {
+    pub id: AgentId,
+    pub tenant_id: TenantId,
+    pub username: String,
+    pub display_name: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }

@@ -9,8 +9,8 @@ use crate::ids::TenantId;
 /// The columns every query returns, in the row type's order.
 macro_rules! columns {
     () => {
-        "id, name, status, plan, default_country_code, max_concurrent_calls, \
-                       created_at, updated_at"
+        "id, name, status, plan, default_country_code, max_concurrent_calls, sip_domain, \
+         created_at, updated_at"
     };
 }
 
@@ -22,6 +22,13 @@ pub struct NewTenant {
     pub plan: Plan,
     pub default_country_code: String,
     pub max_concurrent_calls: i64,
+    /// `None` gives the tenant `<tenant_id>.agents.invalid`.
+    pub sip_domain: Option<String>,
+}
+
+/// The SIP domain a tenant has until the admin gives it one: unique, and never resolvable.
+pub fn default_sip_domain(id: TenantId) -> String {
+    format!("{id}.agents.invalid")
 }
 
 /// The fields of a tenant that may change; `None` leaves a field as it is.
@@ -31,6 +38,7 @@ pub struct TenantPatch {
     pub plan: Option<Plan>,
     pub default_country_code: Option<String>,
     pub max_concurrent_calls: Option<i64>,
+    pub sip_domain: Option<String>,
 }
 
 impl Store {
@@ -39,22 +47,28 @@ impl Store {
         const SQL: &str = concat!(
             "INSERT INTO tenants (",
             columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $7) \
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) \
              RETURNING ",
             columns!()
         );
         let at = stamp(now);
+        let id = TenantId::new();
+        let sip_domain = new.sip_domain.unwrap_or_else(|| default_sip_domain(id));
         on_pool!(self, |pool| sqlx::query_as(SQL)
-            .bind(TenantId::new())
+            .bind(id)
             .bind(&new.name)
             .bind(new.status)
             .bind(new.plan)
             .bind(&new.default_country_code)
             .bind(new.max_concurrent_calls)
+            .bind(&sip_domain)
             .bind(at)
             .fetch_one(pool)
             .await)
-        .map_err(|e| StoreError::from_sqlx(e, "tenant"))
+        .map_err(|e| match StoreError::from_sqlx(e, "tenant") {
+            StoreError::Conflict(_) => StoreError::Conflict("sip_domain"),
+            other => other,
+        })
     }
 
     pub async fn tenant(&self, id: TenantId) -> Result<Tenant> {
@@ -97,6 +111,7 @@ impl Store {
                plan = COALESCE($3, plan), \
                default_country_code = COALESCE($4, default_country_code), \
                max_concurrent_calls = COALESCE($5, max_concurrent_calls), \
+               sip_domain = COALESCE($7, sip_domain), \
                updated_at = $6 \
              WHERE id = $1 RETURNING ",
             columns!()
@@ -108,9 +123,13 @@ impl Store {
             .bind(patch.default_country_code)
             .bind(patch.max_concurrent_calls)
             .bind(stamp(now))
+            .bind(patch.sip_domain)
             .fetch_optional(pool)
             .await)
-        .map_err(|e| StoreError::from_sqlx(e, "tenant"))?
+        .map_err(|e| match StoreError::from_sqlx(e, "tenant") {
+            StoreError::Conflict(_) => StoreError::Conflict("sip_domain"),
+            other => other,
+        })?
         .ok_or(StoreError::NotFound)
     }
 }

@@ -141,7 +141,7 @@ impl Ha1Set {
         self.0.is_empty()
     }
 
-    fn to_json(&self) -> HashMap<&'static str, &str> {
+    pub(super) fn to_json(&self) -> HashMap<&'static str, &str> {
         self.0
             .iter()
             .map(|(a, h)| (a.as_str(), h.as_str()))
@@ -149,7 +149,7 @@ impl Ha1Set {
     }
 
     /// Reads the stored object back in `order`; keys of no known algorithm are ignored.
-    fn from_json(map: &HashMap<String, String>, order: &[DigestAlgorithm]) -> Self {
+    pub(super) fn from_json(map: &HashMap<String, String>, order: &[DigestAlgorithm]) -> Self {
         Ha1Set(
             order
                 .iter()
