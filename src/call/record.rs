@@ -56,39 +56,12 @@ impl Record {
             })
             .unwrap_or_default();
         let call = Call {
-            id: CallId::new(),
-            tenant_id: route.tenant_id,
-            phone_number_id: Some(route.phone_number_id),
-            ai_profile_id: route.ai_profile_id,
-            // The trunk the call came in on; the number's own trunk otherwise.
             trunk_id: trunk.or(route.trunk_id),
-            direction: Direction::Inbound,
-            caller: truncate(&caller, 128),
-            called: called.to_owned(),
-            called_raw: truncate(called_raw, 128),
             sip_call_id: truncate(h.call_id().unwrap_or_default(), 256),
             transport: transport.into(),
-            remote_addr: remote.to_string(),
-            codec: None,
-            status: CallStatus::Initiated,
-            sip_status: None,
-            q850_cause: None,
-            hangup_cause: None,
-            started_at: stamp(clock.now()),
-            answered_at: None,
-            ended_at: None,
-            duration_s: None,
-            recording_status: None,
-            recording_duration_ms: None,
-            recording_bytes: None,
-            recording_error: None,
+            ..inbound_call(clock.as_ref(), route, &caller, called, called_raw, remote)
         };
-        Record {
-            clock,
-            call,
-            events: Vec::new(),
-            stored: false,
-        }
+        Record::of(clock, call)
     }
 
     /// The record of a browser's call to `called` (E.164; `called_raw` as the browser gave
@@ -102,32 +75,14 @@ impl Record {
         remote: SocketAddr,
     ) -> Record {
         let call = Call {
-            id: CallId::new(),
-            tenant_id: route.tenant_id,
-            phone_number_id: Some(route.phone_number_id),
-            ai_profile_id: route.ai_profile_id,
-            trunk_id: None,
-            direction: Direction::Inbound,
-            caller: truncate(caller, 128),
-            called: called.to_owned(),
-            called_raw: truncate(called_raw, 128),
-            sip_call_id: String::new(),
             transport: CallTransport::Webrtc,
-            remote_addr: remote.to_string(),
-            codec: None,
-            status: CallStatus::Initiated,
-            sip_status: None,
-            q850_cause: None,
-            hangup_cause: None,
-            started_at: stamp(clock.now()),
-            answered_at: None,
-            ended_at: None,
-            duration_s: None,
-            recording_status: None,
-            recording_duration_ms: None,
-            recording_bytes: None,
-            recording_error: None,
+            ..inbound_call(clock.as_ref(), route, caller, called, called_raw, remote)
         };
+        Record::of(clock, call)
+    }
+
+    /// A record not yet stored, with no events.
+    fn of(clock: Arc<dyn WallClock>, call: Call) -> Record {
         Record {
             clock,
             call,
@@ -166,12 +121,7 @@ impl Record {
             recording_bytes: None,
             recording_error: None,
         };
-        Record {
-            clock,
-            call,
-            events: Vec::new(),
-            stored: false,
-        }
+        Record::of(clock, call)
     }
 
     /// The INVITE of an outbound call went out.
@@ -347,6 +297,45 @@ pub struct Outbound<'a> {
     pub sip_call_id: &'a str,
     pub transport: Transport,
     pub remote: SocketAddr,
+}
+
+/// A call to one of `route`'s numbers that has just arrived, `initiated` now: no trunk, SIP
+/// Call-ID or transport yet (the constructors set theirs).
+fn inbound_call(
+    clock: &dyn WallClock,
+    route: &Route,
+    caller: &str,
+    called: &str,
+    called_raw: &str,
+    remote: SocketAddr,
+) -> Call {
+    Call {
+        id: CallId::new(),
+        tenant_id: route.tenant_id,
+        phone_number_id: Some(route.phone_number_id),
+        ai_profile_id: route.ai_profile_id,
+        trunk_id: None,
+        direction: Direction::Inbound,
+        caller: truncate(caller, 128),
+        called: called.to_owned(),
+        called_raw: truncate(called_raw, 128),
+        sip_call_id: String::new(),
+        transport: CallTransport::Webrtc,
+        remote_addr: remote.to_string(),
+        codec: None,
+        status: CallStatus::Initiated,
+        sip_status: None,
+        q850_cause: None,
+        hangup_cause: None,
+        started_at: stamp(clock.now()),
+        answered_at: None,
+        ended_at: None,
+        duration_s: None,
+        recording_status: None,
+        recording_duration_ms: None,
+        recording_bytes: None,
+        recording_error: None,
+    }
 }
 
 fn truncate(s: &str, max: usize) -> String {
